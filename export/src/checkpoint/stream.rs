@@ -1,0 +1,115 @@
+//! One sequential pass over a file that hashes every byte (SHA-256), reports
+//! progress, and hands chosen regions to the caller as they go by. Regions are
+//! visited in increasing file order, so each byte is read exactly once and
+//! nothing larger than one chunk is buffered besides the tensors themselves.
+
+use std::fs::File;
+use std::io::{ErrorKind, Read};
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use sha2::{Digest, Sha256};
+
+/// Bytes read per call; a multiple of every element size.
+const CHUNK: usize = 1 << 20;
+
+pub(crate) struct HashedFile<'p> {
+    file: File,
+    len: u64,
+    pos: u64,
+    hasher: Sha256,
+    buf: Vec<u8>,
+    progress: &'p mut dyn FnMut(u64, u64),
+}
+
+impl<'p> HashedFile<'p> {
+    pub(crate) fn open(path: &Path, progress: &'p mut dyn FnMut(u64, u64)) -> Result<Self> {
+        let file = File::open(path).context("cannot open")?;
+        let len = file.metadata().context("cannot stat")?.len();
+        progress(0, len);
+        Ok(HashedFile {
+            file,
+            len,
+            pos: 0,
+            hasher: Sha256::new(),
+            buf: vec![0; CHUNK],
+            progress,
+        })
+    }
+
+    pub(crate) fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Reads and hashes the next `n <= CHUNK` bytes.
+    fn next_chunk(&mut self, n: usize) -> Result<&[u8]> {
+        let buf = &mut self.buf[..n];
+        if let Err(e) = self.file.read_exact(buf) {
+            if e.kind() == ErrorKind::UnexpectedEof {
+                bail!(
+                    "the file ended before byte {} although it was {} bytes long when opened",
+                    self.pos + n as u64,
+                    self.len
+                );
+            }
+            return Err(e).with_context(|| format!("read error at byte {}", self.pos));
+        }
+        self.hasher.update(&*buf);
+        self.pos += n as u64;
+        (self.progress)(self.pos, self.len);
+        Ok(&self.buf[..n])
+    }
+
+    /// Hashes and discards bytes up to `offset`.
+    pub(crate) fn skip_to(&mut self, offset: u64) -> Result<()> {
+        if offset < self.pos {
+            bail!(
+                "data regions overlap (byte {offset} was requested after byte {})",
+                self.pos
+            );
+        }
+        let mut left = offset - self.pos;
+        while left > 0 {
+            let n = left.min(CHUNK as u64) as usize;
+            self.next_chunk(n)?;
+            left -= n as u64;
+        }
+        Ok(())
+    }
+
+    /// Reads `len` bytes from the current position into `sink`, in pieces whose
+    /// lengths are multiples of 8 bytes (except the last).
+    pub(crate) fn read(&mut self, len: u64, sink: &mut dyn FnMut(&[u8])) -> Result<()> {
+        if len > self.len.saturating_sub(self.pos) {
+            bail!(
+                "{len} bytes at byte {} run past the end of the file ({} bytes)",
+                self.pos,
+                self.len
+            );
+        }
+        let mut left = len;
+        while left > 0 {
+            let n = left.min(CHUNK as u64) as usize;
+            sink(self.next_chunk(n)?);
+            left -= n as u64;
+        }
+        Ok(())
+    }
+
+    /// Reads `len` bytes from the current position into a new buffer.
+    pub(crate) fn read_vec(&mut self, len: u64) -> Result<Vec<u8>> {
+        let cap = usize::try_from(len).context("region too large")?;
+        let mut out = Vec::new();
+        out.try_reserve_exact(cap)
+            .map_err(|_| anyhow::anyhow!("cannot allocate {len} bytes"))?;
+        self.read(len, &mut |c| out.extend_from_slice(c))?;
+        Ok(out)
+    }
+
+    /// Hashes the rest of the file; returns the lowercase hex SHA-256.
+    pub(crate) fn finish(mut self) -> Result<String> {
+        self.skip_to(self.len)?;
+        let digest = self.hasher.finalize();
+        Ok(digest.iter().map(|b| format!("{b:02x}")).collect())
+    }
+}

@@ -1,0 +1,704 @@
+//! Torch zip archives (`torch.save` since 1.6, PyTorch-Lightning `.ckpt`):
+//! `<name>/data.pkl` (the pickled object), `<name>/data/<key>` (one record per
+//! storage, stored uncompressed), `<name>/byteorder` (optional, `little`).
+//!
+//! The pickle is read through the zip reader (CRC-checked); the storage records
+//! are then read straight from the file at their data offsets, in file order,
+//! during the single hashing pass.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::path::Path;
+use std::rc::Rc;
+
+use anyhow::{Context, Result, anyhow, bail};
+use zip::{CompressionMethod, ZipArchive};
+
+use super::convert::{Decoder, check_len, gather, is_contiguous, max_index, numel, to_usize};
+use super::pickle::{self, DictObj, GlobalKind, Obj, TensorRef, Unpickled, Value};
+use super::stream::HashedFile;
+use super::{Checkpoint, DType, HyperValue, Tensor, TensorData, is_training_only};
+
+/// One tensor to materialise.
+struct Wanted {
+    name: String,
+    dtype: DType,
+    offset: usize,
+    size: Vec<usize>,
+    stride: Vec<usize>,
+}
+
+/// One storage record to read: the element span its tensors need.
+struct SpanRead {
+    /// Absolute file offset of the span's first byte.
+    file_start: u64,
+    dtype: DType,
+    /// First storage element of the span, and its length in elements.
+    span_start: usize,
+    span_len: usize,
+    tensors: Vec<Wanted>,
+}
+
+pub(crate) fn load(path: &Path, progress: &mut dyn FnMut(u64, u64)) -> Result<Checkpoint> {
+    let file = File::open(path).context("cannot open")?;
+    let mut zip = ZipArchive::new(BufReader::new(file)).map_err(|e| {
+        anyhow!("it starts like a zip archive but cannot be read as one ({e}); it may be truncated or corrupt")
+    })?;
+
+    let prefix = find_prefix(&zip)?;
+    let big_endian = match read_small(&mut zip, &format!("{prefix}byteorder"))? {
+        None => false,
+        Some(b) => match String::from_utf8_lossy(&b).trim() {
+            "little" => false,
+            "big" => true,
+            other => bail!("{prefix}byteorder says '{other}', neither 'little' nor 'big'"),
+        },
+    };
+    let pkl_name = format!("{prefix}data.pkl");
+    let pkl = read_small(&mut zip, &pkl_name)?
+        .ok_or_else(|| anyhow!("the archive lacks {pkl_name}"))?;
+    let u = pickle::unpickle(&pkl, "data.pkl")?;
+
+    let root = u
+        .dict(&u.root)
+        .ok_or_else(|| anyhow!("data.pkl holds a {}, not a dict", u.root.kind(&u.objs)))?;
+    // A Lightning checkpoint keeps the weights under "state_dict"; a bare
+    // `torch.save(model.state_dict())` is the state dict itself.
+    let state_dict = match root.get("state_dict") {
+        Some(v) => u.dict(v).ok_or_else(|| {
+            anyhow!(
+                "data.pkl's \"state_dict\" is a {}, not a dict",
+                v.kind(&u.objs)
+            )
+        })?,
+        None => root,
+    };
+    let hyper_parameters = match root.get("hyper_parameters") {
+        Some(v) => hyper_parameters(&u, v)?,
+        None => None,
+    };
+
+    // Plan the reads: group the needed tensors by storage record.
+    let mut skipped = 0;
+    let mut by_key: HashMap<String, (Rc<pickle::StorageRef>, Vec<(String, Rc<TensorRef>)>)> =
+        HashMap::new();
+    for (k, v) in &state_dict.entries {
+        let Value::Tensor(t) = v else { continue };
+        let Some(name) = k.as_str() else {
+            bail!("data.pkl's state dict has a {} key", k.kind(&u.objs));
+        };
+        if is_training_only(name) {
+            skipped += 1;
+            continue;
+        }
+        by_key
+            .entry(t.storage.key.clone())
+            .or_insert_with(|| (t.storage.clone(), Vec::new()))
+            .1
+            .push((name.to_string(), t.clone()));
+    }
+    let mut reads = Vec::with_capacity(by_key.len());
+    for (key, (storage, tensors)) in by_key {
+        reads.push(plan_read(&mut zip, &prefix, &key, &storage, tensors)?);
+    }
+    drop(zip);
+    reads.sort_by_key(|r| r.file_start);
+
+    // One pass over the file: hash everything, decode the planned spans.
+    let mut f = HashedFile::open(path, progress)?;
+    let mut tensors = BTreeMap::new();
+    for r in reads {
+        f.skip_to(r.file_start)?;
+        let es = r.dtype.size_bytes();
+        let span_bytes = (r.span_len as u64) * es as u64;
+        let single_contiguous = r.tensors.len() == 1
+            && is_contiguous(&r.tensors[0].size, &r.tensors[0].stride)
+            && r.tensors[0].offset == r.span_start;
+        if single_contiguous {
+            // Stream straight into the tensor.
+            let w = &r.tensors[0];
+            let mut dec = Decoder::new(r.dtype, big_endian, r.span_len)
+                .with_context(|| format!("tensor '{}'", w.name))?;
+            f.read(span_bytes, &mut |c| dec.push(c))
+                .with_context(|| format!("reading tensor '{}'", w.name))?;
+            insert(&mut tensors, w, dec.finish());
+        } else {
+            // Shared storage or a strided view: read the span once, then copy
+            // each view out of it.
+            let span = f.read_vec(span_bytes)?;
+            for w in &r.tensors {
+                let data = gather(
+                    r.dtype,
+                    big_endian,
+                    &span,
+                    r.span_start,
+                    w.offset,
+                    &w.size,
+                    &w.stride,
+                )
+                .with_context(|| format!("tensor '{}'", w.name))?;
+                insert(&mut tensors, w, data);
+            }
+        }
+    }
+    let sha256 = f.finish()?;
+    Ok(Checkpoint {
+        tensors,
+        hyper_parameters,
+        sha256,
+        skipped,
+    })
+}
+
+fn insert(tensors: &mut BTreeMap<String, Tensor>, w: &Wanted, data: TensorData) {
+    tensors.insert(
+        w.name.clone(),
+        Tensor {
+            dtype: w.dtype,
+            shape: w.size.clone(),
+            data,
+        },
+    );
+}
+
+/// The archive's top folder (`<name>/`), found from its `data.pkl`.
+fn find_prefix<R: Read + std::io::Seek>(zip: &ZipArchive<R>) -> Result<String> {
+    let mut found = Vec::new();
+    for name in zip.file_names_raw() {
+        let Ok(name) = std::str::from_utf8(name) else {
+            continue;
+        };
+        if let Some(prefix) = name.strip_suffix("data.pkl")
+            && (prefix.is_empty() || (prefix.ends_with('/') && prefix.matches('/').count() == 1))
+        {
+            found.push(prefix.to_string());
+        }
+    }
+    match found.len() {
+        0 => bail!(
+            "it is a zip archive without a <name>/data.pkl record, so not a torch checkpoint"
+        ),
+        1 => Ok(found.remove(0)),
+        _ => bail!("the archive holds several data.pkl records: {found:?}"),
+    }
+}
+
+/// Reads a small record through the zip reader (decompressed, CRC-checked).
+fn read_small<R: Read + std::io::Seek>(
+    zip: &mut ZipArchive<R>,
+    name: &str,
+) -> Result<Option<Vec<u8>>> {
+    let Some(i) = zip.index_for_name(name) else {
+        return Ok(None);
+    };
+    let mut f = zip
+        .by_index(i)
+        .map_err(|e| anyhow!("cannot read {name}: {e}"))?;
+    let mut out = Vec::new();
+    f.read_to_end(&mut out)
+        .map_err(|e| anyhow!("cannot read {name}: {e}"))?;
+    Ok(Some(out))
+}
+
+fn plan_read<R: Read + std::io::Seek>(
+    zip: &mut ZipArchive<R>,
+    prefix: &str,
+    key: &str,
+    storage: &pickle::StorageRef,
+    tensors: Vec<(String, Rc<TensorRef>)>,
+) -> Result<SpanRead> {
+    let record = format!("{prefix}data/{key}");
+    let first = &tensors[0].0;
+    let Some(dtype) = storage.dtype else {
+        bail!(
+            "tensor '{first}' is stored as {}, which is not supported (Float, Half, BFloat16, \
+             Double, Long, Int, Byte and Bool storages are)",
+            storage.type_name
+        );
+    };
+    let es = dtype.size_bytes();
+    let index = zip.index_for_name(&record).ok_or_else(|| {
+        anyhow!("data.pkl refers to storage record '{record}' (tensor '{first}'), which the archive lacks")
+    })?;
+    let entry = zip
+        .by_index_raw(index)
+        .map_err(|e| anyhow!("cannot locate storage record '{record}': {e}"))?;
+    if entry.compression() != CompressionMethod::Stored {
+        bail!(
+            "storage record '{record}' is compressed ({}); torch archives store records uncompressed",
+            entry.compression()
+        );
+    }
+    if entry.encrypted() {
+        bail!("storage record '{record}' is encrypted");
+    }
+    let data_start = entry
+        .data_start()
+        .ok_or_else(|| anyhow!("cannot locate the data of storage record '{record}'"))?;
+    let bytes = entry.size();
+    if entry.compressed_size() != bytes {
+        bail!("storage record '{record}' has inconsistent sizes");
+    }
+    drop(entry);
+    let elems = check_len(bytes, dtype).with_context(|| format!("storage record '{record}'"))?;
+    if elems < storage.numel {
+        bail!(
+            "storage record '{record}' holds {bytes} bytes, but data.pkl declares {} {dtype:?} \
+             elements ({} bytes); the archive is damaged",
+            storage.numel,
+            storage.numel.saturating_mul(es as u64)
+        );
+    }
+    let elems = usize::try_from(elems)?;
+
+    let mut span: Option<(usize, usize)> = None;
+    let mut wanted = Vec::with_capacity(tensors.len());
+    for (name, t) in tensors {
+        let offset = usize::try_from(t.offset)?;
+        let size = to_usize(&t.size)?;
+        let stride = to_usize(&t.stride)?;
+        numel(&size).with_context(|| format!("tensor '{name}'"))?;
+        if let Some(last) = max_index(offset, &size, &stride)
+            .with_context(|| format!("tensor '{name}'"))?
+        {
+            if last >= elems {
+                bail!(
+                    "tensor '{name}' (shape {size:?}, stride {stride:?}, offset {offset}) needs \
+                     element {last} of storage record '{record}', which holds only {elems} \
+                     {dtype:?} elements"
+                );
+            }
+            span = Some(match span {
+                None => (offset, last + 1),
+                Some((a, b)) => (a.min(offset), b.max(last + 1)),
+            });
+        }
+        wanted.push(Wanted {
+            name,
+            dtype,
+            offset,
+            size,
+            stride,
+        });
+    }
+    let (span_start, span_end) = span.unwrap_or((0, 0));
+    Ok(SpanRead {
+        file_start: data_start + (span_start as u64) * es as u64,
+        dtype,
+        span_start,
+        span_len: span_end - span_start,
+        tensors: wanted,
+    })
+}
+
+/// Lightning's `hyper_parameters`: an `AttributeDict` whose `args` is an
+/// `argparse.Namespace`; the Namespace's fields are returned flattened, followed
+/// by any other top-level entries they do not shadow. Hyper-parameters held
+/// directly (without a Namespace) are returned as they are.
+fn hyper_parameters(u: &Unpickled, v: &Value) -> Result<Option<BTreeMap<String, HyperValue>>> {
+    let mut out = BTreeMap::new();
+    let top: Vec<&DictObj> = if let Some(d) = u.dict(v) {
+        vec![d]
+    } else if let Some(inst) = u.instance(v) {
+        u.instance_attrs(inst)
+    } else if matches!(v, Value::None) {
+        return Ok(None);
+    } else {
+        bail!("data.pkl's \"hyper_parameters\" is a {}", v.kind(&u.objs));
+    };
+    for d in &top {
+        if let Some(args) = d.get("args")
+            && let Some(inst) = u.instance(args)
+            && inst.class.kind == GlobalKind::Namespace
+        {
+            for attrs in u.instance_attrs(inst) {
+                for (k, v) in &attrs.entries {
+                    out.insert(key_string(u, k), hyper_value(u, v, 0));
+                }
+            }
+        }
+    }
+    for d in &top {
+        for (k, v) in &d.entries {
+            let k = key_string(u, k);
+            let is_namespace = |v: &Value| {
+                u.instance(v)
+                    .is_some_and(|i| i.class.kind == GlobalKind::Namespace)
+            };
+            if (k == "args" && is_namespace(v)) || out.contains_key(&k) {
+                continue;
+            }
+            out.insert(k, hyper_value(u, v, 0));
+        }
+    }
+    Ok(Some(out))
+}
+
+fn key_string(u: &Unpickled, k: &Value) -> String {
+    match k {
+        Value::Str(s) => s.to_string(),
+        Value::Int(i) => i.to_string(),
+        Value::Bool(b) => if *b { "True" } else { "False" }.to_string(),
+        Value::None => "None".to_string(),
+        Value::Float(f) => f.to_string(),
+        other => format!("<{}>", other.kind(&u.objs)),
+    }
+}
+
+/// Converts a pickled value to a [`HyperValue`]. Values with no counterpart
+/// (tensors, opaque objects) become a description in angle brackets.
+fn hyper_value(u: &Unpickled, v: &Value, depth: usize) -> HyperValue {
+    if depth > 32 {
+        return HyperValue::Str("<nested too deeply>".into());
+    }
+    let list = |items: &[Value]| {
+        HyperValue::List(items.iter().map(|x| hyper_value(u, x, depth + 1)).collect())
+    };
+    match v {
+        Value::None => HyperValue::None,
+        Value::Bool(b) => HyperValue::Bool(*b),
+        Value::Int(i) => HyperValue::Int(*i),
+        Value::BigInt(b) => HyperValue::Str(big_int_decimal(b)),
+        Value::Float(f) => HyperValue::Float(*f),
+        Value::Str(s) => HyperValue::Str(s.to_string()),
+        Value::Bytes(b) => HyperValue::List(b.iter().map(|&x| HyperValue::Int(x.into())).collect()),
+        Value::Tuple(t) => list(t),
+        Value::Obj(id) => match u.objs.get(*id) {
+            Some(Obj::List(l) | Obj::Set(l)) => list(l),
+            Some(Obj::Dict(d)) => HyperValue::Dict(
+                d.entries
+                    .iter()
+                    .map(|(k, v)| (key_string(u, k), hyper_value(u, v, depth + 1)))
+                    .collect(),
+            ),
+            Some(Obj::Instance(inst)) if inst.class.kind == GlobalKind::Namespace => {
+                HyperValue::Dict(
+                    u.instance_attrs(inst)
+                        .into_iter()
+                        .flat_map(|d| d.entries.iter())
+                        .map(|(k, v)| (key_string(u, k), hyper_value(u, v, depth + 1)))
+                        .collect(),
+                )
+            }
+            _ => HyperValue::Str(format!("<{}>", v.kind(&u.objs))),
+        },
+        Value::Global(g) => HyperValue::Str(format!("<{}>", g.name)),
+        Value::Storage(_) | Value::Tensor(_) => HyperValue::Str(format!("<{}>", v.kind(&u.objs))),
+    }
+}
+
+/// Decimal text of a little-endian two's complement integer.
+fn big_int_decimal(le: &[u8]) -> String {
+    let negative = le.last().is_some_and(|b| b & 0x80 != 0);
+    // Magnitude, big-endian.
+    let mut mag: Vec<u8> = le.iter().rev().copied().collect();
+    if negative {
+        for b in mag.iter_mut() {
+            *b = !*b;
+        }
+        for b in mag.iter_mut().rev() {
+            let (v, carry) = b.overflowing_add(1);
+            *b = v;
+            if !carry {
+                break;
+            }
+        }
+    }
+    let mut digits = Vec::new();
+    while mag.iter().any(|&b| b != 0) {
+        let mut rem = 0u32;
+        for b in mag.iter_mut() {
+            let cur = (rem << 8) | u32::from(*b);
+            *b = (cur / 10) as u8;
+            rem = cur % 10;
+        }
+        digits.push(b'0' + rem as u8);
+    }
+    if digits.is_empty() {
+        digits.push(b'0');
+    }
+    if negative {
+        digits.push(b'-');
+    }
+    digits.reverse();
+    String::from_utf8_lossy(&digits).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::pickle::build::P;
+    use super::super::tests::{TempFile, golden};
+    use super::super::{TensorData, load};
+    use super::*;
+    use std::io::Write;
+    use zip::write::{SimpleFileOptions, ZipWriter};
+
+    fn archive(name: &str, entries: &[(&str, &[u8])]) -> TempFile {
+        let mut w = ZipWriter::new(std::io::Cursor::new(Vec::new()));
+        let opts = SimpleFileOptions::default().compression_method(CompressionMethod::Stored);
+        for (n, data) in entries {
+            w.start_file(*n, opts).unwrap();
+            w.write_all(data).unwrap();
+        }
+        let bytes = w.finish().unwrap().into_inner();
+        TempFile::with(name, &bytes)
+    }
+
+    fn f32_bytes(v: impl IntoIterator<Item = f32>) -> Vec<u8> {
+        v.into_iter().flat_map(f32::to_le_bytes).collect()
+    }
+
+    /// `{'state_dict': OrderedDict(entries...), 'hyper_parameters': AttributeDict(args=Namespace(heads=2))}`
+    fn lightning_pickle(tensors: impl FnOnce(P) -> P) -> Vec<u8> {
+        let p = P::new()
+            .empty_dict()
+            .mark()
+            .str("state_dict")
+            .global("collections", "OrderedDict")
+            .empty_tuple()
+            .reduce()
+            .mark();
+        tensors(p)
+            .setitems()
+            .str("hyper_parameters")
+            .global("lightning_fabric.utilities.data", "AttributeDict")
+            .empty_tuple()
+            .op(0x81)
+            .str("args")
+            .global("argparse", "Namespace")
+            .empty_tuple()
+            .op(0x81)
+            .empty_dict()
+            .mark()
+            .str("heads")
+            .int(2)
+            .str("batch_size")
+            .mark()
+            .int(4)
+            .int(8)
+            .op(b'l')
+            .str("spatial_pos")
+            .op(b'N')
+            .setitems()
+            .op(b'b')
+            .op(b's')
+            .setitems()
+            .stop()
+    }
+
+    fn load_err(t: &TempFile) -> String {
+        let e = format!("{:#}", load(&t.0, &mut |_, _| {}).unwrap_err());
+        assert!(e.contains(&t.0.display().to_string()), "error does not name the file: {e}");
+        e
+    }
+
+    #[test]
+    fn views_share_storage_with_offset_and_stride() {
+        let pkl = lightning_pickle(|p| {
+            p.str("a")
+                // rows 1..3 of a 4x3 matrix
+                .tensor("FloatStorage", "0", "cuda:0", 12, 3, &[2, 3], &[3, 1])
+                .str("at")
+                // its transpose, as a view
+                .tensor("FloatStorage", "0", "cuda:0", 12, 0, &[3, 4], &[1, 3])
+                .str("s")
+                .tensor("FloatStorage", "0", "cuda:0", 12, 11, &[], &[])
+                .str("b")
+                // alone in its storage but not starting at 0
+                .tensor("LongStorage", "1", "cpu", 3, 1, &[2], &[1])
+                .str("codebook.z_avg")
+                .tensor("FloatStorage", "2", "cpu", 2, 0, &[2], &[1])
+        });
+        let storage0 = f32_bytes((0..12).map(|i| i as f32));
+        let storage1: Vec<u8> = [5i64, -6, 7].iter().flat_map(|x| x.to_le_bytes()).collect();
+        let t = archive(
+            "views.ckpt",
+            &[
+                ("archive/data.pkl", &pkl),
+                ("archive/byteorder", b"little"),
+                ("archive/data/0", &storage0),
+                ("archive/data/1", &storage1),
+                // "archive/data/2" (training-only) is absent: it must not be read.
+            ],
+        );
+        let mut calls = Vec::new();
+        let ck = load(&t.0, &mut |d, n| calls.push((d, n))).unwrap();
+        let len = std::fs::metadata(&t.0).unwrap().len();
+        assert_eq!(calls.first(), Some(&(0, len)));
+        assert_eq!(calls.last(), Some(&(len, len)));
+        assert_eq!(ck.skipped, 1);
+        assert_eq!(ck.tensors.len(), 4);
+        assert_eq!(ck.tensors["a"].shape, [2, 3]);
+        assert_eq!(ck.tensors["a"].data, TensorData::F32(vec![3., 4., 5., 6., 7., 8.]));
+        assert_eq!(ck.tensors["at"].shape, [3, 4]);
+        assert_eq!(
+            ck.tensors["at"].data,
+            TensorData::F32(vec![0., 3., 6., 9., 1., 4., 7., 10., 2., 5., 8., 11.])
+        );
+        assert_eq!(ck.tensors["s"].data, TensorData::F32(vec![11.]));
+        assert_eq!(ck.tensors["b"].data, TensorData::I64(vec![-6, 7]));
+        assert_eq!(ck.tensors["b"].dtype, DType::I64);
+        let hp = ck.hyper_parameters.unwrap();
+        assert_eq!(hp["heads"], HyperValue::Int(2));
+        assert_eq!(
+            hp["batch_size"],
+            HyperValue::List(vec![HyperValue::Int(4), HyperValue::Int(8)])
+        );
+        assert_eq!(hp["spatial_pos"], HyperValue::None);
+        assert!(!hp.contains_key("args"));
+    }
+
+    #[test]
+    fn big_endian_archives_and_plain_state_dicts() {
+        // A bare state dict (no Lightning wrapper), big-endian, half storage.
+        let pkl = P::new()
+            .global("collections", "OrderedDict")
+            .empty_tuple()
+            .reduce()
+            .mark()
+            .str("w")
+            .tensor("HalfStorage", "0", "cpu", 2, 0, &[2], &[1])
+            .setitems()
+            .stop();
+        let t = archive(
+            "be.pt",
+            &[
+                ("m/data.pkl", &pkl),
+                ("m/byteorder", b"big"),
+                ("m/data/0", &[0x3c, 0x00, 0xc0, 0x00]),
+            ],
+        );
+        let ck = load(&t.0, &mut |_, _| {}).unwrap();
+        assert_eq!(ck.tensors["w"].data, TensorData::F32(vec![1.0, -2.0]));
+        assert!(ck.hyper_parameters.is_none());
+    }
+
+    #[test]
+    fn hyper_parameters_held_directly() {
+        let pkl = P::new()
+            .empty_dict()
+            .mark()
+            .str("state_dict")
+            .empty_dict()
+            .str("hyper_parameters")
+            .global("pytorch_lightning.utilities.parsing", "AttributeDict")
+            .empty_tuple()
+            .op(0x81)
+            .mark()
+            .str("lr")
+            .float(0.5)
+            .str("name")
+            .str("x")
+            .str("flag")
+            .op(0x88)
+            .setitems()
+            .setitems()
+            .stop();
+        let t = archive("direct.ckpt", &[("a/data.pkl", &pkl)]);
+        let ck = load(&t.0, &mut |_, _| {}).unwrap();
+        let hp = ck.hyper_parameters.unwrap();
+        assert_eq!(hp["lr"], HyperValue::Float(0.5));
+        assert_eq!(hp["name"], HyperValue::Str("x".into()));
+        assert_eq!(hp["flag"], HyperValue::Bool(true));
+        assert!(ck.tensors.is_empty());
+    }
+
+    #[test]
+    fn foreign_global_in_archive_names_global_and_file() {
+        let pkl = b"\x80\x02cos\nsystem\nX\x02\x00\x00\x00ls\x85R.";
+        let t = archive("evil.ckpt", &[("evil/data.pkl", pkl)]);
+        let e = load_err(&t);
+        assert!(
+            e.contains("data.pkl names global 'os.system', which a checkpoint never needs; refusing to load"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn damaged_archives_are_clear_errors() {
+        let good = lightning_pickle(|p| p.str("w").tensor("FloatStorage", "0", "cpu", 4, 0, &[4], &[1]));
+        let storage = f32_bytes([1., 2., 3., 4.]);
+
+        let t = archive("nopkl.ckpt", &[("x/data/0", &storage)]);
+        let e = load_err(&t);
+        assert!(e.contains("without a <name>/data.pkl"), "{e}");
+
+        let t = archive("nostorage.ckpt", &[("x/data.pkl", &good)]);
+        let e = load_err(&t);
+        assert!(e.contains("storage record 'x/data/0' (tensor 'w'), which the archive lacks"), "{e}");
+
+        let t = archive(
+            "truncpkl.ckpt",
+            &[("x/data.pkl", &good[..good.len() / 2]), ("x/data/0", &storage)],
+        );
+        let e = load_err(&t);
+        assert!(e.contains("data.pkl is truncated"), "{e}");
+
+        // The view needs 4 elements; the record (and the pickle) say 3.
+        let short = lightning_pickle(|p| p.str("w").tensor("FloatStorage", "0", "cpu", 3, 0, &[4], &[1]));
+        let t = archive("short.ckpt", &[("x/data.pkl", &short), ("x/data/0", &storage[..12])]);
+        let e = load_err(&t);
+        assert!(e.contains("needs element 3 of storage record 'x/data/0', which holds only 3"), "{e}");
+
+        // The record is shorter than the pickle declares.
+        let t = archive("shortrec.ckpt", &[("x/data.pkl", &good), ("x/data/0", &storage[..8])]);
+        let e = load_err(&t);
+        assert!(e.contains("holds 8 bytes, but data.pkl declares 4"), "{e}");
+
+        // A record that is not whole elements.
+        let t = archive("ragged.ckpt", &[("x/data.pkl", &good), ("x/data/0", &storage[..15])]);
+        let e = load_err(&t);
+        assert!(e.contains("not a whole number"), "{e}");
+
+        let t = archive("badorder.ckpt", &[("x/data.pkl", &good), ("x/byteorder", b"middle")]);
+        let e = load_err(&t);
+        assert!(e.contains("neither 'little' nor 'big'"), "{e}");
+
+        // Unsupported storage type, needed vs. training-only.
+        let cx = lightning_pickle(|p| p.str("w").tensor("ComplexFloatStorage", "0", "cpu", 2, 0, &[2], &[1]));
+        let t = archive("complex.ckpt", &[("x/data.pkl", &cx), ("x/data/0", &storage)]);
+        let e = load_err(&t);
+        assert!(e.contains("torch.ComplexFloatStorage, which is not supported"), "{e}");
+        let cx = lightning_pickle(|p| {
+            p.str("video_discriminator.w")
+                .tensor("ComplexFloatStorage", "0", "cpu", 2, 0, &[2], &[1])
+        });
+        let t = archive("complex_skip.ckpt", &[("x/data.pkl", &cx)]);
+        let ck = load(&t.0, &mut |_, _| {}).unwrap();
+        assert_eq!((ck.skipped, ck.tensors.len()), (1, 0));
+    }
+
+    #[test]
+    fn truncated_and_garbage_files_are_clear_errors() {
+        // Garbage that starts like a zip archive.
+        let t = TempFile::with("garbage.ckpt", b"PK\x03\x04this is not really a zip archive at all");
+        let e = load_err(&t);
+        assert!(e.contains("cannot be read as one"), "{e}");
+
+        let Some(path) = golden("rope_vq.ckpt") else {
+            return;
+        };
+        let bytes = std::fs::read(path).unwrap();
+        let t = TempFile::with("half.ckpt", &bytes[..bytes.len() / 2]);
+        let e = load_err(&t);
+        assert!(e.contains("truncated or corrupt"), "{e}");
+        // Damage in the middle of data.pkl (found by its record name in the archive).
+        let mut bad = bytes.clone();
+        let at = bytes.windows(8).position(|w| w == b"data.pkl").unwrap() + 200;
+        bad[at..at + 64].fill(0xee);
+        let t = TempFile::with("pkl_damaged.ckpt", &bad);
+        let e = load_err(&t);
+        assert!(e.contains("data.pkl"), "{e}");
+    }
+
+    #[test]
+    fn big_int_text() {
+        assert_eq!(big_int_decimal(&[0, 0, 0, 0, 0, 0, 0, 0, 1]), "18446744073709551616");
+        assert_eq!(
+            big_int_decimal(&[0, 0, 0, 0, 0, 0, 0, 0, 0xff]),
+            "-18446744073709551616"
+        );
+        assert_eq!(big_int_decimal(&[]), "0");
+    }
+}

@@ -1,0 +1,248 @@
+//! One typed function per ONNX operator we emit, each computing its output shape.
+
+use anyhow::{Result, ensure};
+
+use super::{DType, Dim, Graph, Value};
+use crate::onnx::AttributeProto;
+
+fn norm_axis(axis: isize, rank: usize) -> usize {
+    if axis < 0 { (rank as isize + axis) as usize } else { axis as usize }
+}
+
+impl Graph {
+    fn elementwise(&mut self, op: &str, a: &Value, b: &Value) -> Result<Value> {
+        let dims = self.broadcast(&a.dims, &b.dims)?;
+        self.node(op, &[a, b], vec![], a.dtype, dims)
+    }
+
+    pub fn add(&mut self, a: &Value, b: &Value) -> Result<Value> {
+        self.elementwise("Add", a, b)
+    }
+    pub fn sub(&mut self, a: &Value, b: &Value) -> Result<Value> {
+        self.elementwise("Sub", a, b)
+    }
+    pub fn mul(&mut self, a: &Value, b: &Value) -> Result<Value> {
+        self.elementwise("Mul", a, b)
+    }
+    pub fn div(&mut self, a: &Value, b: &Value) -> Result<Value> {
+        self.elementwise("Div", a, b)
+    }
+    pub fn pow(&mut self, a: &Value, b: &Value) -> Result<Value> {
+        self.node("Pow", &[a, b], vec![], a.dtype, a.dims.clone())
+    }
+
+    fn unary(&mut self, op: &str, x: &Value) -> Result<Value> {
+        self.node(op, &[x], vec![], x.dtype, x.dims.clone())
+    }
+    pub fn erf(&mut self, x: &Value) -> Result<Value> {
+        self.unary("Erf", x)
+    }
+    pub fn cos(&mut self, x: &Value) -> Result<Value> {
+        self.unary("Cos", x)
+    }
+    pub fn sin(&mut self, x: &Value) -> Result<Value> {
+        self.unary("Sin", x)
+    }
+    pub fn abs(&mut self, x: &Value) -> Result<Value> {
+        self.unary("Abs", x)
+    }
+    pub fn sign(&mut self, x: &Value) -> Result<Value> {
+        self.unary("Sign", x)
+    }
+    pub fn log(&mut self, x: &Value) -> Result<Value> {
+        self.unary("Log", x)
+    }
+    pub fn neg(&mut self, x: &Value) -> Result<Value> {
+        self.unary("Neg", x)
+    }
+    pub fn round(&mut self, x: &Value) -> Result<Value> {
+        self.unary("Round", x)
+    }
+    pub fn sqrt(&mut self, x: &Value) -> Result<Value> {
+        self.unary("Sqrt", x)
+    }
+
+    pub fn leaky_relu(&mut self, x: &Value, alpha: f32) -> Result<Value> {
+        self.node("LeakyRelu", &[x], vec![AttributeProto::float("alpha", alpha)], x.dtype, x.dims.clone())
+    }
+
+    /// Exact (erf) GELU, opset 20.
+    pub fn gelu(&mut self, x: &Value) -> Result<Value> {
+        self.node("Gelu", &[x], vec![AttributeProto::string("approximate", "none")], x.dtype, x.dims.clone())
+    }
+
+    pub fn softmax(&mut self, x: &Value, axis: isize) -> Result<Value> {
+        self.node("Softmax", &[x], vec![AttributeProto::int("axis", axis as i64)], x.dtype, x.dims.clone())
+    }
+
+    pub fn cast(&mut self, x: &Value, to: DType) -> Result<Value> {
+        self.node("Cast", &[x], vec![AttributeProto::int("to", to.onnx() as i32 as i64)], to, x.dims.clone())
+    }
+
+    pub fn clip(&mut self, x: &Value, lo: f32, hi: f32) -> Result<Value> {
+        let (l, h) = (self.scalar_f32(lo)?, self.scalar_f32(hi)?);
+        self.node("Clip", &[x, &l, &h], vec![], x.dtype, x.dims.clone())
+    }
+
+    /// `x @ w` where `w` is a constant `[K, N]`.
+    pub fn matmul(&mut self, x: &Value, w: &Value) -> Result<Value> {
+        ensure!(x.rank() >= 2 && w.rank() >= 2, "MatMul needs rank >= 2 ({x:?}, {w:?})");
+        let (k1, k2) = (x.dim(-1), w.dim(-2));
+        if let (Some(a), Some(b)) = (k1.fixed(), k2.fixed()) {
+            ensure!(a == b, "MatMul inner dims differ: {x:?} @ {w:?}");
+        }
+        let batch = self.broadcast(&x.dims[..x.rank() - 2], &w.dims[..w.rank() - 2])?;
+        let mut dims = batch;
+        dims.push(x.dim(-2));
+        dims.push(w.dim(-1));
+        self.node("MatMul", &[x, w], vec![], x.dtype, dims)
+    }
+
+    pub fn layer_norm(&mut self, x: &Value, gamma: &Value, beta: &Value, eps: f32) -> Result<Value> {
+        self.node(
+            "LayerNormalization",
+            &[x, gamma, beta],
+            vec![AttributeProto::int("axis", -1), AttributeProto::float("epsilon", eps)],
+            x.dtype,
+            x.dims.clone(),
+        )
+    }
+
+    pub fn reshape(&mut self, x: &Value, dims: &[Dim]) -> Result<Value> {
+        let shape = self.shape_tensor(dims)?;
+        self.node("Reshape", &[x, &shape], vec![], x.dtype, dims.to_vec())
+    }
+
+    pub fn transpose(&mut self, x: &Value, perm: &[usize]) -> Result<Value> {
+        ensure!(perm.len() == x.rank(), "Transpose perm {perm:?} for {x:?}");
+        let dims = perm.iter().map(|&p| x.dims[p].clone()).collect();
+        let perm_i: Vec<i64> = perm.iter().map(|&p| p as i64).collect();
+        self.node("Transpose", &[x], vec![AttributeProto::ints("perm", &perm_i)], x.dtype, dims)
+    }
+
+    pub fn concat(&mut self, xs: &[&Value], axis: isize) -> Result<Value> {
+        ensure!(!xs.is_empty(), "Concat of nothing");
+        let a = norm_axis(axis, xs[0].rank());
+        let mut total = Dim::Fixed(0);
+        for x in xs {
+            total = self.dim_add(&total, &x.dims[a])?;
+        }
+        let mut dims = xs[0].dims.clone();
+        dims[a] = total;
+        self.node("Concat", xs, vec![AttributeProto::int("axis", a as i64)], xs[0].dtype, dims)
+    }
+
+    /// `x[.., start:end, ..]` on one axis with known bounds.
+    pub fn slice_const(&mut self, x: &Value, axis: isize, start: i64, end: i64) -> Result<Value> {
+        let a = norm_axis(axis, x.rank());
+        let starts = self.const_i64(&[1], &[start])?;
+        let ends = self.const_i64(&[1], &[end])?;
+        let axes = self.const_i64(&[1], &[a as i64])?;
+        let mut dims = x.dims.clone();
+        dims[a] = match x.dims[a].fixed() {
+            Some(n) => Dim::Fixed(end.min(n) - start.min(n)),
+            None if end < i64::MAX / 2 => Dim::Fixed(end - start),
+            None => {
+                let s = Dim::Fixed(start);
+                self.dim_sub(&x.dims[a], &s)?
+            }
+        };
+        self.node("Slice", &[x, &starts, &ends, &axes], vec![], x.dtype, dims)
+    }
+
+    /// `x[.., start:, ..]`.
+    pub fn slice_from(&mut self, x: &Value, axis: isize, start: i64) -> Result<Value> {
+        self.slice_const(x, axis, start, i64::MAX)
+    }
+
+    /// Splits the last axis into equal halves.
+    pub fn chunk2(&mut self, x: &Value, axis: isize) -> Result<(Value, Value)> {
+        let a = norm_axis(axis, x.rank());
+        let n = x.dims[a].fixed().ok_or_else(|| anyhow::anyhow!("chunk2 needs a known axis ({x:?})"))?;
+        ensure!(n % 2 == 0, "chunk2 of odd size {n}");
+        Ok((self.slice_const(x, a as isize, 0, n / 2)?, self.slice_const(x, a as isize, n / 2, n)?))
+    }
+
+    /// `table[indices]` along axis 0 (embedding lookup).
+    pub fn gather(&mut self, table: &Value, indices: &Value) -> Result<Value> {
+        let mut dims = indices.dims.clone();
+        dims.extend_from_slice(&table.dims[1..]);
+        self.node("Gather", &[table, indices], vec![AttributeProto::int("axis", 0)], table.dtype, dims)
+    }
+
+    pub fn unsqueeze(&mut self, x: &Value, axes: &[i64]) -> Result<Value> {
+        let mut dims = x.dims.clone();
+        let rank = x.rank() + axes.len();
+        let mut sorted: Vec<usize> = axes.iter().map(|&a| norm_axis(a as isize, rank)).collect();
+        sorted.sort();
+        for a in sorted {
+            dims.insert(a, Dim::Fixed(1));
+        }
+        let ax = self.const_i64(&[axes.len() as i64], axes)?;
+        self.node("Unsqueeze", &[x, &ax], vec![], x.dtype, dims)
+    }
+
+    /// L2 norm over the last axis, kept (`ReduceL2`, opset 18 form).
+    pub fn reduce_l2_last(&mut self, x: &Value) -> Result<Value> {
+        let axes = self.const_i64(&[1], &[-1])?;
+        let mut dims = x.dims.clone();
+        *dims.last_mut().unwrap() = Dim::Fixed(1);
+        self.node("ReduceL2", &[x, &axes], vec![AttributeProto::int("keepdims", 1)], x.dtype, dims)
+    }
+
+    pub fn max(&mut self, a: &Value, b: &Value) -> Result<Value> {
+        self.elementwise("Max", a, b)
+    }
+
+    /// `ArgMin` over `axis`, first index on ties, axis dropped.
+    pub fn argmin(&mut self, x: &Value, axis: isize) -> Result<Value> {
+        let a = norm_axis(axis, x.rank());
+        let mut dims = x.dims.clone();
+        dims.remove(a);
+        self.node(
+            "ArgMin",
+            &[x],
+            vec![AttributeProto::int("axis", a as i64), AttributeProto::int("keepdims", 0), AttributeProto::int("select_last_index", 0)],
+            DType::I64,
+            dims,
+        )
+    }
+
+    /// `Range(0, n)` as int64.
+    pub fn range(&mut self, n: &Dim) -> Result<Value> {
+        let zero = self.const_i64(&[], &[0])?;
+        let one = self.const_i64(&[], &[1])?;
+        let limit = match n {
+            Dim::Fixed(v) => self.const_i64(&[], &[*v])?,
+            Dim::Sym(_) => {
+                let t = self.dim_tensor(n)?;
+                let axes = self.const_i64(&[1], &[0])?;
+                self.node("Squeeze", &[&t, &axes], vec![], DType::I64, vec![])?
+            }
+        };
+        self.node("Range", &[&zero, &limit, &one], vec![], DType::I64, vec![n.clone()])
+    }
+
+    /// Depthwise 3-D convolution, kernel 3, with explicit pads `[t0, h0, w0, t1, h1, w1]`.
+    pub fn depthwise_conv3d(&mut self, x: &Value, weight: &Value, bias: &Value, pads: [i64; 6]) -> Result<Value> {
+        ensure!(x.rank() == 5, "Conv3d input must be 5-D ({x:?})");
+        let c = x.dims[1].fixed().ok_or_else(|| anyhow::anyhow!("Conv3d channels must be known"))?;
+        let mut dims = x.dims.clone();
+        for i in 0..3 {
+            let grow = pads[i] + pads[i + 3] - 2;
+            dims[2 + i] = self.dim_add(&x.dims[2 + i], &Dim::Fixed(grow))?;
+        }
+        self.node(
+            "Conv",
+            &[x, weight, bias],
+            vec![
+                AttributeProto::int("group", c),
+                AttributeProto::ints("kernel_shape", &[3, 3, 3]),
+                AttributeProto::ints("pads", &pads),
+                AttributeProto::ints("strides", &[1, 1, 1]),
+            ],
+            x.dtype,
+            dims,
+        )
+    }
+}

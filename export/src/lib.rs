@@ -1,0 +1,14 @@
+//! `omnitok-export`: reads released OmniTokenizer checkpoints (Lightning `.ckpt` or
+//! safetensors) without Python and traces the model into ONNX graphs.
+
+pub mod checkpoint;
+pub mod config;
+pub mod export;
+pub mod graph;
+pub mod model;
+pub mod onnx;
+pub mod weights;
+
+pub use config::{AttentionSemantics, Config, PRESETS, preset};
+pub use export::{ExportOptions, Exported, Provenance, build, write};
+pub use weights::{Source, Weights};

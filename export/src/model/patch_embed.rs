@@ -1,0 +1,76 @@
+//! Patch embedding (`to_patch_emb_first_frame`, `to_patch_emb`: LayerNorm, Linear,
+//! LayerNorm over `(c, pt, p1, p2)`-flattened patches) and its inverse (`to_pixels_first_frame`,
+//! `to_pixels`: Linear, then the same flattening undone).
+
+use anyhow::Result;
+
+use super::nn::{LayerNorm, Linear, NormKeys};
+use super::{Ctx, key};
+use crate::graph::{Dim, Value};
+
+pub struct PatchEmbed {
+    norm_in: LayerNorm,
+    proj: Linear,
+    norm_out: LayerNorm,
+    pt: i64,
+    p: i64,
+}
+
+impl PatchEmbed {
+    /// `pt` is 1 for the first frame, `temporal_patch_size` for the rest.
+    pub fn load(cx: &mut Ctx, prefix: &str, pt: i64) -> Result<Self> {
+        let p = cx.cfg.patch_size;
+        let patch = (cx.cfg.image_channels * pt * p * p) as usize;
+        let dim = cx.cfg.embedding_dim as usize;
+        Ok(PatchEmbed {
+            norm_in: LayerNorm::load(cx, &key(prefix, "1"), patch, NormKeys::WeightBias)?,
+            proj: Linear::load(cx, &key(prefix, "2"), patch, dim, true)?,
+            norm_out: LayerNorm::load(cx, &key(prefix, "3"), dim, NormKeys::WeightBias)?,
+            pt,
+            p,
+        })
+    }
+
+    /// `frames`: `[B, T, H, W, 3]` float (T a multiple of pt) -> tokens `[B, T/pt, h, w, d]`.
+    pub fn forward(&self, cx: &mut Ctx, frames: &Value, h: &Dim, w: &Dim) -> Result<Value> {
+        let (b, f) = (frames.dim(0), frames.dim(1));
+        let (p, pt) = (Dim::Fixed(self.p), Dim::Fixed(self.pt));
+        let t = cx.g.dim_div(&f, &pt)?;
+        // b (t pt) (h p1) (w p2) c -> b t h w (c pt p1 p2)
+        let v = cx.g.reshape(frames, &[b.clone(), t.clone(), pt, h.clone(), p.clone(), w.clone(), p, Dim::Fixed(3)])?;
+        let v = cx.g.transpose(&v, &[0, 1, 3, 5, 7, 2, 4, 6])?;
+        let v = cx.g.reshape(&v, &[b, t, h.clone(), w.clone(), Dim::Fixed(3 * self.pt * self.p * self.p)])?;
+        let v = self.norm_in.forward(cx, &v)?;
+        let v = self.proj.forward(cx, &v)?;
+        self.norm_out.forward(cx, &v)
+    }
+}
+
+pub struct ToPixels {
+    proj: Linear,
+    pt: i64,
+    p: i64,
+}
+
+impl ToPixels {
+    pub fn load(cx: &mut Ctx, prefix: &str, pt: i64) -> Result<Self> {
+        let p = cx.cfg.patch_size;
+        let patch = (cx.cfg.image_channels * pt * p * p) as usize;
+        let dim = cx.cfg.embedding_dim as usize;
+        Ok(ToPixels { proj: Linear::load(cx, &key(prefix, "0"), dim, patch, true)?, pt, p })
+    }
+
+    /// tokens `[B, t, h, w, d]` -> frames `[B, t*pt, h*p, w*p, 3]`.
+    pub fn forward(&self, cx: &mut Ctx, tokens: &Value) -> Result<Value> {
+        let (b, t, h, w) = (tokens.dim(0), tokens.dim(1), tokens.dim(2), tokens.dim(3));
+        let (p, pt) = (Dim::Fixed(self.p), Dim::Fixed(self.pt));
+        let v = self.proj.forward(cx, tokens)?;
+        // b t h w (c pt p1 p2) -> b (t pt) (h p1) (w p2) c
+        let v = cx.g.reshape(&v, &[b.clone(), t.clone(), h.clone(), w.clone(), Dim::Fixed(3), pt.clone(), p.clone(), p.clone()])?;
+        let v = cx.g.transpose(&v, &[0, 1, 5, 2, 6, 3, 7, 4])?;
+        let f = cx.g.dim_mul(&t, &pt)?;
+        let hh = cx.g.dim_mul(&h, &p)?;
+        let ww = cx.g.dim_mul(&w, &p)?;
+        cx.g.reshape(&v, &[b, f, hh, ww, Dim::Fixed(3)])
+    }
+}

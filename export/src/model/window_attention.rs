@@ -1,0 +1,109 @@
+//! `WindowAttention` (the `w` blocks): its own LayerNorm, non-overlapping windows of
+//! `twod_window_size`², a fused bias-free QKV projection, scale `head_dim^-0.5`, a learned
+//! relative-position bias table, an output projection with bias; no Q/K normalisation.
+
+use anyhow::Result;
+
+use super::attention::scaled_dot_product;
+use super::nn::{LayerNorm, Linear, NormKeys};
+use super::{Ctx, VideoShape, key};
+use crate::graph::{Dim, Value};
+
+pub struct WindowAttention {
+    norm: LayerNorm,
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    proj: Linear,
+    bias: Value,
+    window: i64,
+    heads: usize,
+    scale: f32,
+}
+
+/// `relative_position_index` of the official module: for tokens i, j of a window,
+/// `(dy + ws - 1) * (2ws - 1) + (dx + ws - 1)`.
+pub fn relative_position_index(ws: usize) -> Vec<usize> {
+    let n = ws * ws;
+    let mut idx = vec![0; n * n];
+    for i in 0..n {
+        for j in 0..n {
+            let dy = (i / ws) as isize - (j / ws) as isize + ws as isize - 1;
+            let dx = (i % ws) as isize - (j % ws) as isize + ws as isize - 1;
+            idx[i * n + j] = (dy * (2 * ws as isize - 1) + dx) as usize;
+        }
+    }
+    idx
+}
+
+impl WindowAttention {
+    pub fn load(cx: &mut Ctx, prefix: &str) -> Result<Self> {
+        let dim = cx.cfg.embedding_dim as usize;
+        let heads = cx.cfg.heads as usize;
+        let ws = cx.cfg.twod_window_size as usize;
+        let head_dim = dim / heads;
+        let qkv = key(prefix, "qkv");
+        // The bias depends only on the window: gather it from the table at export time.
+        let table_len = (2 * ws - 1) * (2 * ws - 1);
+        let tkey = key(prefix, "relative_position_bias_table");
+        let table = cx.w.get(&tkey, &[table_len, heads])?;
+        let n = ws * ws;
+        let index = relative_position_index(ws);
+        let mut bias = vec![0f32; heads * n * n];
+        for h in 0..heads {
+            for (ij, &t) in index.iter().enumerate() {
+                bias[h * n * n + ij] = table[t * heads + h];
+            }
+        }
+        let bias = cx.g.initializer_f32(&format!("{tkey}[relative_position_index]"), &[1, heads as i64, n as i64, n as i64], &bias)?;
+        cx.w.expect_unused(&key(prefix, "relative_position_index"));
+        Ok(WindowAttention {
+            norm: LayerNorm::load(cx, &key(prefix, "norm"), dim, NormKeys::GammaBeta)?,
+            q: Linear::load_rows(cx, &qkv, dim, 3 * dim, 0, dim, false)?,
+            k: Linear::load_rows(cx, &qkv, dim, 3 * dim, dim, 2 * dim, false)?,
+            v: Linear::load_rows(cx, &qkv, dim, 3 * dim, 2 * dim, 3 * dim, false)?,
+            proj: Linear::load(cx, &key(prefix, "proj"), dim, dim, true)?,
+            bias,
+            window: ws as i64,
+            heads,
+            scale: (head_dim as f32).powf(-0.5),
+        })
+    }
+
+    /// `x`: `[(b t), (h w), d]`.
+    pub fn forward(&self, cx: &mut Ctx, x: &Value, shape: &VideoShape) -> Result<Value> {
+        let x = self.norm.forward(cx, x)?;
+        let ws = Dim::Fixed(self.window);
+        let (bt, d) = (x.dim(0), x.dim(-1));
+        let hw = cx.g.dim_div(&shape.h, &ws)?;
+        let ww = cx.g.dim_div(&shape.w, &ws)?;
+        // window_partition: (B, h, w, C) -> (B * nW, ws * ws, C)
+        let v = cx.g.reshape(&x, &[bt.clone(), hw.clone(), ws.clone(), ww.clone(), ws.clone(), d.clone()])?;
+        let v = cx.g.transpose(&v, &[0, 1, 3, 2, 4, 5])?;
+        let nwin = cx.g.dim_mul(&bt, &hw)?;
+        let nwin = cx.g.dim_mul(&nwin, &ww)?;
+        let win = cx.g.reshape(&v, &[nwin, Dim::Fixed(self.window * self.window), d.clone()])?;
+        let q = self.q.forward(cx, &win)?;
+        let k = self.k.forward(cx, &win)?;
+        let v = self.v.forward(cx, &win)?;
+        let out = scaled_dot_product(cx, &q, &k, &v, self.heads, self.scale, false, Some(&self.bias))?;
+        let out = self.proj.forward(cx, &out)?;
+        // window_reverse
+        let v = cx.g.reshape(&out, &[bt.clone(), hw, ww, ws.clone(), ws, d.clone()])?;
+        let v = cx.g.transpose(&v, &[0, 1, 3, 2, 4, 5])?;
+        cx.g.reshape(&v, &x.dims)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn relative_position_index_matches_the_swin_formula() {
+        let idx = super::relative_position_index(2);
+        // ws = 2: 4 tokens, offsets in [-1, 1]^2, table of 9
+        assert_eq!(idx[0], 4); // same token: (0+1)*3 + (0+1)
+        assert_eq!(idx[1], 3); // (0,0) vs (0,1): dx = -1
+        assert_eq!(idx[3], 0); // (0,0) vs (1,1)
+        assert_eq!(idx[3 * 4], 8); // (1,1) vs (0,0)
+    }
+}

@@ -1,0 +1,136 @@
+//! Weights addressed by the official dotted state-dict key, from a checkpoint or
+//! generated from a seed; every request is recorded so that unused or missing
+//! tensors are reported.
+
+use std::borrow::Cow;
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+
+use anyhow::{Result, bail};
+
+use crate::checkpoint::{Tensor, TensorData};
+
+/// Where tensors come from.
+pub enum Source {
+    Checkpoint(BTreeMap<String, Tensor>),
+    /// Seeded random weights of the requested shapes (tests, benchmarks, demos).
+    Random(u64),
+}
+
+pub struct Weights {
+    source: Source,
+    used: RefCell<BTreeMap<String, Vec<usize>>>,
+}
+
+impl Weights {
+    pub fn new(source: Source) -> Self {
+        Weights { source, used: RefCell::new(BTreeMap::new()) }
+    }
+
+    /// The float tensor `key`, which must have `shape`.
+    pub fn get(&self, key: &str, shape: &[usize]) -> Result<Cow<'_, [f32]>> {
+        self.used.borrow_mut().insert(key.to_string(), shape.to_vec());
+        match &self.source {
+            Source::Checkpoint(map) => {
+                let Some(t) = map.get(key) else {
+                    bail!("tensor '{key}' (shape {shape:?}) is missing from the checkpoint");
+                };
+                if t.shape != shape {
+                    bail!("tensor '{key}' has shape {:?}, the config needs {shape:?}", t.shape);
+                }
+                match &t.data {
+                    TensorData::F32(v) => Ok(Cow::Borrowed(v.as_slice())),
+                    TensorData::I64(_) => bail!("tensor '{key}' holds integers, expected floats"),
+                }
+            }
+            Source::Random(seed) => Ok(Cow::Owned(random_tensor(*seed, key, shape))),
+        }
+    }
+
+    /// Marks a tensor the graphs do not need but a complete checkpoint holds
+    /// (e.g. `relative_position_index`, which the tracer recomputes), checking it when present.
+    pub fn expect_unused(&self, key: &str) {
+        if let Source::Checkpoint(map) = &self.source {
+            if let Some(t) = map.get(key) {
+                self.used.borrow_mut().insert(key.to_string(), t.shape.clone());
+            }
+        }
+    }
+
+    /// Keys present in the checkpoint that nothing asked for.
+    pub fn unused(&self) -> Vec<String> {
+        match &self.source {
+            Source::Checkpoint(map) => {
+                let used = self.used.borrow();
+                map.keys().filter(|k| !used.contains_key(*k)).cloned().collect()
+            }
+            Source::Random(_) => Vec::new(),
+        }
+    }
+
+    /// Number of parameters the graphs use.
+    pub fn parameter_count(&self) -> usize {
+        self.used.borrow().values().map(|s| s.iter().product::<usize>()).sum()
+    }
+
+    /// Every requested tensor with its values (for writing a generated model's weights).
+    pub fn materialize(&self) -> Result<BTreeMap<String, (Vec<usize>, Vec<f32>)>> {
+        let used = self.used.borrow().clone();
+        let mut out = BTreeMap::new();
+        for (k, shape) in used {
+            if let Source::Checkpoint(map) = &self.source {
+                if matches!(map.get(&k).map(|t| &t.data), Some(TensorData::I64(_))) {
+                    continue;
+                }
+            }
+            let data = self.get(&k, &shape)?.into_owned();
+            out.insert(k, (shape, data));
+        }
+        Ok(out)
+    }
+}
+
+/// SplitMix64: small, fast, and stable across platforms and versions.
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn uniform(&mut self) -> f64 {
+        ((self.next() >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+    }
+    fn normal(&mut self) -> f64 {
+        let (u1, u2) = (self.uniform(), self.uniform());
+        (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+    }
+}
+
+fn fnv1a(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
+}
+
+/// Values shaped like a freshly initialised official model: LayerNorm scales 1 and
+/// shifts 0, learned q/k scales 1, linear and bias-table weights N(0, 0.02) (the
+/// `initialize_vit` init), depthwise convolutions uniform(±1/sqrt(27)), codebook N(0, 1).
+/// Each tensor's stream depends only on the seed and its key.
+pub fn random_tensor(seed: u64, key: &str, shape: &[usize]) -> Vec<f32> {
+    let n: usize = shape.iter().product();
+    let leaf = key.rsplit('.').next().unwrap_or(key);
+    let mut rng = SplitMix(seed ^ fnv1a(key));
+    let is_vector = shape.len() == 1;
+    match leaf {
+        "gamma" | "q_scale" | "k_scale" => vec![1.0; n],
+        "beta" => vec![0.0; n],
+        "weight" if is_vector => vec![1.0; n], // nn.LayerNorm
+        "bias" if key.contains("dsconv") => (0..n).map(|_| ((rng.uniform() * 2.0 - 1.0) / 27f64.sqrt()) as f32).collect(),
+        "bias" => vec![0.0; n],
+        "weight" if key.contains("dsconv") => (0..n).map(|_| ((rng.uniform() * 2.0 - 1.0) / 27f64.sqrt()) as f32).collect(),
+        "embeddings" => (0..n).map(|_| rng.normal() as f32).collect(),
+        _ => (0..n).map(|_| (rng.normal() * 0.02).clamp(-0.04, 0.04) as f32).collect(),
+    }
+}

@@ -1,0 +1,23 @@
+//! `gstomnitok`: GStreamer elements that turn video into OmniTokenizer tokens (or VAE
+//! latents) and back, running ONNX graphs written by `omnitok-export` with ONNX Runtime.
+
+use gst::glib;
+
+pub mod format;
+pub mod runtime;
+
+fn plugin_init(_plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
+    Ok(())
+}
+
+gst::plugin_define!(
+    omnitok,
+    env!("CARGO_PKG_DESCRIPTION"),
+    plugin_init,
+    concat!(env!("CARGO_PKG_VERSION"), "-", env!("OMNITOK_COMMIT")),
+    "MIT/X11",
+    env!("CARGO_PKG_NAME"),
+    env!("CARGO_PKG_NAME"),
+    env!("CARGO_PKG_REPOSITORY"),
+    env!("OMNITOK_BUILD_DATE")
+);

