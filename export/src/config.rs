@@ -132,19 +132,52 @@ impl Config {
     }
 
     pub fn validate(&self) -> Result<()> {
-        ensure!(self.image_channels == 3, "image_channels = {} (only RGB models are supported)", self.image_channels);
-        ensure!(self.patch_size > 0 && self.temporal_patch_size > 0, "patch sizes must be positive");
-        ensure!(self.embedding_dim > 0 && self.heads > 0 && self.dim_head > 0, "embedding_dim, heads and dim_head must be positive");
-        ensure!(self.embedding_dim % self.heads == 0, "embedding_dim {} is not divisible by heads {}", self.embedding_dim, self.heads);
-        ensure!(self.spatial_depth as usize == self.enc_block.len(), "enc_block '{}' has {} blocks but spatial_depth is {}", self.enc_block, self.enc_block.len(), self.spatial_depth);
-        for (name, blocks) in [("enc_block", &self.enc_block), ("dec_block", &self.dec_block)] {
+        ensure!(
+            self.image_channels == 3,
+            "image_channels = {} (only RGB models are supported)",
+            self.image_channels
+        );
+        ensure!(
+            self.patch_size > 0 && self.temporal_patch_size > 0,
+            "patch sizes must be positive"
+        );
+        ensure!(
+            self.embedding_dim > 0 && self.heads > 0 && self.dim_head > 0,
+            "embedding_dim, heads and dim_head must be positive"
+        );
+        ensure!(
+            self.embedding_dim % self.heads == 0,
+            "embedding_dim {} is not divisible by heads {}",
+            self.embedding_dim,
+            self.heads
+        );
+        ensure!(
+            self.spatial_depth as usize == self.enc_block.len(),
+            "enc_block '{}' has {} blocks but spatial_depth is {}",
+            self.enc_block,
+            self.enc_block.len(),
+            self.spatial_depth
+        );
+        for (name, blocks) in [
+            ("enc_block", &self.enc_block),
+            ("dec_block", &self.dec_block),
+        ] {
             if let Some(c) = blocks.chars().find(|c| !matches!(c, 't' | 'w')) {
-                bail!("{name} '{blocks}' holds block '{c}': only 't' (attention) and 'w' (window attention) blocks are supported");
+                bail!(
+                    "{name} '{blocks}' holds block '{c}': only 't' (attention) and 'w' (window attention) blocks are supported"
+                );
             }
         }
-        ensure!(self.codebook_dim > 0 && self.n_codes > 0, "codebook_dim and n_codes must be positive");
+        ensure!(
+            self.codebook_dim > 0 && self.n_codes > 0,
+            "codebook_dim and n_codes must be positive"
+        );
         if self.spatial_pos == SpatialPos::Rope {
-            ensure!(self.dim_head % 4 == 0, "2-D RoPE needs dim_head divisible by 4 (got {})", self.dim_head);
+            ensure!(
+                self.dim_head % 4 == 0,
+                "2-D RoPE needs dim_head divisible by 4 (got {})",
+                self.dim_head
+            );
         }
         Ok(())
     }
@@ -160,7 +193,9 @@ impl Config {
                 Some(other) => bail!("hyper-parameter '{k}' should be an integer, found {other:?}"),
             }
         };
-        let req = |k: &str| -> Result<i64> { int(k)?.with_context(|| format!("hyper-parameter '{k}' is missing")) };
+        let req = |k: &str| -> Result<i64> {
+            int(k)?.with_context(|| format!("hyper-parameter '{k}' is missing"))
+        };
         let flag = |keys: &[&str]| -> Result<bool> {
             for k in keys {
                 match hp.get(*k) {
@@ -190,12 +225,25 @@ impl Config {
 
         // Variants the official code supports but the released models do not use.
         if let Some(pe) = string("patch_embed")? {
-            ensure!(pe == "linear", "patch_embed '{pe}' is not supported (only 'linear', as in every released model)");
+            ensure!(
+                pe == "linear",
+                "patch_embed '{pe}' is not supported (only 'linear', as in every released model)"
+            );
         }
-        for k in ["defer_temporal_pool", "defer_spatial_pool", "use_external_codebook"] {
-            ensure!(!flag(&[k])?, "'{k}' is set: not supported (no released model uses it)");
+        for k in [
+            "defer_temporal_pool",
+            "defer_spatial_pool",
+            "use_external_codebook",
+        ] {
+            ensure!(
+                !flag(&[k])?,
+                "'{k}' is set: not supported (no released model uses it)"
+            );
         }
-        ensure!(int("gen_upscale")?.is_none(), "'gen_upscale' is set: not supported");
+        ensure!(
+            int("gen_upscale")?.is_none(),
+            "'gen_upscale' is set: not supported"
+        );
 
         let spatial_depth = int("spatial_depth")?.unwrap_or(4);
         let spatial_pos = match string("spatial_pos")?.as_deref() {
@@ -218,7 +266,10 @@ impl Config {
             enc_block,
             dec_block,
             twod_window_size: int("twod_window_size")?.unwrap_or(4),
-            causal_in_temporal_transformer: flag(&["causal_in_temporal_transformer", "casual_in_temporal_transformer"])?,
+            causal_in_temporal_transformer: flag(&[
+                "causal_in_temporal_transformer",
+                "casual_in_temporal_transformer",
+            ])?,
             causal_in_peg: flag(&["causal_in_peg", "casual_in_peg"])?,
             dim_head: int("dim_head")?.unwrap_or(64),
             heads: int("heads")?.unwrap_or(8),
@@ -251,11 +302,18 @@ impl Preset {
 
 fn stage1() -> Config {
     // Image-only stage: temporal patch 2, relative-position bias (no `--spatial_pos rope`).
-    Config { temporal_patch_size: 2, spatial_pos: SpatialPos::Rel, ..Config::released() }
+    Config {
+        temporal_patch_size: 2,
+        spatial_pos: SpatialPos::Rel,
+        ..Config::released()
+    }
 }
 
 fn vae() -> Config {
-    Config { use_vae: true, ..Config::released() }
+    Config {
+        use_vae: true,
+        ..Config::released()
+    }
 }
 
 fn tiny() -> Config {
@@ -280,25 +338,103 @@ fn tiny() -> Config {
 }
 
 fn tiny_vae() -> Config {
-    Config { use_vae: true, ..tiny() }
+    Config {
+        use_vae: true,
+        ..tiny()
+    }
 }
 
 pub const PRESETS: &[Preset] = &[
-    Preset { name: "imagenet_only", description: "VQ, ImageNet (stage 1: temporal patch 2, rel-position bias, math attention)", attention: AttentionSemantics::Math, build: stage1 },
-    Preset { name: "celebahq", description: "VQ, CelebA-HQ (temporal patch 2, rel-position bias)", attention: AttentionSemantics::Sdpa, build: stage1 },
-    Preset { name: "ffhq", description: "VQ, FFHQ (temporal patch 2, rel-position bias)", attention: AttentionSemantics::Sdpa, build: stage1 },
-    Preset { name: "imagenet_ucf", description: "VQ, ImageNet + UCF-101", attention: AttentionSemantics::Sdpa, build: Config::released },
-    Preset { name: "imagenet_k600", description: "VQ, ImageNet + Kinetics-600", attention: AttentionSemantics::Sdpa, build: Config::released },
-    Preset { name: "imagenet_mit", description: "VQ, ImageNet + Moments in Time", attention: AttentionSemantics::Sdpa, build: Config::released },
-    Preset { name: "imagenet_sthv2", description: "VQ, ImageNet + Something-Something v2", attention: AttentionSemantics::Sdpa, build: Config::released },
-    Preset { name: "celebahq_ucf", description: "VQ, CelebA-HQ + UCF-101", attention: AttentionSemantics::Sdpa, build: Config::released },
-    Preset { name: "celebahq_k600", description: "VQ, CelebA-HQ + Kinetics-600", attention: AttentionSemantics::Sdpa, build: Config::released },
-    Preset { name: "ffhq_ucf", description: "VQ, FFHQ + UCF-101", attention: AttentionSemantics::Sdpa, build: Config::released },
-    Preset { name: "ffhq_k600", description: "VQ, FFHQ + Kinetics-600", attention: AttentionSemantics::Sdpa, build: Config::released },
-    Preset { name: "imagenet_ucf_vae", description: "VAE, ImageNet + UCF-101", attention: AttentionSemantics::Sdpa, build: vae },
-    Preset { name: "imagenet_k600_vae", description: "VAE, ImageNet + Kinetics-600", attention: AttentionSemantics::Sdpa, build: vae },
-    Preset { name: "tiny", description: "small VQ model of the same architecture, for tests and demos", attention: AttentionSemantics::Sdpa, build: tiny },
-    Preset { name: "tiny_vae", description: "small VAE model of the same architecture, for tests", attention: AttentionSemantics::Sdpa, build: tiny_vae },
+    Preset {
+        name: "imagenet_only",
+        description: "VQ, ImageNet (stage 1: temporal patch 2, rel-position bias, math attention)",
+        attention: AttentionSemantics::Math,
+        build: stage1,
+    },
+    Preset {
+        name: "celebahq",
+        description: "VQ, CelebA-HQ (temporal patch 2, rel-position bias)",
+        attention: AttentionSemantics::Sdpa,
+        build: stage1,
+    },
+    Preset {
+        name: "ffhq",
+        description: "VQ, FFHQ (temporal patch 2, rel-position bias)",
+        attention: AttentionSemantics::Sdpa,
+        build: stage1,
+    },
+    Preset {
+        name: "imagenet_ucf",
+        description: "VQ, ImageNet + UCF-101",
+        attention: AttentionSemantics::Sdpa,
+        build: Config::released,
+    },
+    Preset {
+        name: "imagenet_k600",
+        description: "VQ, ImageNet + Kinetics-600",
+        attention: AttentionSemantics::Sdpa,
+        build: Config::released,
+    },
+    Preset {
+        name: "imagenet_mit",
+        description: "VQ, ImageNet + Moments in Time",
+        attention: AttentionSemantics::Sdpa,
+        build: Config::released,
+    },
+    Preset {
+        name: "imagenet_sthv2",
+        description: "VQ, ImageNet + Something-Something v2",
+        attention: AttentionSemantics::Sdpa,
+        build: Config::released,
+    },
+    Preset {
+        name: "celebahq_ucf",
+        description: "VQ, CelebA-HQ + UCF-101",
+        attention: AttentionSemantics::Sdpa,
+        build: Config::released,
+    },
+    Preset {
+        name: "celebahq_k600",
+        description: "VQ, CelebA-HQ + Kinetics-600",
+        attention: AttentionSemantics::Sdpa,
+        build: Config::released,
+    },
+    Preset {
+        name: "ffhq_ucf",
+        description: "VQ, FFHQ + UCF-101",
+        attention: AttentionSemantics::Sdpa,
+        build: Config::released,
+    },
+    Preset {
+        name: "ffhq_k600",
+        description: "VQ, FFHQ + Kinetics-600",
+        attention: AttentionSemantics::Sdpa,
+        build: Config::released,
+    },
+    Preset {
+        name: "imagenet_ucf_vae",
+        description: "VAE, ImageNet + UCF-101",
+        attention: AttentionSemantics::Sdpa,
+        build: vae,
+    },
+    Preset {
+        name: "imagenet_k600_vae",
+        description: "VAE, ImageNet + Kinetics-600",
+        attention: AttentionSemantics::Sdpa,
+        build: vae,
+    },
+    Preset {
+        name: "tiny",
+        description: "small VQ model of the same architecture, for tests and demos",
+        attention: AttentionSemantics::Sdpa,
+        build: tiny,
+    },
+    Preset {
+        name: "tiny_vae",
+        description: "small VAE model of the same architecture, for tests",
+        attention: AttentionSemantics::Sdpa,
+        build: tiny_vae,
+    },
 ];
 
 pub fn preset(name: &str) -> Result<&'static Preset> {
@@ -315,13 +451,24 @@ mod tests {
     #[test]
     fn presets_validate_and_are_distinct() {
         for p in PRESETS {
-            p.config().validate().unwrap_or_else(|e| panic!("{}: {e}", p.name));
+            p.config()
+                .validate()
+                .unwrap_or_else(|e| panic!("{}: {e}", p.name));
         }
-        assert_eq!(preset("imagenet_only").unwrap().attention, AttentionSemantics::Math);
-        assert_eq!(preset("imagenet_k600").unwrap().config().ff_inner_dim(), 1365);
+        assert_eq!(
+            preset("imagenet_only").unwrap().attention,
+            AttentionSemantics::Math
+        );
+        assert_eq!(
+            preset("imagenet_k600").unwrap().config().ff_inner_dim(),
+            1365
+        );
         assert!(preset("imagenet_k600_vae").unwrap().config().use_vae);
         let err = preset("nope").err().unwrap().to_string();
-        assert!(err.contains("unknown preset 'nope'") && err.contains("imagenet_k600"), "{err}");
+        assert!(
+            err.contains("unknown preset 'nope'") && err.contains("imagenet_k600"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -332,7 +479,10 @@ mod tests {
         hp.insert("codebook_dim".to_string(), HyperValue::Int(8));
         hp.insert("patch_size".to_string(), HyperValue::Int(8));
         hp.insert("casual_in_peg".to_string(), HyperValue::Bool(true));
-        hp.insert("casual_in_temporal_transformer".to_string(), HyperValue::Bool(true));
+        hp.insert(
+            "casual_in_temporal_transformer".to_string(),
+            HyperValue::Bool(true),
+        );
         let c = Config::from_hyper_parameters(&hp).unwrap();
         assert!(c.causal_in_peg && c.causal_in_temporal_transformer);
         assert_eq!(c.spatial_pos, SpatialPos::Rel);

@@ -33,9 +33,16 @@ impl Provenance {
     pub fn describe(&self) -> String {
         match self {
             Provenance::Checkpoint { file, sha256 } => {
-                format!("checkpoint {} sha256:{sha256}", file.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default())
+                format!(
+                    "checkpoint {} sha256:{sha256}",
+                    file.file_name()
+                        .map(|f| f.to_string_lossy().into_owned())
+                        .unwrap_or_default()
+                )
             }
-            Provenance::Random { preset, seed } => format!("preset {preset} random-init seed {seed}"),
+            Provenance::Random { preset, seed } => {
+                format!("preset {preset} random-init seed {seed}")
+            }
         }
     }
 }
@@ -57,9 +64,15 @@ pub fn model_id(cfg: &Config, attention: AttentionSemantics, weights: &Weights) 
     h.update(attention.as_str().as_bytes());
     let keys: Vec<(&str, Vec<usize>)> = if cfg.use_vae {
         let (c, d) = (cfg.codebook_dim as usize, cfg.embedding_dim as usize);
-        vec![("post_vq_conv.1.weight", vec![d, c]), ("post_vq_conv.1.bias", vec![d])]
+        vec![
+            ("post_vq_conv.1.weight", vec![d, c]),
+            ("post_vq_conv.1.bias", vec![d]),
+        ]
     } else {
-        vec![("codebook.embeddings", vec![cfg.n_codes as usize, cfg.codebook_dim as usize])]
+        vec![(
+            "codebook.embeddings",
+            vec![cfg.n_codes as usize, cfg.codebook_dim as usize],
+        )]
     };
     for (k, shape) in keys {
         for v in weights.get(k, &shape)?.iter() {
@@ -69,7 +82,15 @@ pub fn model_id(cfg: &Config, attention: AttentionSemantics, weights: &Weights) 
     Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
-fn finish(graph: Graph, name: &str, role: &str, cfg: &Config, opts: &ExportOptions, provenance: &Provenance, id: &str) -> Result<ModelProto> {
+fn finish(
+    graph: Graph,
+    name: &str,
+    role: &str,
+    cfg: &Config,
+    opts: &ExportOptions,
+    provenance: &Provenance,
+    id: &str,
+) -> Result<ModelProto> {
     let mut opsets = vec![("", OPSET)];
     if graph.uses_ms_domain {
         opsets.push(("com.microsoft", 1));
@@ -79,41 +100,69 @@ fn finish(graph: Graph, name: &str, role: &str, cfg: &Config, opts: &ExportOptio
     gp.initializer = graph.initializers;
     gp.input = graph.inputs;
     gp.output = graph.outputs;
-    let mut m = ModelProto::new(IR_VERSION, &opsets, gp).with_producer("omnitok-export", env!("CARGO_PKG_VERSION"));
+    let mut m = ModelProto::new(IR_VERSION, &opsets, gp)
+        .with_producer("omnitok-export", env!("CARGO_PKG_VERSION"));
     m.set_metadata("omnitok.role", role);
     m.set_metadata("omnitok.kind", if cfg.use_vae { "vae" } else { "vq" });
     m.set_metadata("omnitok.config", serde_json::to_string(cfg)?);
     m.set_metadata("omnitok.attention", opts.attention.as_str());
     m.set_metadata("omnitok.source", provenance.describe());
     m.set_metadata("omnitok.model_id", id);
-    m.set_metadata("omnitok.intermediates", if opts.intermediates { "true" } else { "false" });
+    m.set_metadata(
+        "omnitok.intermediates",
+        if opts.intermediates { "true" } else { "false" },
+    );
     m.set_metadata("omnitok.contract", GRAPH_CONTRACT_VERSION);
     m.set_metadata("omnitok.exporter_version", env!("CARGO_PKG_VERSION"));
     Ok(m)
 }
 
 /// Traces both graphs.
-pub fn build(cfg: &Config, weights: &Weights, opts: ExportOptions, provenance: &Provenance) -> Result<Exported> {
+pub fn build(
+    cfg: &Config,
+    weights: &Weights,
+    opts: ExportOptions,
+    provenance: &Provenance,
+) -> Result<Exported> {
     cfg.validate()?;
     let id = model_id(cfg, opts.attention, weights)?;
     let mut g = Graph::new();
-    let mut cx = Ctx { g: &mut g, w: weights, cfg, semantics: opts.attention };
+    let mut cx = Ctx {
+        g: &mut g,
+        w: weights,
+        cfg,
+        semantics: opts.attention,
+    };
     let enc = Encoder::load(&mut cx).context("loading the encoder weights")?;
-    enc.trace(&mut cx, opts.intermediates).context("tracing the encoder")?;
+    enc.trace(&mut cx, opts.intermediates)
+        .context("tracing the encoder")?;
     let encoder = finish(g, "omnitok_encoder", "encoder", cfg, &opts, provenance, &id)?;
 
     let mut g = Graph::new();
-    let mut cx = Ctx { g: &mut g, w: weights, cfg, semantics: opts.attention };
+    let mut cx = Ctx {
+        g: &mut g,
+        w: weights,
+        cfg,
+        semantics: opts.attention,
+    };
     let dec = Decoder::load(&mut cx).context("loading the decoder weights")?;
-    dec.trace(&mut cx, opts.intermediates).context("tracing the decoder")?;
+    dec.trace(&mut cx, opts.intermediates)
+        .context("tracing the decoder")?;
     let decoder = finish(g, "omnitok_decoder", "decoder", cfg, &opts, provenance, &id)?;
 
-    Ok(Exported { encoder, decoder, model_id: id, parameters: weights.parameter_count(), unused: weights.unused() })
+    Ok(Exported {
+        encoder,
+        decoder,
+        model_id: id,
+        parameters: weights.parameter_count(),
+        unused: weights.unused(),
+    })
 }
 
 /// Writes `encoder.onnx` and `decoder.onnx` into `dir` (created if needed).
 pub fn write(exported: Exported, dir: &Path) -> Result<[SaveReport; 2]> {
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create output directory {}", dir.display()))?;
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create output directory {}", dir.display()))?;
     let e = onnx::save(exported.encoder, &dir.join("encoder.onnx"))?;
     let d = onnx::save(exported.decoder, &dir.join("decoder.onnx"))?;
     Ok([e, d])

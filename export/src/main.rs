@@ -14,7 +14,11 @@ use omnitok_export::config::{AttentionSemantics, Config, PRESETS, preset};
 use omnitok_export::{ExportOptions, Provenance, Source, Weights};
 
 #[derive(Parser, Debug)]
-#[command(name = "omnitok-export", version, about = "Trace OmniTokenizer checkpoints into ONNX encoder and decoder graphs, without Python")]
+#[command(
+    name = "omnitok-export",
+    version,
+    about = "Trace OmniTokenizer checkpoints into ONNX encoder and decoder graphs, without Python"
+)]
 struct Args {
     /// Released checkpoint: PyTorch Lightning .ckpt (config read from it) or .safetensors (config from --preset or --config).
     #[arg(long, value_name = "FILE", required_unless_present_any = ["random_init", "list_presets"])]
@@ -33,7 +37,12 @@ struct Args {
     #[arg(long, value_name = "NAME")]
     preset: Option<String>,
     /// Build seeded random weights of the preset's config instead of reading a checkpoint.
-    #[arg(long, value_name = "SEED", requires = "preset", conflicts_with = "checkpoint")]
+    #[arg(
+        long,
+        value_name = "SEED",
+        requires = "preset",
+        conflicts_with = "checkpoint"
+    )]
     random_init: Option<u64>,
     /// Config JSON (the fields of the official args) for a safetensors checkpoint.
     #[arg(long, value_name = "JSON", conflicts_with = "preset")]
@@ -51,7 +60,13 @@ fn progress_bar(quiet: bool, what: &str) -> ProgressBar {
         return ProgressBar::hidden();
     }
     let pb = ProgressBar::new(0);
-    pb.set_style(ProgressStyle::with_template("{msg:>10} [{bar:40}] {bytes}/{total_bytes} ({bytes_per_sec})").unwrap().progress_chars("=> "));
+    pb.set_style(
+        ProgressStyle::with_template(
+            "{msg:>10} [{bar:40}] {bytes}/{total_bytes} ({bytes_per_sec})",
+        )
+        .unwrap()
+        .progress_chars("=> "),
+    );
     pb.set_message(what.to_string());
     pb
 }
@@ -59,7 +74,12 @@ fn progress_bar(quiet: bool, what: &str) -> ProgressBar {
 fn run(args: Args) -> Result<()> {
     if args.list_presets {
         for p in PRESETS {
-            println!("{:<18} {:<5} {}", p.name, p.attention.as_str(), p.description);
+            println!(
+                "{:<18} {:<5} {}",
+                p.name,
+                p.attention.as_str(),
+                p.description
+            );
         }
         return Ok(());
     }
@@ -70,7 +90,14 @@ fn run(args: Args) -> Result<()> {
     let (cfg, source, provenance) = match (&args.checkpoint, args.random_init) {
         (None, Some(seed)) => {
             let p = named.expect("clap requires --preset with --random-init");
-            (p.config(), Source::Random(seed), Provenance::Random { preset: p.name.to_string(), seed })
+            (
+                p.config(),
+                Source::Random(seed),
+                Provenance::Random {
+                    preset: p.name.to_string(),
+                    seed,
+                },
+            )
         }
         (Some(path), None) => {
             let pb = progress_bar(args.quiet, "reading");
@@ -81,27 +108,50 @@ fn run(args: Args) -> Result<()> {
             pb.finish_and_clear();
             let cfg = match (&ck.hyper_parameters, named, &args.config) {
                 (_, _, Some(json)) => {
-                    let text = std::fs::read_to_string(json).with_context(|| format!("cannot read config {}", json.display()))?;
-                    let c: Config = serde_json::from_str(&text).with_context(|| format!("{}: not a valid omnitok config", json.display()))?;
+                    let text = std::fs::read_to_string(json)
+                        .with_context(|| format!("cannot read config {}", json.display()))?;
+                    let c: Config = serde_json::from_str(&text).with_context(|| {
+                        format!("{}: not a valid omnitok config", json.display())
+                    })?;
                     c
                 }
                 (_, Some(p), None) => p.config(),
-                (Some(hp), None, None) => Config::from_hyper_parameters(hp).with_context(|| format!("{}: reading hyper_parameters", path.display()))?,
-                (None, None, None) => bail!("{}: a safetensors file carries no config; pass --preset NAME or --config JSON", path.display()),
+                (Some(hp), None, None) => Config::from_hyper_parameters(hp)
+                    .with_context(|| format!("{}: reading hyper_parameters", path.display()))?,
+                (None, None, None) => bail!(
+                    "{}: a safetensors file carries no config; pass --preset NAME or --config JSON",
+                    path.display()
+                ),
             };
-            let prov = Provenance::Checkpoint { file: path.clone(), sha256: ck.sha256.clone() };
+            let prov = Provenance::Checkpoint {
+                file: path.clone(),
+                sha256: ck.sha256.clone(),
+            };
             (cfg, Source::Checkpoint(ck.tensors), prov)
         }
         _ => unreachable!("clap enforces --checkpoint xor --random-init"),
     };
-    let attention = args.attention.or(named.map(|p| p.attention)).unwrap_or(AttentionSemantics::Sdpa);
+    let attention = args
+        .attention
+        .or(named.map(|p| p.attention))
+        .unwrap_or(AttentionSemantics::Sdpa);
     let weights = Weights::new(source);
-    let opts = ExportOptions { attention, intermediates: args.intermediates };
-    let exported = omnitok_export::build(&cfg, &weights, opts, &provenance).map_err(|e| match &args.checkpoint {
-        Some(p) => e.context(format!("{}", p.display())),
-        None => e,
-    })?;
-    let (params, unused, id) = (exported.parameters, exported.unused.clone(), exported.model_id.clone());
+    let opts = ExportOptions {
+        attention,
+        intermediates: args.intermediates,
+    };
+    let exported =
+        omnitok_export::build(&cfg, &weights, opts, &provenance).map_err(|e| {
+            match &args.checkpoint {
+                Some(p) => e.context(format!("{}", p.display())),
+                None => e,
+            }
+        })?;
+    let (params, unused, id) = (
+        exported.parameters,
+        exported.unused.clone(),
+        exported.model_id.clone(),
+    );
     let traced = started.elapsed();
     let reports = omnitok_export::write(exported, &output)?;
 
@@ -109,8 +159,18 @@ fn run(args: Args) -> Result<()> {
     println!("omnitok-export: {}", provenance.describe());
     println!(
         "  model     {kind}, {} wide, {} heads x {}, patch {}x{}x{}, enc '{}' dec '{}' + {} temporal, window {}, {:?} positions, {} attention",
-        cfg.embedding_dim, cfg.heads, cfg.dim_head, cfg.temporal_patch_size, cfg.patch_size, cfg.patch_size,
-        cfg.enc_block, cfg.dec_block, cfg.temporal_depth, cfg.twod_window_size, cfg.spatial_pos, attention.as_str()
+        cfg.embedding_dim,
+        cfg.heads,
+        cfg.dim_head,
+        cfg.temporal_patch_size,
+        cfg.patch_size,
+        cfg.patch_size,
+        cfg.enc_block,
+        cfg.dec_block,
+        cfg.temporal_depth,
+        cfg.twod_window_size,
+        cfg.spatial_pos,
+        attention.as_str()
     );
     if cfg.use_vae {
         println!("  latent    {} channels", cfg.codebook_dim);
@@ -120,13 +180,34 @@ fn run(args: Args) -> Result<()> {
     println!("  params    {:.2} M ({params})", params as f64 / 1e6);
     println!("  model id  {id}");
     for r in &reports {
-        let extra = r.data_path.as_ref().map(|p| format!(" + {} ({:.1} MB)", p.display(), r.data_bytes as f64 / 1e6)).unwrap_or_default();
-        println!("  wrote     {} ({:.1} MB){extra}", r.model_path.display(), r.model_bytes as f64 / 1e6);
+        let extra = r
+            .data_path
+            .as_ref()
+            .map(|p| format!(" + {} ({:.1} MB)", p.display(), r.data_bytes as f64 / 1e6))
+            .unwrap_or_default();
+        println!(
+            "  wrote     {} ({:.1} MB){extra}",
+            r.model_path.display(),
+            r.model_bytes as f64 / 1e6
+        );
     }
     if !unused.is_empty() {
-        println!("  note      {} checkpoint tensors not used by inference: {}", unused.len(), unused.iter().take(5).cloned().collect::<Vec<_>>().join(", "));
+        println!(
+            "  note      {} checkpoint tensors not used by inference: {}",
+            unused.len(),
+            unused
+                .iter()
+                .take(5)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
     }
-    println!("  time      {:.2} s (trace {:.2} s)", started.elapsed().as_secs_f64(), traced.as_secs_f64());
+    println!(
+        "  time      {:.2} s (trace {:.2} s)",
+        started.elapsed().as_secs_f64(),
+        traced.as_secs_f64()
+    );
     Ok(())
 }
 

@@ -24,19 +24,27 @@ pub struct Weights {
 
 impl Weights {
     pub fn new(source: Source) -> Self {
-        Weights { source, used: RefCell::new(BTreeMap::new()) }
+        Weights {
+            source,
+            used: RefCell::new(BTreeMap::new()),
+        }
     }
 
     /// The float tensor `key`, which must have `shape`.
     pub fn get(&self, key: &str, shape: &[usize]) -> Result<Cow<'_, [f32]>> {
-        self.used.borrow_mut().insert(key.to_string(), shape.to_vec());
+        self.used
+            .borrow_mut()
+            .insert(key.to_string(), shape.to_vec());
         match &self.source {
             Source::Checkpoint(map) => {
                 let Some(t) = map.get(key) else {
                     bail!("tensor '{key}' (shape {shape:?}) is missing from the checkpoint");
                 };
                 if t.shape != shape {
-                    bail!("tensor '{key}' has shape {:?}, the config needs {shape:?}", t.shape);
+                    bail!(
+                        "tensor '{key}' has shape {:?}, the config needs {shape:?}",
+                        t.shape
+                    );
                 }
                 match &t.data {
                     TensorData::F32(v) => Ok(Cow::Borrowed(v.as_slice())),
@@ -52,7 +60,9 @@ impl Weights {
     pub fn expect_unused(&self, key: &str) {
         if let Source::Checkpoint(map) = &self.source {
             if let Some(t) = map.get(key) {
-                self.used.borrow_mut().insert(key.to_string(), t.shape.clone());
+                self.used
+                    .borrow_mut()
+                    .insert(key.to_string(), t.shape.clone());
             }
         }
     }
@@ -62,7 +72,10 @@ impl Weights {
         match &self.source {
             Source::Checkpoint(map) => {
                 let used = self.used.borrow();
-                map.keys().filter(|k| !used.contains_key(*k)).cloned().collect()
+                map.keys()
+                    .filter(|k| !used.contains_key(*k))
+                    .cloned()
+                    .collect()
             }
             Source::Random(_) => Vec::new(),
         }
@@ -70,7 +83,11 @@ impl Weights {
 
     /// Number of parameters the graphs use.
     pub fn parameter_count(&self) -> usize {
-        self.used.borrow().values().map(|s| s.iter().product::<usize>()).sum()
+        self.used
+            .borrow()
+            .values()
+            .map(|s| s.iter().product::<usize>())
+            .sum()
     }
 
     /// Every requested tensor with its values (for writing a generated model's weights).
@@ -111,7 +128,9 @@ impl SplitMix {
 }
 
 fn fnv1a(s: &str) -> u64 {
-    s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
+    s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// Values shaped like a freshly initialised official model: LayerNorm scales 1 and
@@ -127,10 +146,16 @@ pub fn random_tensor(seed: u64, key: &str, shape: &[usize]) -> Vec<f32> {
         "gamma" | "q_scale" | "k_scale" => vec![1.0; n],
         "beta" => vec![0.0; n],
         "weight" if is_vector => vec![1.0; n], // nn.LayerNorm
-        "bias" if key.contains("dsconv") => (0..n).map(|_| ((rng.uniform() * 2.0 - 1.0) / 27f64.sqrt()) as f32).collect(),
+        "bias" if key.contains("dsconv") => (0..n)
+            .map(|_| ((rng.uniform() * 2.0 - 1.0) / 27f64.sqrt()) as f32)
+            .collect(),
         "bias" => vec![0.0; n],
-        "weight" if key.contains("dsconv") => (0..n).map(|_| ((rng.uniform() * 2.0 - 1.0) / 27f64.sqrt()) as f32).collect(),
+        "weight" if key.contains("dsconv") => (0..n)
+            .map(|_| ((rng.uniform() * 2.0 - 1.0) / 27f64.sqrt()) as f32)
+            .collect(),
         "embeddings" => (0..n).map(|_| rng.normal() as f32).collect(),
-        _ => (0..n).map(|_| (rng.normal() * 0.02).clamp(-0.04, 0.04) as f32).collect(),
+        _ => (0..n)
+            .map(|_| (rng.normal() * 0.02).clamp(-0.04, 0.04) as f32)
+            .collect(),
     }
 }

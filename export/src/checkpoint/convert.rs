@@ -136,7 +136,10 @@ pub(crate) fn gather(
             dec.push(slice(start, inner_len)?);
         } else {
             for j in 0..inner_len {
-                dec.push(slice(start.saturating_add(j.saturating_mul(inner_stride)), 1)?);
+                dec.push(slice(
+                    start.saturating_add(j.saturating_mul(inner_stride)),
+                    1,
+                )?);
             }
         }
         // Advance the odometer over the outer dims.
@@ -199,7 +202,7 @@ pub(crate) fn to_usize(v: &[u64]) -> Result<Vec<usize>> {
 
 pub(crate) fn check_len(bytes: u64, dtype: DType) -> Result<u64> {
     let es = dtype.size_bytes() as u64;
-    if bytes % es != 0 {
+    if !bytes.is_multiple_of(es) {
         bail!("{bytes} bytes is not a whole number of {dtype:?} elements");
     }
     Ok(bytes / es)

@@ -170,9 +170,6 @@ fn load_inner(path: &Path, progress: &mut dyn FnMut(u64, u64)) -> Result<Checkpo
     if head.starts_with(b"PK\x03\x04") || head.starts_with(b"PK\x05\x06") {
         return torch::load(path, progress);
     }
-    if head.len() >= 9 && head[8] == b'{' {
-        return safetensors::load(path, progress);
-    }
     if head.is_empty() {
         bail!("the file is empty");
     }
@@ -181,6 +178,12 @@ fn load_inner(path: &Path, progress: &mut dyn FnMut(u64, u64)) -> Result<Checkpo
             "this is torch's legacy (pre-1.6) serialization format, which is not supported; \
              re-save it with a current torch, or convert it to safetensors"
         );
+    }
+    // safetensors: a little-endian u64 header length, then '{'. A plausible
+    // length (under 2^40) without the '{' is still treated as safetensors, so
+    // that a damaged header gets a precise error.
+    if head.len() >= 9 && (head[8] == b'{' || head[5..8] == [0, 0, 0]) {
+        return safetensors::load(path, progress);
     }
     let shown: String = head.iter().map(|b| format!("{b:02x}")).collect();
     bail!(
@@ -231,7 +234,8 @@ pub(crate) mod tests {
 
     impl TempFile {
         pub(crate) fn with(name: &str, bytes: &[u8]) -> Self {
-            let dir = std::env::temp_dir().join(format!("omnitok-checkpoint-{}", std::process::id()));
+            let dir =
+                std::env::temp_dir().join(format!("omnitok-checkpoint-{}", std::process::id()));
             std::fs::create_dir_all(&dir).unwrap();
             let path = dir.join(name);
             std::fs::write(&path, bytes).unwrap();
@@ -279,8 +283,10 @@ pub(crate) mod tests {
 
     #[test]
     fn golden_ckpt_and_safetensors_are_bit_identical() {
-        let (Some(ckpt), Some(st)) = (golden("rope_vq.ckpt"), golden("rope_vq.weights.safetensors"))
-        else {
+        let (Some(ckpt), Some(st)) = (
+            golden("rope_vq.ckpt"),
+            golden("rope_vq.weights.safetensors"),
+        ) else {
             return;
         };
         let mut last = (0, 0);
@@ -375,8 +381,16 @@ pub(crate) mod tests {
     fn unrecognised_files_are_clear_errors() {
         let cases: &[(&str, &[u8], &str)] = &[
             ("empty.bin", b"", "the file is empty"),
-            ("garbage.bin", b"hello, I am not a checkpoint", "neither a torch zip archive"),
-            ("legacy.pt", b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19.", "legacy"),
+            (
+                "garbage.bin",
+                b"hello, I am not a checkpoint",
+                "neither a torch zip archive",
+            ),
+            (
+                "legacy.pt",
+                b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19.",
+                "legacy",
+            ),
             ("short.safetensors", b"\x02\x00", "neither"),
         ];
         for (name, bytes, want) in cases {
@@ -386,6 +400,10 @@ pub(crate) mod tests {
             assert!(e.starts_with(&t.0.display().to_string()), "{name}: {e}");
         }
         let e = load(Path::new("/nonexistent/x.ckpt"), &mut |_, _| {}).unwrap_err();
-        assert!(e.to_string().starts_with("/nonexistent/x.ckpt: cannot open"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("/nonexistent/x.ckpt: cannot open"),
+            "{e}"
+        );
     }
 }

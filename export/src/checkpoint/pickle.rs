@@ -518,7 +518,9 @@ impl Machine<'_> {
 
     fn string(&mut self, n: u64) -> Result<Value> {
         let bytes = self.take(n)?;
-        Ok(Value::Str(Rc::from(String::from_utf8_lossy(bytes).as_ref())))
+        Ok(Value::Str(Rc::from(
+            String::from_utf8_lossy(bytes).as_ref(),
+        )))
     }
 
     fn bytes(&mut self, n: u64) -> Result<Value> {
@@ -539,7 +541,9 @@ impl Machine<'_> {
         if self.stack.len() <= self.fence() {
             return Err(self.malformed("stack underflow"));
         }
-        self.stack.pop().ok_or_else(|| self.malformed("stack underflow"))
+        self.stack
+            .pop()
+            .ok_or_else(|| self.malformed("stack underflow"))
     }
 
     fn top(&self) -> Result<&Value> {
@@ -966,7 +970,7 @@ impl Machine<'_> {
     }
 
     fn set_items(&mut self, items: Vec<Value>) -> Result<()> {
-        if items.len() % 2 != 0 {
+        if !items.len().is_multiple_of(2) {
             return Err(self.malformed("odd number of items for a dict"));
         }
         let target = self.top()?.clone();
@@ -1042,7 +1046,8 @@ impl Machine<'_> {
             },
             G::RebuildFromTypeV2 => {
                 // (func, new_type, args, state): we only care about func(*args).
-                let (Some(Value::Global(f)), Some(Value::Tuple(inner))) = (args.first(), args.get(2))
+                let (Some(Value::Global(f)), Some(Value::Tuple(inner))) =
+                    (args.first(), args.get(2))
                 else {
                     return Err(self.bad_call(g, "expected (func, type, args, state)"));
                 };
@@ -1334,8 +1339,8 @@ impl Machine<'_> {
         let &Value::Int(offset) = &args[1] else {
             return Err(self.bad_call(g, "the storage offset is not an integer"));
         };
-        let offset =
-            u64::try_from(offset).map_err(|_| self.bad_call(g, "the storage offset is negative"))?;
+        let offset = u64::try_from(offset)
+            .map_err(|_| self.bad_call(g, "the storage offset is negative"))?;
         let size = self.ints(&args[2], "size")?;
         let stride = self.ints(&args[3], "stride")?;
         if size.len() != stride.len() {
@@ -1415,16 +1420,10 @@ pub(crate) mod build {
             self.op(b'.').0
         }
         /// Pushes `_rebuild_tensor_v2(storage, offset, size, stride, False, OrderedDict())`.
-        pub fn tensor(
-            self,
-            storage_type: &str,
-            key: &str,
-            location: &str,
-            numel: i32,
-            offset: i32,
-            size: &[i32],
-            stride: &[i32],
-        ) -> Self {
+        /// `storage`: (type, key, location, numel); `view`: (offset, size, stride).
+        pub fn tensor(self, storage: (&str, &str, &str, i32), view: (i32, &[i32], &[i32])) -> Self {
+            let (storage_type, key, location, numel) = storage;
+            let (offset, size, stride) = view;
             let mut p = self
                 .global("torch._utils", "_rebuild_tensor_v2")
                 .mark()
@@ -1483,7 +1482,9 @@ mod tests {
         // Near-misses of allowlisted names are refused too.
         let e = err(&P::new().global("torch", "load").stop());
         assert!(e.contains("'torch.load'"), "{e}");
-        let e = err(&P::new().global("torch._utils", "_rebuild_tensor_v2x").stop());
+        let e = err(&P::new()
+            .global("torch._utils", "_rebuild_tensor_v2x")
+            .stop());
         assert!(e.contains("_rebuild_tensor_v2x"), "{e}");
         let e = err(&P::new().global("torch", "Storage").stop());
         assert!(e.contains("'torch.Storage'"), "{e}");
@@ -1496,7 +1497,7 @@ mod tests {
             .put(0)
             .mark()
             .str("w")
-            .tensor("FloatStorage", "0", "cpu", 4, 0, &[2, 2], &[2, 1])
+            .tensor(("FloatStorage", "0", "cpu", 4), (0, &[2, 2], &[2, 1]))
             .str("x")
             .float(1.5)
             .setitems()
@@ -1516,7 +1517,7 @@ mod tests {
             .put(0)
             .mark()
             .str("w")
-            .tensor("HalfStorage", "0", "cuda:0", 4, 1, &[3], &[1])
+            .tensor(("HalfStorage", "0", "cuda:0", 4), (1, &[3], &[1]))
             .str("args")
             .global("argparse", "Namespace")
             .empty_tuple()
@@ -1580,7 +1581,7 @@ mod tests {
             &[0x94, 0x93, 0x94, b')', b'R', 0x94],
             // key 'a' -> b'\x01\x02' (SHORT_BINBYTES)
             &[0x8c, 1, b'a', 0x94, b'C', 2, 1, 2],
-            &[b's'],
+            b"s",
             // key 'b' -> {1, 2} (EMPTY_SET, MARK, ..., ADDITEMS)
             &[0x8c, 1, b'b', 0x8f, b'(', b'K', 1, b'K', 2, 0x90, b's'],
             // key 'c' -> -129 (LONG1 2 bytes)
@@ -1588,7 +1589,9 @@ mod tests {
             // key 'd' -> 2**64 (LONG1 9 bytes)
             &[0x8c, 1, b'd', 0x8a, 9, 0, 0, 0, 0, 0, 0, 0, 0, 1, b's'],
             // key 'e' -> BINUNICODE8 'xy'
-            &[0x8c, 1, b'e', 0x8d, 2, 0, 0, 0, 0, 0, 0, 0, b'x', b'y', b's'],
+            &[
+                0x8c, 1, b'e', 0x8d, 2, 0, 0, 0, 0, 0, 0, 0, b'x', b'y', b's',
+            ],
             // key 'f' -> memo get 2 (the OrderedDict global)
             &[0x8c, 1, b'f', b'h', 2, b's'],
             b".",
@@ -1599,7 +1602,7 @@ mod tests {
         let u = unpickle(&data, "t").unwrap();
         let d = u.dict(&u.root).unwrap();
         assert_eq!(d.class, "collections.OrderedDict");
-        assert!(matches!(d.get("a"), Some(Value::Bytes(b)) if &b[..] == [1, 2]));
+        assert!(matches!(d.get("a"), Some(Value::Bytes(b)) if b[..] == [1, 2]));
         let Some(Value::Obj(s)) = d.get("b") else {
             panic!()
         };
@@ -1607,14 +1610,16 @@ mod tests {
         assert!(matches!(d.get("c"), Some(Value::Int(-129))));
         assert!(matches!(d.get("d"), Some(Value::BigInt(_))));
         assert!(matches!(d.get("e"), Some(Value::Str(s)) if &**s == "xy"));
-        assert!(matches!(d.get("f"), Some(Value::Global(g)) if g.name == "collections.OrderedDict"));
+        assert!(
+            matches!(d.get("f"), Some(Value::Global(g)) if g.name == "collections.OrderedDict")
+        );
     }
 
     #[test]
     fn tensor_and_namespace_shapes() {
         let data = P::new()
             .mark()
-            .tensor("LongStorage", "7", "cuda:0", 12, 2, &[2, 3], &[1, 2])
+            .tensor(("LongStorage", "7", "cuda:0", 12), (2, &[2, 3], &[1, 2]))
             .global("argparse", "Namespace")
             .empty_tuple()
             .op(0x81)
@@ -1631,7 +1636,10 @@ mod tests {
         assert_eq!(tr.storage.key, "7");
         assert_eq!(tr.storage.dtype, Some(DType::I64));
         assert_eq!(tr.storage.numel, 12);
-        assert_eq!((tr.offset, &tr.size[..], &tr.stride[..]), (2, &[2, 3][..], &[1, 2][..]));
+        assert_eq!(
+            (tr.offset, &tr.size[..], &tr.stride[..]),
+            (2, &[2, 3][..], &[1, 2][..])
+        );
         let inst = u.instance(&t[1]).unwrap();
         assert_eq!(inst.class.name, "argparse.Namespace");
         let attrs = u.instance_attrs(inst);
@@ -1641,7 +1649,13 @@ mod tests {
     #[test]
     fn malformed_structures_are_errors() {
         // SETITEMS on a list.
-        let e = err(&P::new().empty_list().mark().str("a").int(1).setitems().stop());
+        let e = err(&P::new()
+            .empty_list()
+            .mark()
+            .str("a")
+            .int(1)
+            .setitems()
+            .stop());
         assert!(e.contains("cannot set items on a list"), "{e}");
         // Pop through a MARK.
         let e = err(&P::new().int(1).mark().op(b'R').stop());

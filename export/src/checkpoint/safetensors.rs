@@ -59,16 +59,16 @@ fn parse_entry(name: &str, v: &Json) -> Result<Entry> {
         })
         .collect::<Result<Vec<_>>>()?;
     let offsets = match v.get("data_offsets") {
-        Some(Json::Arr(o)) if o.len() == 2 => {
-            (o[0].as_u64(), o[1].as_u64())
-        }
+        Some(Json::Arr(o)) if o.len() == 2 => (o[0].as_u64(), o[1].as_u64()),
         _ => return Err(bad("has no \"data_offsets\" pair")),
     };
     let (Some(begin), Some(end)) = offsets else {
         return Err(bad("has data_offsets that are not non-negative integers"));
     };
     if end < begin {
-        return Err(bad(&format!("has data_offsets [{begin}, {end}] that end before they begin")));
+        return Err(bad(&format!(
+            "has data_offsets [{begin}, {end}] that end before they begin"
+        )));
     }
     Ok(Entry {
         name: name.to_string(),
@@ -150,7 +150,11 @@ pub(crate) fn load(path: &Path, progress: &mut dyn FnMut(u64, u64)) -> Result<Ch
         if let Some(p) = prev
             && e.begin < p.end
         {
-            bail!("tensors '{}' and '{}' overlap in the data section", p.name, e.name);
+            bail!(
+                "tensors '{}' and '{}' overlap in the data section",
+                p.name,
+                e.name
+            );
         }
         prev = Some(e);
         if is_training_only(&e.name) {
@@ -167,8 +171,8 @@ pub(crate) fn load(path: &Path, progress: &mut dyn FnMut(u64, u64)) -> Result<Ch
         };
         f.skip_to(data_start + e.begin)?;
         let count = usize::try_from(check_len(e.end - e.begin, dtype)?)?;
-        let mut dec = Decoder::new(dtype, false, count)
-            .with_context(|| format!("tensor '{}'", e.name))?;
+        let mut dec =
+            Decoder::new(dtype, false, count).with_context(|| format!("tensor '{}'", e.name))?;
         f.read(e.end - e.begin, &mut |c| dec.push(c))
             .with_context(|| format!("reading tensor '{}'", e.name))?;
         tensors.insert(
@@ -251,8 +255,21 @@ mod tests {
         let t = write_st(
             "dtypes.safetensors",
             &[
-                ("d", Dtype::F64, vec![2], [0.1f64, -2.0].iter().flat_map(|x| x.to_le_bytes()).collect()),
-                ("i", Dtype::I32, vec![1, 2], [-7i32, 9].iter().flat_map(|x| x.to_le_bytes()).collect()),
+                (
+                    "d",
+                    Dtype::F64,
+                    vec![2],
+                    [0.1f64, -2.0]
+                        .iter()
+                        .flat_map(|x| x.to_le_bytes())
+                        .collect(),
+                ),
+                (
+                    "i",
+                    Dtype::I32,
+                    vec![1, 2],
+                    [-7i32, 9].iter().flat_map(|x| x.to_le_bytes()).collect(),
+                ),
                 ("l", Dtype::I64, vec![], i64::MIN.to_le_bytes().to_vec()),
                 ("u", Dtype::U8, vec![2], vec![0, 255]),
                 ("t", Dtype::BOOL, vec![2], vec![1, 0]),
@@ -264,7 +281,10 @@ mod tests {
         let ck = load(&t.0, &mut |_, _| {}).unwrap();
         assert_eq!(ck.skipped, 2);
         assert_eq!(ck.tensors.len(), 6);
-        assert_eq!(ck.tensors["d"].data, TensorData::F32(vec![0.1f64 as f32, -2.0]));
+        assert_eq!(
+            ck.tensors["d"].data,
+            TensorData::F32(vec![0.1f64 as f32, -2.0])
+        );
         assert_eq!(ck.tensors["i"].data, TensorData::I64(vec![-7, 9]));
         assert_eq!(ck.tensors["i"].shape, [1, 2]);
         assert_eq!(ck.tensors["l"].data, TensorData::I64(vec![i64::MIN]));
@@ -287,7 +307,10 @@ mod tests {
 
     fn load_err(t: &TempFile) -> String {
         let e = format!("{:#}", load(&t.0, &mut |_, _| {}).unwrap_err());
-        assert!(e.contains(&t.0.display().to_string()), "error does not name the file: {e}");
+        assert!(
+            e.contains(&t.0.display().to_string()),
+            "error does not name the file: {e}"
+        );
         e
     }
 
@@ -295,16 +318,56 @@ mod tests {
     fn malformed_headers_are_clear_errors() {
         let ok = r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#;
         let cases: &[(&str, &str, &[u8], &str)] = &[
-            ("bad_json", r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}"#, &[0; 8], "not valid JSON"),
+            (
+                "bad_json",
+                r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}"#,
+                &[0; 8],
+                "not valid JSON",
+            ),
             ("not_obj", r#"[1, 2, 3]"#, &[], "not a JSON object"),
-            ("no_dtype", r#"{"a":{"shape":[2],"data_offsets":[0,8]}}"#, &[0; 8], "no \"dtype\""),
-            ("bad_shape", r#"{"a":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}}"#, &[0; 8], "shape entry"),
-            ("bad_offsets", r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0]}}"#, &[0; 8], "data_offsets"),
-            ("backwards", r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[8,0]}}"#, &[0; 8], "end before they begin"),
-            ("size", r#"{"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}"#, &[0; 8], "needs 12 bytes"),
+            (
+                "no_dtype",
+                r#"{"a":{"shape":[2],"data_offsets":[0,8]}}"#,
+                &[0; 8],
+                "no \"dtype\"",
+            ),
+            (
+                "bad_shape",
+                r#"{"a":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}}"#,
+                &[0; 8],
+                "shape entry",
+            ),
+            (
+                "bad_offsets",
+                r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0]}}"#,
+                &[0; 8],
+                "data_offsets",
+            ),
+            (
+                "backwards",
+                r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[8,0]}}"#,
+                &[0; 8],
+                "end before they begin",
+            ),
+            (
+                "size",
+                r#"{"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}"#,
+                &[0; 8],
+                "needs 12 bytes",
+            ),
             ("short_data", ok, &[0; 4], "truncated"),
-            ("dup", r#"{"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1]},"a":{"dtype":"U8","shape":[1],"data_offsets":[1,2]}}"#, &[0; 2], "twice"),
-            ("overlap", r#"{"a":{"dtype":"U8","shape":[2],"data_offsets":[0,2]},"b":{"dtype":"U8","shape":[2],"data_offsets":[1,3]}}"#, &[0; 3], "overlap"),
+            (
+                "dup",
+                r#"{"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1]},"a":{"dtype":"U8","shape":[1],"data_offsets":[1,2]}}"#,
+                &[0; 2],
+                "twice",
+            ),
+            (
+                "overlap",
+                r#"{"a":{"dtype":"U8","shape":[2],"data_offsets":[0,2]},"b":{"dtype":"U8","shape":[2],"data_offsets":[1,3]}}"#,
+                &[0; 3],
+                "overlap",
+            ),
         ];
         for (name, header, data, want) in cases {
             let t = raw(&format!("{name}.safetensors"), header, data);

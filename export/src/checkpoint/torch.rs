@@ -20,6 +20,9 @@ use super::pickle::{self, DictObj, GlobalKind, Obj, TensorRef, Unpickled, Value}
 use super::stream::HashedFile;
 use super::{Checkpoint, DType, HyperValue, Tensor, TensorData, is_training_only};
 
+/// A state-dict key and its tensor view.
+type Named = (String, Rc<TensorRef>);
+
 /// One tensor to materialise.
 struct Wanted {
     name: String,
@@ -56,8 +59,8 @@ pub(crate) fn load(path: &Path, progress: &mut dyn FnMut(u64, u64)) -> Result<Ch
         },
     };
     let pkl_name = format!("{prefix}data.pkl");
-    let pkl = read_small(&mut zip, &pkl_name)?
-        .ok_or_else(|| anyhow!("the archive lacks {pkl_name}"))?;
+    let pkl =
+        read_small(&mut zip, &pkl_name)?.ok_or_else(|| anyhow!("the archive lacks {pkl_name}"))?;
     let u = pickle::unpickle(&pkl, "data.pkl")?;
 
     let root = u
@@ -81,8 +84,7 @@ pub(crate) fn load(path: &Path, progress: &mut dyn FnMut(u64, u64)) -> Result<Ch
 
     // Plan the reads: group the needed tensors by storage record.
     let mut skipped = 0;
-    let mut by_key: HashMap<String, (Rc<pickle::StorageRef>, Vec<(String, Rc<TensorRef>)>)> =
-        HashMap::new();
+    let mut by_key: HashMap<String, (Rc<pickle::StorageRef>, Vec<Named>)> = HashMap::new();
     for (k, v) in &state_dict.entries {
         let Value::Tensor(t) = v else { continue };
         let Some(name) = k.as_str() else {
@@ -176,9 +178,9 @@ fn find_prefix<R: Read + std::io::Seek>(zip: &ZipArchive<R>) -> Result<String> {
         }
     }
     match found.len() {
-        0 => bail!(
-            "it is a zip archive without a <name>/data.pkl record, so not a torch checkpoint"
-        ),
+        0 => {
+            bail!("it is a zip archive without a <name>/data.pkl record, so not a torch checkpoint")
+        }
         1 => Ok(found.remove(0)),
         _ => bail!("the archive holds several data.pkl records: {found:?}"),
     }
@@ -206,7 +208,7 @@ fn plan_read<R: Read + std::io::Seek>(
     prefix: &str,
     key: &str,
     storage: &pickle::StorageRef,
-    tensors: Vec<(String, Rc<TensorRef>)>,
+    tensors: Vec<Named>,
 ) -> Result<SpanRead> {
     let record = format!("{prefix}data/{key}");
     let first = &tensors[0].0;
@@ -259,8 +261,8 @@ fn plan_read<R: Read + std::io::Seek>(
         let size = to_usize(&t.size)?;
         let stride = to_usize(&t.stride)?;
         numel(&size).with_context(|| format!("tensor '{name}'"))?;
-        if let Some(last) = max_index(offset, &size, &stride)
-            .with_context(|| format!("tensor '{name}'"))?
+        if let Some(last) =
+            max_index(offset, &size, &stride).with_context(|| format!("tensor '{name}'"))?
         {
             if last >= elems {
                 bail!(
@@ -489,7 +491,10 @@ mod tests {
 
     fn load_err(t: &TempFile) -> String {
         let e = format!("{:#}", load(&t.0, &mut |_, _| {}).unwrap_err());
-        assert!(e.contains(&t.0.display().to_string()), "error does not name the file: {e}");
+        assert!(
+            e.contains(&t.0.display().to_string()),
+            "error does not name the file: {e}"
+        );
         e
     }
 
@@ -498,17 +503,17 @@ mod tests {
         let pkl = lightning_pickle(|p| {
             p.str("a")
                 // rows 1..3 of a 4x3 matrix
-                .tensor("FloatStorage", "0", "cuda:0", 12, 3, &[2, 3], &[3, 1])
+                .tensor(("FloatStorage", "0", "cuda:0", 12), (3, &[2, 3], &[3, 1]))
                 .str("at")
                 // its transpose, as a view
-                .tensor("FloatStorage", "0", "cuda:0", 12, 0, &[3, 4], &[1, 3])
+                .tensor(("FloatStorage", "0", "cuda:0", 12), (0, &[3, 4], &[1, 3]))
                 .str("s")
-                .tensor("FloatStorage", "0", "cuda:0", 12, 11, &[], &[])
+                .tensor(("FloatStorage", "0", "cuda:0", 12), (11, &[], &[]))
                 .str("b")
                 // alone in its storage but not starting at 0
-                .tensor("LongStorage", "1", "cpu", 3, 1, &[2], &[1])
+                .tensor(("LongStorage", "1", "cpu", 3), (1, &[2], &[1]))
                 .str("codebook.z_avg")
-                .tensor("FloatStorage", "2", "cpu", 2, 0, &[2], &[1])
+                .tensor(("FloatStorage", "2", "cpu", 2), (0, &[2], &[1]))
         });
         let storage0 = f32_bytes((0..12).map(|i| i as f32));
         let storage1: Vec<u8> = [5i64, -6, 7].iter().flat_map(|x| x.to_le_bytes()).collect();
@@ -530,7 +535,10 @@ mod tests {
         assert_eq!(ck.skipped, 1);
         assert_eq!(ck.tensors.len(), 4);
         assert_eq!(ck.tensors["a"].shape, [2, 3]);
-        assert_eq!(ck.tensors["a"].data, TensorData::F32(vec![3., 4., 5., 6., 7., 8.]));
+        assert_eq!(
+            ck.tensors["a"].data,
+            TensorData::F32(vec![3., 4., 5., 6., 7., 8.])
+        );
         assert_eq!(ck.tensors["at"].shape, [3, 4]);
         assert_eq!(
             ck.tensors["at"].data,
@@ -558,7 +566,7 @@ mod tests {
             .reduce()
             .mark()
             .str("w")
-            .tensor("HalfStorage", "0", "cpu", 2, 0, &[2], &[1])
+            .tensor(("HalfStorage", "0", "cpu", 2), (0, &[2], &[1]))
             .setitems()
             .stop();
         let t = archive(
@@ -617,7 +625,10 @@ mod tests {
 
     #[test]
     fn damaged_archives_are_clear_errors() {
-        let good = lightning_pickle(|p| p.str("w").tensor("FloatStorage", "0", "cpu", 4, 0, &[4], &[1]));
+        let good = lightning_pickle(|p| {
+            p.str("w")
+                .tensor(("FloatStorage", "0", "cpu", 4), (0, &[4], &[1]))
+        });
         let storage = f32_bytes([1., 2., 3., 4.]);
 
         let t = archive("nopkl.ckpt", &[("x/data/0", &storage)]);
@@ -626,43 +637,76 @@ mod tests {
 
         let t = archive("nostorage.ckpt", &[("x/data.pkl", &good)]);
         let e = load_err(&t);
-        assert!(e.contains("storage record 'x/data/0' (tensor 'w'), which the archive lacks"), "{e}");
+        assert!(
+            e.contains("storage record 'x/data/0' (tensor 'w'), which the archive lacks"),
+            "{e}"
+        );
 
         let t = archive(
             "truncpkl.ckpt",
-            &[("x/data.pkl", &good[..good.len() / 2]), ("x/data/0", &storage)],
+            &[
+                ("x/data.pkl", &good[..good.len() / 2]),
+                ("x/data/0", &storage),
+            ],
         );
         let e = load_err(&t);
         assert!(e.contains("data.pkl is truncated"), "{e}");
 
         // The view needs 4 elements; the record (and the pickle) say 3.
-        let short = lightning_pickle(|p| p.str("w").tensor("FloatStorage", "0", "cpu", 3, 0, &[4], &[1]));
-        let t = archive("short.ckpt", &[("x/data.pkl", &short), ("x/data/0", &storage[..12])]);
+        let short = lightning_pickle(|p| {
+            p.str("w")
+                .tensor(("FloatStorage", "0", "cpu", 3), (0, &[4], &[1]))
+        });
+        let t = archive(
+            "short.ckpt",
+            &[("x/data.pkl", &short), ("x/data/0", &storage[..12])],
+        );
         let e = load_err(&t);
-        assert!(e.contains("needs element 3 of storage record 'x/data/0', which holds only 3"), "{e}");
+        assert!(
+            e.contains("needs element 3 of storage record 'x/data/0', which holds only 3"),
+            "{e}"
+        );
 
         // The record is shorter than the pickle declares.
-        let t = archive("shortrec.ckpt", &[("x/data.pkl", &good), ("x/data/0", &storage[..8])]);
+        let t = archive(
+            "shortrec.ckpt",
+            &[("x/data.pkl", &good), ("x/data/0", &storage[..8])],
+        );
         let e = load_err(&t);
         assert!(e.contains("holds 8 bytes, but data.pkl declares 4"), "{e}");
 
         // A record that is not whole elements.
-        let t = archive("ragged.ckpt", &[("x/data.pkl", &good), ("x/data/0", &storage[..15])]);
+        let t = archive(
+            "ragged.ckpt",
+            &[("x/data.pkl", &good), ("x/data/0", &storage[..15])],
+        );
         let e = load_err(&t);
         assert!(e.contains("not a whole number"), "{e}");
 
-        let t = archive("badorder.ckpt", &[("x/data.pkl", &good), ("x/byteorder", b"middle")]);
+        let t = archive(
+            "badorder.ckpt",
+            &[("x/data.pkl", &good), ("x/byteorder", b"middle")],
+        );
         let e = load_err(&t);
         assert!(e.contains("neither 'little' nor 'big'"), "{e}");
 
         // Unsupported storage type, needed vs. training-only.
-        let cx = lightning_pickle(|p| p.str("w").tensor("ComplexFloatStorage", "0", "cpu", 2, 0, &[2], &[1]));
-        let t = archive("complex.ckpt", &[("x/data.pkl", &cx), ("x/data/0", &storage)]);
+        let cx = lightning_pickle(|p| {
+            p.str("w")
+                .tensor(("ComplexFloatStorage", "0", "cpu", 2), (0, &[2], &[1]))
+        });
+        let t = archive(
+            "complex.ckpt",
+            &[("x/data.pkl", &cx), ("x/data/0", &storage)],
+        );
         let e = load_err(&t);
-        assert!(e.contains("torch.ComplexFloatStorage, which is not supported"), "{e}");
+        assert!(
+            e.contains("torch.ComplexFloatStorage, which is not supported"),
+            "{e}"
+        );
         let cx = lightning_pickle(|p| {
             p.str("video_discriminator.w")
-                .tensor("ComplexFloatStorage", "0", "cpu", 2, 0, &[2], &[1])
+                .tensor(("ComplexFloatStorage", "0", "cpu", 2), (0, &[2], &[1]))
         });
         let t = archive("complex_skip.ckpt", &[("x/data.pkl", &cx)]);
         let ck = load(&t.0, &mut |_, _| {}).unwrap();
@@ -672,7 +716,10 @@ mod tests {
     #[test]
     fn truncated_and_garbage_files_are_clear_errors() {
         // Garbage that starts like a zip archive.
-        let t = TempFile::with("garbage.ckpt", b"PK\x03\x04this is not really a zip archive at all");
+        let t = TempFile::with(
+            "garbage.ckpt",
+            b"PK\x03\x04this is not really a zip archive at all",
+        );
         let e = load_err(&t);
         assert!(e.contains("cannot be read as one"), "{e}");
 
@@ -694,7 +741,10 @@ mod tests {
 
     #[test]
     fn big_int_text() {
-        assert_eq!(big_int_decimal(&[0, 0, 0, 0, 0, 0, 0, 0, 1]), "18446744073709551616");
+        assert_eq!(
+            big_int_decimal(&[0, 0, 0, 0, 0, 0, 0, 0, 1]),
+            "18446744073709551616"
+        );
         assert_eq!(
             big_int_decimal(&[0, 0, 0, 0, 0, 0, 0, 0, 0xff]),
             "-18446744073709551616"

@@ -17,7 +17,9 @@ use std::rc::Rc;
 
 use anyhow::{Result, bail};
 
-use crate::onnx::{AttributeProto, DataType, Dim as OnnxDim, NodeProto, TensorProto, ValueInfoProto};
+use crate::onnx::{
+    AttributeProto, DataType, Dim as OnnxDim, NodeProto, TensorProto, ValueInfoProto,
+};
 
 /// Element types our graphs use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,7 +101,11 @@ impl Value {
 
     /// Dimension `axis`, negative axes counting from the end.
     pub fn dim(&self, axis: isize) -> Dim {
-        let a = if axis < 0 { self.dims.len() as isize + axis } else { axis };
+        let a = if axis < 0 {
+            self.dims.len() as isize + axis
+        } else {
+            axis
+        };
         self.dims[a as usize].clone()
     }
 }
@@ -167,7 +173,11 @@ impl Graph {
         let key = format!("{path}/{op}");
         let n = self.op_counter.entry(key.clone()).or_insert(0);
         *n += 1;
-        if *n == 1 { key } else { format!("{key}_{}", *n - 1) }
+        if *n == 1 {
+            key
+        } else {
+            format!("{key}_{}", *n - 1)
+        }
     }
 
     fn claim(&mut self, name: &str) -> Result<()> {
@@ -181,8 +191,13 @@ impl Graph {
     /// values computed from `Shape(input)`.
     pub fn input(&mut self, name: &str, dtype: DType, dims: &[OnnxDim]) -> Result<Value> {
         self.claim(name)?;
-        self.inputs.push(ValueInfoProto::tensor(name, dtype.onnx(), dims));
-        let value = Value { name: name.to_string(), dtype, dims: Vec::new() };
+        self.inputs
+            .push(ValueInfoProto::tensor(name, dtype.onnx(), dims));
+        let value = Value {
+            name: name.to_string(),
+            dtype,
+            dims: Vec::new(),
+        };
         let mut traced = Vec::new();
         let mut shape: Option<Value> = None;
         for (axis, d) in dims.iter().enumerate() {
@@ -192,20 +207,34 @@ impl Graph {
                     let shape = match &shape {
                         Some(s) => s.clone(),
                         None => {
-                            let s = self.scope(name, |g| g.node("Shape", &[&value], vec![], DType::I64, vec![Dim::Fixed(dims.len() as i64)]))?;
+                            let s = self.scope(name, |g| {
+                                g.node(
+                                    "Shape",
+                                    &[&value],
+                                    vec![],
+                                    DType::I64,
+                                    vec![Dim::Fixed(dims.len() as i64)],
+                                )
+                            })?;
                             shape = Some(s.clone());
                             s
                         }
                     };
                     let a = axis as i64;
                     let t = self.scope(name, |g| g.slice_const(&shape, 0, a, a + 1))?;
-                    let sd = Rc::new(SymDim { name: sym.clone(), tensor: t.name });
+                    let sd = Rc::new(SymDim {
+                        name: sym.clone(),
+                        tensor: t.name,
+                    });
                     self.dim_cache.insert(sym.clone(), sd.clone());
                     traced.push(Dim::Sym(sd));
                 }
             }
         }
-        Ok(Value { dims: traced, ..value })
+        Ok(Value {
+            dims: traced,
+            ..value
+        })
     }
 
     /// Declares `value` as a graph output named `name` (through an Identity when the name differs).
@@ -214,8 +243,16 @@ impl Graph {
             value.clone()
         } else {
             self.claim(name)?;
-            self.nodes.push(NodeProto::new("Identity", format!("output/{name}"), [value.name.clone()], [name.to_string()]));
-            Value { name: name.to_string(), ..value.clone() }
+            self.nodes.push(NodeProto::new(
+                "Identity",
+                format!("output/{name}"),
+                [value.name.clone()],
+                [name.to_string()],
+            ));
+            Value {
+                name: name.to_string(),
+                ..value.clone()
+            }
         };
         let dims: Vec<OnnxDim> = v
             .dims
@@ -223,41 +260,86 @@ impl Graph {
             .enumerate()
             .map(|(i, d)| match d {
                 Dim::Fixed(x) => OnnxDim::Fixed(*x),
-                Dim::Sym(s) => OnnxDim::Named(dim_names.get(i).map(|n| n.to_string()).unwrap_or_else(|| s.name.clone())),
+                Dim::Sym(s) => OnnxDim::Named(
+                    dim_names
+                        .get(i)
+                        .map(|n| n.to_string())
+                        .unwrap_or_else(|| s.name.clone()),
+                ),
             })
             .collect();
-        self.outputs.push(ValueInfoProto::tensor(name, v.dtype.onnx(), &dims));
+        self.outputs
+            .push(ValueInfoProto::tensor(name, v.dtype.onnx(), &dims));
         Ok(())
     }
 
     /// Adds a node in the current scope. Output dims are the caller's shape inference.
-    pub fn node(&mut self, op: &str, inputs: &[&Value], attrs: Vec<AttributeProto>, dtype: DType, dims: Vec<Dim>) -> Result<Value> {
+    pub fn node(
+        &mut self,
+        op: &str,
+        inputs: &[&Value],
+        attrs: Vec<AttributeProto>,
+        dtype: DType,
+        dims: Vec<Dim>,
+    ) -> Result<Value> {
         let mut out = self.node_multi(op, "", inputs, attrs, &[(dtype, dims)])?;
         Ok(out.remove(0))
     }
 
     /// Adds a node in the com.microsoft domain.
-    pub fn ms_node(&mut self, op: &str, inputs: &[Option<&Value>], attrs: Vec<AttributeProto>, dtype: DType, dims: Vec<Dim>) -> Result<Value> {
+    pub fn ms_node(
+        &mut self,
+        op: &str,
+        inputs: &[Option<&Value>],
+        attrs: Vec<AttributeProto>,
+        dtype: DType,
+        dims: Vec<Dim>,
+    ) -> Result<Value> {
         self.uses_ms_domain = true;
         let mut out = self.node_opt("com.microsoft", op, inputs, attrs, &[(dtype, dims)])?;
         Ok(out.remove(0))
     }
 
-    pub fn node_multi(&mut self, op: &str, domain: &str, inputs: &[&Value], attrs: Vec<AttributeProto>, outputs: &[(DType, Vec<Dim>)]) -> Result<Vec<Value>> {
+    pub fn node_multi(
+        &mut self,
+        op: &str,
+        domain: &str,
+        inputs: &[&Value],
+        attrs: Vec<AttributeProto>,
+        outputs: &[(DType, Vec<Dim>)],
+    ) -> Result<Vec<Value>> {
         let inputs: Vec<Option<&Value>> = inputs.iter().map(|v| Some(*v)).collect();
         self.node_opt(domain, op, &inputs, attrs, outputs)
     }
 
     /// The general form: optional inputs are left as empty names.
-    pub fn node_opt(&mut self, domain: &str, op: &str, inputs: &[Option<&Value>], attrs: Vec<AttributeProto>, outputs: &[(DType, Vec<Dim>)]) -> Result<Vec<Value>> {
+    pub fn node_opt(
+        &mut self,
+        domain: &str,
+        op: &str,
+        inputs: &[Option<&Value>],
+        attrs: Vec<AttributeProto>,
+        outputs: &[(DType, Vec<Dim>)],
+    ) -> Result<Vec<Value>> {
         let name = self.scoped_name(op);
         let mut outs = Vec::new();
         for (i, (dtype, dims)) in outputs.iter().enumerate() {
-            let oname = if outputs.len() == 1 { format!("{name}:out") } else { format!("{name}:out{i}") };
+            let oname = if outputs.len() == 1 {
+                format!("{name}:out")
+            } else {
+                format!("{name}:out{i}")
+            };
             self.claim(&oname)?;
-            outs.push(Value { name: oname, dtype: *dtype, dims: dims.clone() });
+            outs.push(Value {
+                name: oname,
+                dtype: *dtype,
+                dims: dims.clone(),
+            });
         }
-        let mut input_names: Vec<String> = inputs.iter().map(|v| v.map(|v| v.name.clone()).unwrap_or_default()).collect();
+        let mut input_names: Vec<String> = inputs
+            .iter()
+            .map(|v| v.map(|v| v.name.clone()).unwrap_or_default())
+            .collect();
         while input_names.last().is_some_and(|n| n.is_empty()) {
             input_names.pop();
         }
@@ -274,11 +356,19 @@ impl Graph {
     pub fn initializer_f32(&mut self, key: &str, dims: &[i64], data: &[f32]) -> Result<Value> {
         let expected: i64 = dims.iter().product();
         if expected as usize != data.len() {
-            bail!("initializer '{key}': {} values for shape {dims:?}", data.len());
+            bail!(
+                "initializer '{key}': {} values for shape {dims:?}",
+                data.len()
+            );
         }
         self.claim(key)?;
-        self.initializers.push(TensorProto::from_f32(key, dims, data));
-        Ok(Value { name: key.to_string(), dtype: DType::F32, dims: dims.iter().map(|&d| Dim::Fixed(d)).collect() })
+        self.initializers
+            .push(TensorProto::from_f32(key, dims, data));
+        Ok(Value {
+            name: key.to_string(),
+            dtype: DType::F32,
+            dims: dims.iter().map(|&d| Dim::Fixed(d)).collect(),
+        })
     }
 
     /// A small int64 constant, deduplicated by content.
@@ -289,8 +379,13 @@ impl Graph {
         }
         let name = format!("const/i64_{}", self.const_cache.len());
         self.claim(&name)?;
-        self.initializers.push(TensorProto::from_i64(&name, dims, data));
-        let v = Value { name, dtype: DType::I64, dims: dims.iter().map(|&d| Dim::Fixed(d)).collect() };
+        self.initializers
+            .push(TensorProto::from_i64(&name, dims, data));
+        let v = Value {
+            name,
+            dtype: DType::I64,
+            dims: dims.iter().map(|&d| Dim::Fixed(d)).collect(),
+        };
         self.const_cache.insert(key, v.clone());
         Ok(v)
     }
@@ -304,8 +399,13 @@ impl Graph {
         }
         let name = format!("const/f32_{}", self.const_cache.len());
         self.claim(&name)?;
-        self.initializers.push(TensorProto::from_f32(&name, dims, data));
-        let v = Value { name, dtype: DType::F32, dims: dims.iter().map(|&d| Dim::Fixed(d)).collect() };
+        self.initializers
+            .push(TensorProto::from_f32(&name, dims, data));
+        let v = Value {
+            name,
+            dtype: DType::F32,
+            dims: dims.iter().map(|&d| Dim::Fixed(d)).collect(),
+        };
         self.const_cache.insert(key, v.clone());
         Ok(v)
     }
@@ -318,11 +418,22 @@ impl Graph {
     pub fn dim_tensor(&mut self, d: &Dim) -> Result<Value> {
         match d {
             Dim::Fixed(v) => self.const_i64(&[1], &[*v]),
-            Dim::Sym(s) => Ok(Value { name: s.tensor.clone(), dtype: DType::I64, dims: vec![Dim::Fixed(1)] }),
+            Dim::Sym(s) => Ok(Value {
+                name: s.tensor.clone(),
+                dtype: DType::I64,
+                dims: vec![Dim::Fixed(1)],
+            }),
         }
     }
 
-    fn dim_binary(&mut self, a: &Dim, b: &Dim, op: &str, sym: &str, fold: fn(i64, i64) -> i64) -> Result<Dim> {
+    fn dim_binary(
+        &mut self,
+        a: &Dim,
+        b: &Dim,
+        op: &str,
+        sym: &str,
+        fold: fn(i64, i64) -> i64,
+    ) -> Result<Dim> {
         if let (Dim::Fixed(x), Dim::Fixed(y)) = (a, b) {
             return Ok(Dim::Fixed(fold(*x, *y)));
         }
@@ -331,8 +442,13 @@ impl Graph {
             return Ok(Dim::Sym(d.clone()));
         }
         let (ta, tb) = (self.dim_tensor(a)?, self.dim_tensor(b)?);
-        let t = self.scope("dims", |g| g.node(op, &[&ta, &tb], vec![], DType::I64, vec![Dim::Fixed(1)]))?;
-        let sd = Rc::new(SymDim { name: name.clone(), tensor: t.name });
+        let t = self.scope("dims", |g| {
+            g.node(op, &[&ta, &tb], vec![], DType::I64, vec![Dim::Fixed(1)])
+        })?;
+        let sd = Rc::new(SymDim {
+            name: name.clone(),
+            tensor: t.name,
+        });
         self.dim_cache.insert(name, sd.clone());
         Ok(Dim::Sym(sd))
     }
@@ -374,9 +490,18 @@ impl Graph {
         if let Some(fixed) = dims.iter().map(Dim::fixed).collect::<Option<Vec<i64>>>() {
             return self.const_i64(&[fixed.len() as i64], &fixed);
         }
-        let parts: Vec<Value> = dims.iter().map(|d| self.dim_tensor(d)).collect::<Result<_>>()?;
+        let parts: Vec<Value> = dims
+            .iter()
+            .map(|d| self.dim_tensor(d))
+            .collect::<Result<_>>()?;
         let refs: Vec<&Value> = parts.iter().collect();
-        self.node("Concat", &refs, vec![AttributeProto::int("axis", 0)], DType::I64, vec![Dim::Fixed(dims.len() as i64)])
+        self.node(
+            "Concat",
+            &refs,
+            vec![AttributeProto::int("axis", 0)],
+            DType::I64,
+            vec![Dim::Fixed(dims.len() as i64)],
+        )
     }
 
     /// Broadcast shape of two operands (numpy rules), checked where both sides are known.
@@ -384,8 +509,16 @@ impl Graph {
         let n = a.len().max(b.len());
         let mut out = Vec::with_capacity(n);
         for i in 0..n {
-            let da = if i + a.len() >= n { Some(&a[i + a.len() - n]) } else { None };
-            let db = if i + b.len() >= n { Some(&b[i + b.len() - n]) } else { None };
+            let da = if i + a.len() >= n {
+                Some(&a[i + a.len() - n])
+            } else {
+                None
+            };
+            let db = if i + b.len() >= n {
+                Some(&b[i + b.len() - n])
+            } else {
+                None
+            };
             out.push(match (da, db) {
                 (Some(x), None) | (None, Some(x)) => x.clone(),
                 (Some(x), Some(y)) => {

@@ -6,7 +6,11 @@ use super::{DType, Dim, Graph, Value};
 use crate::onnx::AttributeProto;
 
 fn norm_axis(axis: isize, rank: usize) -> usize {
-    if axis < 0 { (rank as isize + axis) as usize } else { axis as usize }
+    if axis < 0 {
+        (rank as isize + axis) as usize
+    } else {
+        axis as usize
+    }
 }
 
 impl Graph {
@@ -63,20 +67,44 @@ impl Graph {
     }
 
     pub fn leaky_relu(&mut self, x: &Value, alpha: f32) -> Result<Value> {
-        self.node("LeakyRelu", &[x], vec![AttributeProto::float("alpha", alpha)], x.dtype, x.dims.clone())
+        self.node(
+            "LeakyRelu",
+            &[x],
+            vec![AttributeProto::float("alpha", alpha)],
+            x.dtype,
+            x.dims.clone(),
+        )
     }
 
     /// Exact (erf) GELU, opset 20.
     pub fn gelu(&mut self, x: &Value) -> Result<Value> {
-        self.node("Gelu", &[x], vec![AttributeProto::string("approximate", "none")], x.dtype, x.dims.clone())
+        self.node(
+            "Gelu",
+            &[x],
+            vec![AttributeProto::string("approximate", "none")],
+            x.dtype,
+            x.dims.clone(),
+        )
     }
 
     pub fn softmax(&mut self, x: &Value, axis: isize) -> Result<Value> {
-        self.node("Softmax", &[x], vec![AttributeProto::int("axis", axis as i64)], x.dtype, x.dims.clone())
+        self.node(
+            "Softmax",
+            &[x],
+            vec![AttributeProto::int("axis", axis as i64)],
+            x.dtype,
+            x.dims.clone(),
+        )
     }
 
     pub fn cast(&mut self, x: &Value, to: DType) -> Result<Value> {
-        self.node("Cast", &[x], vec![AttributeProto::int("to", to.onnx() as i32 as i64)], to, x.dims.clone())
+        self.node(
+            "Cast",
+            &[x],
+            vec![AttributeProto::int("to", to.onnx() as i32 as i64)],
+            to,
+            x.dims.clone(),
+        )
     }
 
     pub fn clip(&mut self, x: &Value, lo: f32, hi: f32) -> Result<Value> {
@@ -86,7 +114,10 @@ impl Graph {
 
     /// `x @ w` where `w` is a constant `[K, N]`.
     pub fn matmul(&mut self, x: &Value, w: &Value) -> Result<Value> {
-        ensure!(x.rank() >= 2 && w.rank() >= 2, "MatMul needs rank >= 2 ({x:?}, {w:?})");
+        ensure!(
+            x.rank() >= 2 && w.rank() >= 2,
+            "MatMul needs rank >= 2 ({x:?}, {w:?})"
+        );
         let (k1, k2) = (x.dim(-1), w.dim(-2));
         if let (Some(a), Some(b)) = (k1.fixed(), k2.fixed()) {
             ensure!(a == b, "MatMul inner dims differ: {x:?} @ {w:?}");
@@ -98,11 +129,20 @@ impl Graph {
         self.node("MatMul", &[x, w], vec![], x.dtype, dims)
     }
 
-    pub fn layer_norm(&mut self, x: &Value, gamma: &Value, beta: &Value, eps: f32) -> Result<Value> {
+    pub fn layer_norm(
+        &mut self,
+        x: &Value,
+        gamma: &Value,
+        beta: &Value,
+        eps: f32,
+    ) -> Result<Value> {
         self.node(
             "LayerNormalization",
             &[x, gamma, beta],
-            vec![AttributeProto::int("axis", -1), AttributeProto::float("epsilon", eps)],
+            vec![
+                AttributeProto::int("axis", -1),
+                AttributeProto::float("epsilon", eps),
+            ],
             x.dtype,
             x.dims.clone(),
         )
@@ -117,7 +157,13 @@ impl Graph {
         ensure!(perm.len() == x.rank(), "Transpose perm {perm:?} for {x:?}");
         let dims = perm.iter().map(|&p| x.dims[p].clone()).collect();
         let perm_i: Vec<i64> = perm.iter().map(|&p| p as i64).collect();
-        self.node("Transpose", &[x], vec![AttributeProto::ints("perm", &perm_i)], x.dtype, dims)
+        self.node(
+            "Transpose",
+            &[x],
+            vec![AttributeProto::ints("perm", &perm_i)],
+            x.dtype,
+            dims,
+        )
     }
 
     pub fn concat(&mut self, xs: &[&Value], axis: isize) -> Result<Value> {
@@ -129,7 +175,13 @@ impl Graph {
         }
         let mut dims = xs[0].dims.clone();
         dims[a] = total;
-        self.node("Concat", xs, vec![AttributeProto::int("axis", a as i64)], xs[0].dtype, dims)
+        self.node(
+            "Concat",
+            xs,
+            vec![AttributeProto::int("axis", a as i64)],
+            xs[0].dtype,
+            dims,
+        )
     }
 
     /// `x[.., start:end, ..]` on one axis with known bounds.
@@ -158,16 +210,27 @@ impl Graph {
     /// Splits the last axis into equal halves.
     pub fn chunk2(&mut self, x: &Value, axis: isize) -> Result<(Value, Value)> {
         let a = norm_axis(axis, x.rank());
-        let n = x.dims[a].fixed().ok_or_else(|| anyhow::anyhow!("chunk2 needs a known axis ({x:?})"))?;
+        let n = x.dims[a]
+            .fixed()
+            .ok_or_else(|| anyhow::anyhow!("chunk2 needs a known axis ({x:?})"))?;
         ensure!(n % 2 == 0, "chunk2 of odd size {n}");
-        Ok((self.slice_const(x, a as isize, 0, n / 2)?, self.slice_const(x, a as isize, n / 2, n)?))
+        Ok((
+            self.slice_const(x, a as isize, 0, n / 2)?,
+            self.slice_const(x, a as isize, n / 2, n)?,
+        ))
     }
 
     /// `table[indices]` along axis 0 (embedding lookup).
     pub fn gather(&mut self, table: &Value, indices: &Value) -> Result<Value> {
         let mut dims = indices.dims.clone();
         dims.extend_from_slice(&table.dims[1..]);
-        self.node("Gather", &[table, indices], vec![AttributeProto::int("axis", 0)], table.dtype, dims)
+        self.node(
+            "Gather",
+            &[table, indices],
+            vec![AttributeProto::int("axis", 0)],
+            table.dtype,
+            dims,
+        )
     }
 
     pub fn unsqueeze(&mut self, x: &Value, axes: &[i64]) -> Result<Value> {
@@ -187,7 +250,13 @@ impl Graph {
         let axes = self.const_i64(&[1], &[-1])?;
         let mut dims = x.dims.clone();
         *dims.last_mut().unwrap() = Dim::Fixed(1);
-        self.node("ReduceL2", &[x, &axes], vec![AttributeProto::int("keepdims", 1)], x.dtype, dims)
+        self.node(
+            "ReduceL2",
+            &[x, &axes],
+            vec![AttributeProto::int("keepdims", 1)],
+            x.dtype,
+            dims,
+        )
     }
 
     pub fn max(&mut self, a: &Value, b: &Value) -> Result<Value> {
@@ -202,7 +271,11 @@ impl Graph {
         self.node(
             "ArgMin",
             &[x],
-            vec![AttributeProto::int("axis", a as i64), AttributeProto::int("keepdims", 0), AttributeProto::int("select_last_index", 0)],
+            vec![
+                AttributeProto::int("axis", a as i64),
+                AttributeProto::int("keepdims", 0),
+                AttributeProto::int("select_last_index", 0),
+            ],
             DType::I64,
             dims,
         )
@@ -220,13 +293,27 @@ impl Graph {
                 self.node("Squeeze", &[&t, &axes], vec![], DType::I64, vec![])?
             }
         };
-        self.node("Range", &[&zero, &limit, &one], vec![], DType::I64, vec![n.clone()])
+        self.node(
+            "Range",
+            &[&zero, &limit, &one],
+            vec![],
+            DType::I64,
+            vec![n.clone()],
+        )
     }
 
     /// Depthwise 3-D convolution, kernel 3, with explicit pads `[t0, h0, w0, t1, h1, w1]`.
-    pub fn depthwise_conv3d(&mut self, x: &Value, weight: &Value, bias: &Value, pads: [i64; 6]) -> Result<Value> {
+    pub fn depthwise_conv3d(
+        &mut self,
+        x: &Value,
+        weight: &Value,
+        bias: &Value,
+        pads: [i64; 6],
+    ) -> Result<Value> {
         ensure!(x.rank() == 5, "Conv3d input must be 5-D ({x:?})");
-        let c = x.dims[1].fixed().ok_or_else(|| anyhow::anyhow!("Conv3d channels must be known"))?;
+        let c = x.dims[1]
+            .fixed()
+            .ok_or_else(|| anyhow::anyhow!("Conv3d channels must be known"))?;
         let mut dims = x.dims.clone();
         for i in 0..3 {
             let grow = pads[i] + pads[i + 3] - 2;

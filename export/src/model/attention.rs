@@ -49,7 +49,14 @@ impl Attention {
             if cx.semantics == AttentionSemantics::Math {
                 Some(ContinuousPositionBias::load(cx, &p)?)
             } else {
-                for k in ["net.0.0.weight", "net.0.0.bias", "net.1.0.weight", "net.1.0.bias", "net.2.weight", "net.2.bias"] {
+                for k in [
+                    "net.0.0.weight",
+                    "net.0.0.bias",
+                    "net.1.0.weight",
+                    "net.1.0.bias",
+                    "net.2.weight",
+                    "net.2.bias",
+                ] {
                     cx.w.expect_unused(&key(&p, k));
                 }
                 None
@@ -64,7 +71,15 @@ impl Attention {
             norm: LayerNorm::load(cx, &key(prefix, "norm"), dim, NormKeys::GammaBeta)?,
             to_q: Linear::load(cx, &key(prefix, "to_q"), dim, inner, false)?,
             to_k: Linear::load_rows(cx, &key(prefix, "to_kv"), dim, 2 * inner, 0, inner, false)?,
-            to_v: Linear::load_rows(cx, &key(prefix, "to_kv"), dim, 2 * inner, inner, 2 * inner, false)?,
+            to_v: Linear::load_rows(
+                cx,
+                &key(prefix, "to_kv"),
+                dim,
+                2 * inner,
+                inner,
+                2 * inner,
+                false,
+            )?,
             q_scale,
             k_scale,
             to_out: Linear::load(cx, &key(prefix, "to_out"), inner, dim, false)?,
@@ -77,13 +92,26 @@ impl Attention {
     }
 
     /// `x`: `[n_seq, seq, dim]`; `is_spatial` as in the official forward.
-    pub fn forward(&self, cx: &mut Ctx, x: &Value, shape: &VideoShape, is_spatial: bool) -> Result<Value> {
-        let x = self.norm.forward(cx, x)?;
-        let q = self.to_q.forward(cx, &x)?;
-        let k = self.to_k.forward(cx, &x)?;
-        let v = self.to_v.forward(cx, &x)?;
+    pub fn forward(
+        &self,
+        cx: &mut Ctx,
+        x: &Value,
+        shape: &VideoShape,
+        is_spatial: bool,
+    ) -> Result<Value> {
+        // As in the official forward, K and V come from the input *before* the LayerNorm
+        // (`kv_input` is taken ahead of `x = self.norm(x)`); only Q sees the normalised input.
+        let normed = self.norm.forward(cx, x)?;
+        let q = self.to_q.forward(cx, &normed)?;
+        let k = self.to_k.forward(cx, x)?;
+        let v = self.to_v.forward(cx, x)?;
         let (b, n) = (x.dim(0), x.dim(1));
-        let per_head = [b.clone(), n.clone(), Dim::Fixed(self.heads as i64), Dim::Fixed(self.dim_head as i64)];
+        let per_head = [
+            b.clone(),
+            n.clone(),
+            Dim::Fixed(self.heads as i64),
+            Dim::Fixed(self.dim_head as i64),
+        ];
         let mut q = cx.g.reshape(&q, &per_head)?;
         let mut k = cx.g.reshape(&k, &per_head)?;
         if is_spatial && self.spatial_pos == SpatialPos::Rope {
@@ -99,10 +127,14 @@ impl Attention {
 
         let bias = match cx.semantics {
             AttentionSemantics::Math if is_spatial => match &self.rel_pos_bias {
-                Some(m) => Some(cx.scoped("spatial_rel_pos_bias", |cx| m.forward(cx, &shape.h, &shape.w))?),
+                Some(m) => Some(cx.scoped("spatial_rel_pos_bias", |cx| {
+                    m.forward(cx, &shape.h, &shape.w)
+                })?),
                 None => None,
             },
-            AttentionSemantics::Math if self.causal => Some(cx.scoped("alibi", |cx| alibi_causal_bias(cx, &x.dim(1)))?),
+            AttentionSemantics::Math if self.causal => {
+                Some(cx.scoped("alibi", |cx| alibi_causal_bias(cx, &x.dim(1)))?)
+            }
             _ => None,
         };
         let causal = self.causal && bias.is_none();
@@ -118,14 +150,26 @@ fn l2norm_scaled(cx: &mut Ctx, x: &Value, scale: &Value) -> Result<Value> {
 }
 
 /// `Attention` opset 23 over 3-D `[b, n, heads*d]` inputs with an optional additive bias.
-pub fn scaled_dot_product(cx: &mut Ctx, q: &Value, k: &Value, v: &Value, heads: usize, scale: f32, causal: bool, bias: Option<&Value>) -> Result<Value> {
+pub fn scaled_dot_product(
+    cx: &mut Ctx,
+    q: &Value,
+    k: &Value,
+    v: &Value,
+    heads: usize,
+    scale: f32,
+    causal: bool,
+    bias: Option<&Value>,
+) -> Result<Value> {
     let g = &mut *cx.g;
     if bias.is_none() && !causal {
         // com.microsoft.MultiHeadAttention without mask or bias stays on ORT's flash path.
         return g.ms_node(
             "MultiHeadAttention",
             &[Some(q), Some(k), Some(v)],
-            vec![AttributeProto::int("num_heads", heads as i64), AttributeProto::float("scale", scale)],
+            vec![
+                AttributeProto::int("num_heads", heads as i64),
+                AttributeProto::float("scale", scale),
+            ],
             DType::F32,
             q.dims.clone(),
         );
@@ -148,4 +192,3 @@ pub fn scaled_dot_product(cx: &mut Ctx, q: &Value, k: &Value, v: &Value, heads: 
     )?;
     Ok(out.remove(0))
 }
-

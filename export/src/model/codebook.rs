@@ -33,8 +33,12 @@ impl Quantizer {
             }
         }
         Ok(Quantizer {
-            neg2_et: cx.g.initializer_f32("codebook.embeddings[-2T]", &[c as i64, n as i64], &t)?,
-            sq_norms: cx.g.initializer_f32("codebook.embeddings[sq_norms]", &[n as i64], &sq)?,
+            neg2_et: cx
+                .g
+                .initializer_f32("codebook.embeddings[-2T]", &[c as i64, n as i64], &t)?,
+            sq_norms: cx
+                .g
+                .initializer_f32("codebook.embeddings[sq_norms]", &[n as i64], &sq)?,
         })
     }
 
@@ -55,7 +59,11 @@ pub struct Lookup {
 impl Lookup {
     pub fn load(cx: &mut Ctx) -> Result<Self> {
         let (e, n, c) = embeddings(cx)?;
-        Ok(Lookup { embeddings: cx.g.initializer_f32("codebook.embeddings", &[n as i64, c as i64], &e)? })
+        Ok(Lookup {
+            embeddings: cx
+                .g
+                .initializer_f32("codebook.embeddings", &[n as i64, c as i64], &e)?,
+        })
     }
 
     pub fn forward(&self, cx: &mut Ctx, indices: &Value) -> Result<Value> {

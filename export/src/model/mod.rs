@@ -50,5 +50,9 @@ pub struct VideoShape {
 
 /// Joins a module path: `key("encoder", "to_patch_emb.2")`.
 pub fn key(prefix: &str, name: &str) -> String {
-    if prefix.is_empty() { name.to_string() } else { format!("{prefix}.{name}") }
+    if prefix.is_empty() {
+        name.to_string()
+    } else {
+        format!("{prefix}.{name}")
+    }
 }

@@ -19,7 +19,15 @@ impl Linear {
 
     /// Rows `[r0, r1)` of a `[d_out, d_in]` weight (and bias) as their own layer: how
     /// `to_kv` becomes K and V, `qkv` becomes Q, K, V and the GEGLU projection its value and gate.
-    pub fn load_rows(cx: &mut Ctx, prefix: &str, d_in: usize, d_out: usize, r0: usize, r1: usize, bias: bool) -> Result<Self> {
+    pub fn load_rows(
+        cx: &mut Ctx,
+        prefix: &str,
+        d_in: usize,
+        d_out: usize,
+        r0: usize,
+        r1: usize,
+        bias: bool,
+    ) -> Result<Self> {
         let wkey = key(prefix, "weight");
         let w = cx.w.get(&wkey, &[d_out, d_in])?;
         let rows = r1 - r0;
@@ -29,12 +37,21 @@ impl Linear {
                 t[c * rows + r] = w[(r0 + r) * d_in + c];
             }
         }
-        let name = if rows == d_out { wkey } else { format!("{wkey}[{r0}:{r1}]") };
-        let weight = cx.g.initializer_f32(&name, &[d_in as i64, rows as i64], &t)?;
+        let name = if rows == d_out {
+            wkey
+        } else {
+            format!("{wkey}[{r0}:{r1}]")
+        };
+        let weight =
+            cx.g.initializer_f32(&name, &[d_in as i64, rows as i64], &t)?;
         let bias = if bias {
             let bkey = key(prefix, "bias");
             let b = cx.w.get(&bkey, &[d_out])?;
-            let name = if rows == d_out { bkey } else { format!("{bkey}[{r0}:{r1}]") };
+            let name = if rows == d_out {
+                bkey
+            } else {
+                format!("{bkey}[{r0}:{r1}]")
+            };
             Some(cx.g.initializer_f32(&name, &[rows as i64], &b[r0..r1])?)
         } else {
             None

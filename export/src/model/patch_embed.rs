@@ -37,9 +37,30 @@ impl PatchEmbed {
         let (p, pt) = (Dim::Fixed(self.p), Dim::Fixed(self.pt));
         let t = cx.g.dim_div(&f, &pt)?;
         // b (t pt) (h p1) (w p2) c -> b t h w (c pt p1 p2)
-        let v = cx.g.reshape(frames, &[b.clone(), t.clone(), pt, h.clone(), p.clone(), w.clone(), p, Dim::Fixed(3)])?;
+        let v = cx.g.reshape(
+            frames,
+            &[
+                b.clone(),
+                t.clone(),
+                pt,
+                h.clone(),
+                p.clone(),
+                w.clone(),
+                p,
+                Dim::Fixed(3),
+            ],
+        )?;
         let v = cx.g.transpose(&v, &[0, 1, 3, 5, 7, 2, 4, 6])?;
-        let v = cx.g.reshape(&v, &[b, t, h.clone(), w.clone(), Dim::Fixed(3 * self.pt * self.p * self.p)])?;
+        let v = cx.g.reshape(
+            &v,
+            &[
+                b,
+                t,
+                h.clone(),
+                w.clone(),
+                Dim::Fixed(3 * self.pt * self.p * self.p),
+            ],
+        )?;
         let v = self.norm_in.forward(cx, &v)?;
         let v = self.proj.forward(cx, &v)?;
         self.norm_out.forward(cx, &v)
@@ -57,7 +78,11 @@ impl ToPixels {
         let p = cx.cfg.patch_size;
         let patch = (cx.cfg.image_channels * pt * p * p) as usize;
         let dim = cx.cfg.embedding_dim as usize;
-        Ok(ToPixels { proj: Linear::load(cx, &key(prefix, "0"), dim, patch, true)?, pt, p })
+        Ok(ToPixels {
+            proj: Linear::load(cx, &key(prefix, "0"), dim, patch, true)?,
+            pt,
+            p,
+        })
     }
 
     /// tokens `[B, t, h, w, d]` -> frames `[B, t*pt, h*p, w*p, 3]`.
@@ -66,7 +91,19 @@ impl ToPixels {
         let (p, pt) = (Dim::Fixed(self.p), Dim::Fixed(self.pt));
         let v = self.proj.forward(cx, tokens)?;
         // b t h w (c pt p1 p2) -> b (t pt) (h p1) (w p2) c
-        let v = cx.g.reshape(&v, &[b.clone(), t.clone(), h.clone(), w.clone(), Dim::Fixed(3), pt.clone(), p.clone(), p.clone()])?;
+        let v = cx.g.reshape(
+            &v,
+            &[
+                b.clone(),
+                t.clone(),
+                h.clone(),
+                w.clone(),
+                Dim::Fixed(3),
+                pt.clone(),
+                p.clone(),
+                p.clone(),
+            ],
+        )?;
         let v = cx.g.transpose(&v, &[0, 1, 5, 2, 6, 3, 7, 4])?;
         let f = cx.g.dim_mul(&t, &pt)?;
         let hh = cx.g.dim_mul(&h, &p)?;

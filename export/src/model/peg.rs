@@ -21,7 +21,11 @@ impl Peg {
         let bk = key(prefix, "dsconv.bias");
         let b = cx.w.get(&bk, &[dim])?;
         let bias = cx.g.initializer_f32(&bk, &[dim as i64], &b)?;
-        Ok(Peg { weight, bias, causal: cx.cfg.causal_in_peg })
+        Ok(Peg {
+            weight,
+            bias,
+            causal: cx.cfg.causal_in_peg,
+        })
     }
 
     /// The convolution term only (the transformer adds the residual). `x` is 3-D and is
@@ -30,10 +34,20 @@ impl Peg {
     /// exactly as the official code (and the released weights) do.
     pub fn forward(&self, cx: &mut Ctx, x: &Value, shape: &VideoShape) -> Result<Value> {
         let d = x.dim(-1);
-        let grid = [shape.b.clone(), shape.t.clone(), shape.h.clone(), shape.w.clone(), d];
+        let grid = [
+            shape.b.clone(),
+            shape.t.clone(),
+            shape.h.clone(),
+            shape.w.clone(),
+            d,
+        ];
         let v = cx.g.reshape(x, &grid)?;
         let v = cx.g.transpose(&v, &[0, 4, 1, 2, 3])?; // b d t h w
-        let pads = if self.causal { [2, 1, 1, 0, 1, 1] } else { [1, 1, 1, 1, 1, 1] };
+        let pads = if self.causal {
+            [2, 1, 1, 0, 1, 1]
+        } else {
+            [1, 1, 1, 1, 1, 1]
+        };
         let v = cx.g.depthwise_conv3d(&v, &self.weight, &self.bias, pads)?;
         let v = cx.g.transpose(&v, &[0, 2, 3, 4, 1])?; // b t h w d
         let dims: Vec<Dim> = x.dims.clone();

@@ -14,8 +14,15 @@ use crate::config::SpatialPos;
 use crate::graph::Value;
 
 enum Block {
-    T { peg: Peg, attn: Attention, ff: FeedForward },
-    W { attn: WindowAttention, ff: FeedForward },
+    T {
+        peg: Peg,
+        attn: Attention,
+        ff: FeedForward,
+    },
+    W {
+        attn: WindowAttention,
+        ff: FeedForward,
+    },
 }
 
 pub struct Transformer {
@@ -42,12 +49,19 @@ impl Transformer {
                     attn: Attention::load(cx, &key(&p, "1"), spatial_pos, causal)?,
                     ff: FeedForward::load(cx, &key(&p, "3"))?,
                 },
-                'w' => Block::W { attn: WindowAttention::load(cx, &key(&p, "1"))?, ff: FeedForward::load(cx, &key(&p, "3"))? },
+                'w' => Block::W {
+                    attn: WindowAttention::load(cx, &key(&p, "1"))?,
+                    ff: FeedForward::load(cx, &key(&p, "3"))?,
+                },
                 other => anyhow::bail!("block '{other}' is not supported"),
             });
         }
         let dim = cx.cfg.embedding_dim as usize;
-        Ok(Transformer { blocks, norm_out: LayerNorm::load(cx, &key(prefix, "norm_out"), dim, NormKeys::GammaBeta)?, is_spatial })
+        Ok(Transformer {
+            blocks,
+            norm_out: LayerNorm::load(cx, &key(prefix, "norm_out"), dim, NormKeys::GammaBeta)?,
+            is_spatial,
+        })
     }
 
     pub fn forward(&self, cx: &mut Ctx, x: &Value, shape: &VideoShape) -> Result<Value> {
@@ -59,7 +73,8 @@ impl Transformer {
                     Block::T { peg, attn, ff } => {
                         let p = cx.scoped("0", |cx| peg.forward(cx, &x, shape))?;
                         x = cx.g.add(&p, &x)?;
-                        let a = cx.scoped("1", |cx| attn.forward(cx, &x, shape, self.is_spatial))?;
+                        let a =
+                            cx.scoped("1", |cx| attn.forward(cx, &x, shape, self.is_spatial))?;
                         x = cx.g.add(&a, &x)?;
                         let f = cx.scoped("3", |cx| ff.forward(cx, &x))?;
                         cx.g.add(&f, &x)

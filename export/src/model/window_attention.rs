@@ -55,7 +55,11 @@ impl WindowAttention {
                 bias[h * n * n + ij] = table[t * heads + h];
             }
         }
-        let bias = cx.g.initializer_f32(&format!("{tkey}[relative_position_index]"), &[1, heads as i64, n as i64, n as i64], &bias)?;
+        let bias = cx.g.initializer_f32(
+            &format!("{tkey}[relative_position_index]"),
+            &[1, heads as i64, n as i64, n as i64],
+            &bias,
+        )?;
         cx.w.expect_unused(&key(prefix, "relative_position_index"));
         Ok(WindowAttention {
             norm: LayerNorm::load(cx, &key(prefix, "norm"), dim, NormKeys::GammaBeta)?,
@@ -78,18 +82,41 @@ impl WindowAttention {
         let hw = cx.g.dim_div(&shape.h, &ws)?;
         let ww = cx.g.dim_div(&shape.w, &ws)?;
         // window_partition: (B, h, w, C) -> (B * nW, ws * ws, C)
-        let v = cx.g.reshape(&x, &[bt.clone(), hw.clone(), ws.clone(), ww.clone(), ws.clone(), d.clone()])?;
+        let v = cx.g.reshape(
+            &x,
+            &[
+                bt.clone(),
+                hw.clone(),
+                ws.clone(),
+                ww.clone(),
+                ws.clone(),
+                d.clone(),
+            ],
+        )?;
         let v = cx.g.transpose(&v, &[0, 1, 3, 2, 4, 5])?;
         let nwin = cx.g.dim_mul(&bt, &hw)?;
         let nwin = cx.g.dim_mul(&nwin, &ww)?;
-        let win = cx.g.reshape(&v, &[nwin, Dim::Fixed(self.window * self.window), d.clone()])?;
+        let win = cx.g.reshape(
+            &v,
+            &[nwin, Dim::Fixed(self.window * self.window), d.clone()],
+        )?;
         let q = self.q.forward(cx, &win)?;
         let k = self.k.forward(cx, &win)?;
         let v = self.v.forward(cx, &win)?;
-        let out = scaled_dot_product(cx, &q, &k, &v, self.heads, self.scale, false, Some(&self.bias))?;
+        let out = scaled_dot_product(
+            cx,
+            &q,
+            &k,
+            &v,
+            self.heads,
+            self.scale,
+            false,
+            Some(&self.bias),
+        )?;
         let out = self.proj.forward(cx, &out)?;
         // window_reverse
-        let v = cx.g.reshape(&out, &[bt.clone(), hw, ww, ws.clone(), ws, d.clone()])?;
+        let v =
+            cx.g.reshape(&out, &[bt.clone(), hw, ww, ws.clone(), ws, d.clone()])?;
         let v = cx.g.transpose(&v, &[0, 1, 3, 2, 4, 5])?;
         cx.g.reshape(&v, &x.dims)
     }

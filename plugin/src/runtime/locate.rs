@@ -15,11 +15,12 @@ use once_cell::sync::OnceCell;
 /// The oldest ONNX Runtime whose CPU kernels cover our graphs (opset 23 `Attention`).
 pub const MIN_VERSION: (u32, u32) = (1, 23);
 
-/// The library the elements and tests run with, once found.
-#[derive(Debug, Clone)]
+/// The library the elements and tests run with, once found, and the process-wide
+/// ONNX Runtime environment sessions are built in.
 pub struct OrtLibrary {
     pub path: PathBuf,
     pub version: String,
+    pub environment: ort::environment::Environment,
 }
 
 /// Why no usable ONNX Runtime was found: one line per candidate.
@@ -69,12 +70,14 @@ fn probe(path: &Path) -> Result<String, String> {
         return Err("no such file".into());
     }
     // SAFETY: loading ONNX Runtime runs its (trusted) initialisers only.
-    let lib = unsafe { libloading::Library::new(path) }.map_err(|e| format!("cannot be loaded ({e})"))?;
+    let lib =
+        unsafe { libloading::Library::new(path) }.map_err(|e| format!("cannot be loaded ({e})"))?;
     // SAFETY: the signature is the C API's `const OrtApiBase* OrtGetApiBase(void)`.
     let base = unsafe {
-        let getter: libloading::Symbol<unsafe extern "C" fn() -> *const OrtApiBase> = lib
-            .get(b"OrtGetApiBase\0")
-            .map_err(|_| "does not export OrtGetApiBase: not an ONNX Runtime library".to_string())?;
+        let getter: libloading::Symbol<unsafe extern "C" fn() -> *const OrtApiBase> =
+            lib.get(b"OrtGetApiBase\0").map_err(|_| {
+                "does not export OrtGetApiBase: not an ONNX Runtime library".to_string()
+            })?;
         getter()
     };
     if base.is_null() {
@@ -88,14 +91,16 @@ fn probe(path: &Path) -> Result<String, String> {
     let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
     let found = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
     if found < MIN_VERSION {
-        return Err(format!("version {version} is too old (need >= {}.{})", MIN_VERSION.0, MIN_VERSION.1));
+        return Err(format!(
+            "version {version} is too old (need >= {}.{})",
+            MIN_VERSION.0, MIN_VERSION.1
+        ));
     }
     // Keep the library mapped: `ort` will dlopen the same file and share the handle.
     std::mem::forget(lib);
     Ok(version)
 }
 
-static ENVIRONMENT: OnceCell<ort::environment::Environment> = OnceCell::new();
 static LIBRARY: OnceCell<Result<OrtLibrary, LocateError>> = OnceCell::new();
 
 /// Finds ONNX Runtime and initialises `ort` with it, once per process.
@@ -113,12 +118,19 @@ pub fn init() -> Result<&'static OrtLibrary, LocateError> {
                 };
                 let env = ort::init_from(&path)
                     .map_err(|e| e.to_string())
-                    .and_then(|b| b.with_name("omnitok").with_telemetry(false).build().map_err(|e| e.to_string()));
+                    .and_then(|b| {
+                        b.with_name("omnitok")
+                            .with_telemetry(false)
+                            .build()
+                            .map_err(|e| e.to_string())
+                    });
                 match env {
-                    Ok(env) => {
-                        // Sessions find the environment through a weak reference: keep it alive.
-                        let _ = ENVIRONMENT.set(env);
-                        return Ok(OrtLibrary { path, version });
+                    Ok(environment) => {
+                        return Ok(OrtLibrary {
+                            path,
+                            version,
+                            environment,
+                        });
                     }
                     Err(e) => tried.push((path, format!("ONNX Runtime refused to start: {e}"))),
                 }
