@@ -55,31 +55,47 @@ pub struct Exported {
     pub unused: Vec<String>,
 }
 
-/// The identity the token stream carries: sha256 over the config, the attention semantics
-/// and the weights that give tokens their meaning (the codebook; for a VAE, `post_vq_conv`).
-pub fn model_id(cfg: &Config, attention: AttentionSemantics, weights: &Weights) -> Result<String> {
+/// The config JSON the graphs carry (`omnitok.config`): the hyper-parameters plus the
+/// attention semantics, which change what the encoder computes.
+pub fn config_json(cfg: &Config, attention: AttentionSemantics) -> Result<String> {
+    let mut v = serde_json::to_value(cfg)?;
+    v["attention"] = serde_json::Value::String(attention.as_str().into());
+    Ok(serde_json::to_string(&v)?)
+}
+
+/// The model identity the token stream carries (docs/FORMAT.md, section 8): SHA-256 over
+/// a tag, the length-prefixed config JSON and the length-prefixed values that give tokens
+/// their meaning: the codebook (VQ) or `post_vq_conv`'s weight and bias (VAE).
+pub fn model_identity(config_json: &str, codebook: &[f32]) -> [u8; 32] {
     let mut h = Sha256::new();
-    h.update(b"omnitok-model-id/1\0");
-    h.update(serde_json::to_string(cfg)?.as_bytes());
-    h.update(attention.as_str().as_bytes());
-    let keys: Vec<(&str, Vec<usize>)> = if cfg.use_vae {
-        let (c, d) = (cfg.codebook_dim as usize, cfg.embedding_dim as usize);
-        vec![
-            ("post_vq_conv.1.weight", vec![d, c]),
-            ("post_vq_conv.1.bias", vec![d]),
-        ]
-    } else {
-        vec![(
-            "codebook.embeddings",
-            vec![cfg.n_codes as usize, cfg.codebook_dim as usize],
-        )]
-    };
-    for (k, shape) in keys {
-        for v in weights.get(k, &shape)?.iter() {
-            h.update(v.to_le_bytes());
-        }
+    h.update(b"omnitok-model-identity-v1\0");
+    h.update((config_json.len() as u64).to_le_bytes());
+    h.update(config_json.as_bytes());
+    h.update((codebook.len() as u64).to_le_bytes());
+    for v in codebook {
+        h.update(v.to_le_bytes());
     }
-    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    h.finalize().into()
+}
+
+fn model_id(cfg: &Config, config_json: &str, weights: &Weights) -> Result<String> {
+    let values: Vec<f32> = if cfg.use_vae {
+        let (c, d) = (cfg.codebook_dim as usize, cfg.embedding_dim as usize);
+        let mut v = weights.get("post_vq_conv.1.weight", &[d, c])?.into_owned();
+        v.extend_from_slice(&weights.get("post_vq_conv.1.bias", &[d])?);
+        v
+    } else {
+        weights
+            .get(
+                "codebook.embeddings",
+                &[cfg.n_codes as usize, cfg.codebook_dim as usize],
+            )?
+            .into_owned()
+    };
+    Ok(model_identity(config_json, &values)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
 }
 
 fn finish(
@@ -87,6 +103,7 @@ fn finish(
     name: &str,
     role: &str,
     cfg: &Config,
+    config_json: &str,
     opts: &ExportOptions,
     provenance: &Provenance,
     id: &str,
@@ -104,7 +121,7 @@ fn finish(
         .with_producer("omnitok-export", env!("CARGO_PKG_VERSION"));
     m.set_metadata("omnitok.role", role);
     m.set_metadata("omnitok.kind", if cfg.use_vae { "vae" } else { "vq" });
-    m.set_metadata("omnitok.config", serde_json::to_string(cfg)?);
+    m.set_metadata("omnitok.config", config_json);
     m.set_metadata("omnitok.attention", opts.attention.as_str());
     m.set_metadata("omnitok.source", provenance.describe());
     m.set_metadata("omnitok.model_id", id);
@@ -125,7 +142,8 @@ pub fn build(
     provenance: &Provenance,
 ) -> Result<Exported> {
     cfg.validate()?;
-    let id = model_id(cfg, opts.attention, weights)?;
+    let config_json = config_json(cfg, opts.attention)?;
+    let id = model_id(cfg, &config_json, weights)?;
     let mut g = Graph::new();
     let mut cx = Ctx {
         g: &mut g,
@@ -136,7 +154,16 @@ pub fn build(
     let enc = Encoder::load(&mut cx).context("loading the encoder weights")?;
     enc.trace(&mut cx, opts.intermediates)
         .context("tracing the encoder")?;
-    let encoder = finish(g, "omnitok_encoder", "encoder", cfg, &opts, provenance, &id)?;
+    let encoder = finish(
+        g,
+        "omnitok_encoder",
+        "encoder",
+        cfg,
+        &config_json,
+        &opts,
+        provenance,
+        &id,
+    )?;
 
     let mut g = Graph::new();
     let mut cx = Ctx {
@@ -148,7 +175,16 @@ pub fn build(
     let dec = Decoder::load(&mut cx).context("loading the decoder weights")?;
     dec.trace(&mut cx, opts.intermediates)
         .context("tracing the decoder")?;
-    let decoder = finish(g, "omnitok_decoder", "decoder", cfg, &opts, provenance, &id)?;
+    let decoder = finish(
+        g,
+        "omnitok_decoder",
+        "decoder",
+        cfg,
+        &config_json,
+        &opts,
+        provenance,
+        &id,
+    )?;
 
     Ok(Exported {
         encoder,
@@ -166,4 +202,25 @@ pub fn write(exported: Exported, dir: &Path) -> Result<[SaveReport; 2]> {
     let e = onnx::save(exported.encoder, &dir.join("encoder.onnx"))?;
     let d = onnx::save(exported.decoder, &dir.join("decoder.onnx"))?;
     Ok([e, d])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::model_identity;
+
+    fn hex(id: [u8; 32]) -> String {
+        id.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    #[test]
+    fn model_identity_matches_the_format_spec_vectors() {
+        assert_eq!(
+            hex(model_identity("{\"a\":1}", &[0.0, 1.0, -2.5])),
+            "6e9079bb2fedb4f18b92597086e7d226228340243625f92ac542469fdb04c08e"
+        );
+        assert_eq!(
+            hex(model_identity("", &[])),
+            "59085a922c47d57dc762d87fc738576a28b2b4d7c7acd0d84b6b679e8fd8e26d"
+        );
+    }
 }

@@ -3,6 +3,7 @@
 
 use gst::glib;
 
+pub mod caps;
 pub mod format;
 pub mod runtime;
 

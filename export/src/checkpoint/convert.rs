@@ -101,6 +101,9 @@ pub(crate) fn gather(
     size: &[usize],
     stride: &[usize],
 ) -> Result<TensorData> {
+    if size.len() != stride.len() {
+        bail!("size and stride differ in length");
+    }
     let es = dtype.size_bytes();
     let numel = size
         .iter()

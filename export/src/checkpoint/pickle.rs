@@ -294,6 +294,7 @@ pub(crate) fn unpickle(data: &[u8], source: &str) -> Result<Unpickled> {
         marks: Vec::new(),
         memo: HashMap::new(),
         objs: Vec::new(),
+        copied: 0,
     };
     let root = m.run()?;
     Ok(Unpickled { root, objs: m.objs })
@@ -440,6 +441,9 @@ struct Machine<'a> {
     marks: Vec<usize>,
     memo: HashMap<u64, Value>,
     objs: Vec<Obj>,
+    /// Values copied so far by REDUCE of container constructors; bounded so
+    /// that a small pickle cannot make us copy without end.
+    copied: usize,
 }
 
 impl Machine<'_> {
@@ -988,15 +992,30 @@ impl Machine<'_> {
     }
 
     /// Items of a list, tuple or set argument.
-    fn iter_items(&self, v: &Value) -> Option<Vec<Value>> {
-        match v {
-            Value::Tuple(t) => Some(t.to_vec()),
-            Value::Obj(id) => match self.objs.get(*id)? {
-                Obj::List(l) | Obj::Set(l) => Some(l.clone()),
-                _ => None,
-            },
-            _ => None,
+    /// Accounts for `n` copied values.
+    fn charge(&mut self, n: usize) -> Result<()> {
+        let limit = self.data.len().saturating_mul(16).saturating_add(1 << 20);
+        self.copied = self.copied.saturating_add(n);
+        if self.copied > limit {
+            return Err(self.malformed(format_args!(
+                "it copies more than {limit} values, far more than its size allows; refusing"
+            )));
         }
+        Ok(())
+    }
+
+    /// Items of a list, tuple or set argument (copied, and charged for).
+    fn iter_items(&mut self, v: &Value) -> Result<Option<Vec<Value>>> {
+        let items = match v {
+            Value::Tuple(t) => t.to_vec(),
+            Value::Obj(id) => match self.objs.get(*id) {
+                Some(Obj::List(l) | Obj::Set(l)) => l.clone(),
+                _ => return Ok(None),
+            },
+            _ => return Ok(None),
+        };
+        self.charge(items.len())?;
+        Ok(Some(items))
     }
 
     fn bad_call(&self, g: &GlobalRef, why: &str) -> anyhow::Error {
@@ -1013,12 +1032,13 @@ impl Machine<'_> {
                 },
                 _ => None,
             } {
+                self.charge(src.len())?;
                 for (k, v) in src {
                     d.insert(k, v);
                 }
             } else {
                 let pairs = self
-                    .iter_items(init)
+                    .iter_items(init)?
                     .ok_or_else(|| self.bad_call(g, "expected an iterable of pairs"))?;
                 for p in pairs {
                     match p {
@@ -1082,7 +1102,7 @@ impl Machine<'_> {
                 let items = match args {
                     [] => Vec::new(),
                     [it] => self
-                        .iter_items(it)
+                        .iter_items(it)?
                         .ok_or_else(|| self.bad_call(g, "the argument is not a sequence"))?,
                     _ => return Err(self.bad_call(g, "too many arguments")),
                 };
@@ -1111,6 +1131,7 @@ impl Machine<'_> {
                 let obj = self.instantiate(cls, &[])?;
                 if !matches!(state, Value::None) {
                     let entries = self.dict_entries(state);
+                    self.charge(entries.as_ref().map_or(0, Vec::len))?;
                     match (&obj, entries) {
                         (Value::Obj(id), Some(entries)) => {
                             if let Some(Obj::Dict(d)) = self.objs.get_mut(*id) {
@@ -1644,6 +1665,22 @@ mod tests {
         assert_eq!(inst.class.name, "argparse.Namespace");
         let attrs = u.instance_attrs(inst);
         assert!(matches!(attrs[0].get("heads"), Some(Value::Int(2))));
+    }
+
+    #[test]
+    fn copy_bombs_are_refused() {
+        // l = [None] * 4096; then set(l) 100k times: ~700 kB of pickle asking
+        // for 400M copied values.
+        let mut p = P::new().empty_list().mark();
+        for _ in 0..4096 {
+            p = p.op(b'N');
+        }
+        p = p.op(b'e').put(0).global("builtins", "set").put(1).op(b'0');
+        for _ in 0..100_000 {
+            p = p.get(1).get(0).op(0x85).reduce().op(b'0');
+        }
+        let e = err(&p.stop());
+        assert!(e.contains("copies more than"), "{e}");
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! are then read straight from the file at their data offsets, in file order,
 //! during the single hashing pass.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::Path;
@@ -19,6 +19,9 @@ use super::convert::{Decoder, check_len, gather, is_contiguous, max_index, numel
 use super::pickle::{self, DictObj, GlobalKind, Obj, TensorRef, Unpickled, Value};
 use super::stream::HashedFile;
 use super::{Checkpoint, DType, HyperValue, Tensor, TensorData, is_training_only};
+
+/// How many more elements than the file has bytes the tensor views may expand to.
+const MAX_EXPANSION: u64 = 1 << 24;
 
 /// A state-dict key and its tensor view.
 type Named = (String, Rc<TensorRef>);
@@ -84,7 +87,7 @@ pub(crate) fn load(path: &Path, progress: &mut dyn FnMut(u64, u64)) -> Result<Ch
 
     // Plan the reads: group the needed tensors by storage record.
     let mut skipped = 0;
-    let mut by_key: HashMap<String, (Rc<pickle::StorageRef>, Vec<Named>)> = HashMap::new();
+    let mut by_key: BTreeMap<String, (Rc<pickle::StorageRef>, Vec<Named>)> = BTreeMap::new();
     for (k, v) in &state_dict.entries {
         let Value::Tensor(t) = v else { continue };
         let Some(name) = k.as_str() else {
@@ -107,11 +110,27 @@ pub(crate) fn load(path: &Path, progress: &mut dyn FnMut(u64, u64)) -> Result<Ch
     drop(zip);
     reads.sort_by_key(|r| r.file_start);
 
+    // Broadcast views (stride 0) can expand a few stored bytes into many
+    // elements; a checkpoint has no reason to do that on a large scale.
+    let file_len = std::fs::metadata(path).context("cannot stat")?.len();
+    let mut total = 0u64;
+    for w in reads.iter().flat_map(|r| &r.tensors) {
+        total = total.saturating_add(w.size.iter().map(|&n| n as u64).product());
+    }
+    if total > file_len.saturating_add(MAX_EXPANSION) {
+        bail!(
+            "its tensor views add up to {total} elements, far more than a {file_len}-byte file \
+             holds; refusing"
+        );
+    }
+
     // One pass over the file: hash everything, decode the planned spans.
     let mut f = HashedFile::open(path, progress)?;
     let mut tensors = BTreeMap::new();
     for r in reads {
-        f.skip_to(r.file_start)?;
+        if r.span_len > 0 {
+            f.skip_to(r.file_start)?;
+        }
         let es = r.dtype.size_bytes();
         let span_bytes = (r.span_len as u64) * es as u64;
         let single_contiguous = r.tensors.len() == 1
@@ -220,6 +239,28 @@ fn plan_read<R: Read + std::io::Seek>(
         );
     };
     let es = dtype.size_bytes();
+    if tensors.iter().all(|(_, t)| t.size.contains(&0)) {
+        // Only empty views: nothing to read (the record may even be absent).
+        let tensors = tensors
+            .into_iter()
+            .map(|(name, t)| {
+                Ok(Wanted {
+                    name,
+                    dtype,
+                    offset: 0,
+                    size: to_usize(&t.size)?,
+                    stride: to_usize(&t.stride)?,
+                })
+            })
+            .collect::<Result<_>>()?;
+        return Ok(SpanRead {
+            file_start: 0,
+            dtype,
+            span_start: 0,
+            span_len: 0,
+            tensors,
+        });
+    }
     let index = zip.index_for_name(&record).ok_or_else(|| {
         anyhow!("data.pkl refers to storage record '{record}' (tensor '{first}'), which the archive lacks")
     })?;
@@ -300,6 +341,10 @@ fn plan_read<R: Read + std::io::Seek>(
 /// directly (without a Namespace) are returned as they are.
 fn hyper_parameters(u: &Unpickled, v: &Value) -> Result<Option<BTreeMap<String, HyperValue>>> {
     let mut out = BTreeMap::new();
+    let mut conv = Hyper {
+        u,
+        left: HYPER_VALUE_BUDGET,
+    };
     let top: Vec<&DictObj> = if let Some(d) = u.dict(v) {
         vec![d]
     } else if let Some(inst) = u.instance(v) {
@@ -316,7 +361,7 @@ fn hyper_parameters(u: &Unpickled, v: &Value) -> Result<Option<BTreeMap<String, 
         {
             for attrs in u.instance_attrs(inst) {
                 for (k, v) in &attrs.entries {
-                    out.insert(key_string(u, k), hyper_value(u, v, 0));
+                    out.insert(key_string(u, k), conv.value(v, 0)?);
                 }
             }
         }
@@ -331,7 +376,7 @@ fn hyper_parameters(u: &Unpickled, v: &Value) -> Result<Option<BTreeMap<String, 
             if (k == "args" && is_namespace(v)) || out.contains_key(&k) {
                 continue;
             }
-            out.insert(k, hyper_value(u, v, 0));
+            out.insert(k, conv.value(v, 0)?);
         }
     }
     Ok(Some(out))
@@ -348,45 +393,75 @@ fn key_string(u: &Unpickled, k: &Value) -> String {
     }
 }
 
-/// Converts a pickled value to a [`HyperValue`]. Values with no counterpart
+/// Most values a hyper-parameter conversion produces: shared sub-objects are
+/// expanded, so a small pickle could otherwise ask for exponentially many.
+const HYPER_VALUE_BUDGET: usize = 1_000_000;
+
+/// Converts pickled values to [`HyperValue`]s. Values with no counterpart
 /// (tensors, opaque objects) become a description in angle brackets.
-fn hyper_value(u: &Unpickled, v: &Value, depth: usize) -> HyperValue {
-    if depth > 32 {
-        return HyperValue::Str("<nested too deeply>".into());
+struct Hyper<'a> {
+    u: &'a Unpickled,
+    left: usize,
+}
+
+impl Hyper<'_> {
+    fn pairs<'v>(
+        &mut self,
+        entries: impl Iterator<Item = &'v (Value, Value)>,
+        depth: usize,
+    ) -> Result<HyperValue> {
+        let mut out = BTreeMap::new();
+        for (k, v) in entries {
+            out.insert(key_string(self.u, k), self.value(v, depth + 1)?);
+        }
+        Ok(HyperValue::Dict(out))
     }
-    let list = |items: &[Value]| {
-        HyperValue::List(items.iter().map(|x| hyper_value(u, x, depth + 1)).collect())
-    };
-    match v {
-        Value::None => HyperValue::None,
-        Value::Bool(b) => HyperValue::Bool(*b),
-        Value::Int(i) => HyperValue::Int(*i),
-        Value::BigInt(b) => HyperValue::Str(big_int_decimal(b)),
-        Value::Float(f) => HyperValue::Float(*f),
-        Value::Str(s) => HyperValue::Str(s.to_string()),
-        Value::Bytes(b) => HyperValue::List(b.iter().map(|&x| HyperValue::Int(x.into())).collect()),
-        Value::Tuple(t) => list(t),
-        Value::Obj(id) => match u.objs.get(*id) {
-            Some(Obj::List(l) | Obj::Set(l)) => list(l),
-            Some(Obj::Dict(d)) => HyperValue::Dict(
-                d.entries
-                    .iter()
-                    .map(|(k, v)| (key_string(u, k), hyper_value(u, v, depth + 1)))
-                    .collect(),
-            ),
-            Some(Obj::Instance(inst)) if inst.class.kind == GlobalKind::Namespace => {
-                HyperValue::Dict(
-                    u.instance_attrs(inst)
-                        .into_iter()
-                        .flat_map(|d| d.entries.iter())
-                        .map(|(k, v)| (key_string(u, k), hyper_value(u, v, depth + 1)))
-                        .collect(),
-                )
+
+    fn list(&mut self, items: &[Value], depth: usize) -> Result<HyperValue> {
+        let out = items
+            .iter()
+            .map(|x| self.value(x, depth + 1))
+            .collect::<Result<_>>()?;
+        Ok(HyperValue::List(out))
+    }
+
+    fn value(&mut self, v: &Value, depth: usize) -> Result<HyperValue> {
+        let u = self.u;
+        let cost = match v {
+            Value::Bytes(b) => b.len() + 1,
+            _ => 1,
+        };
+        self.left = self.left.checked_sub(cost).ok_or_else(|| {
+            anyhow!("data.pkl's hyper_parameters expand to more than {HYPER_VALUE_BUDGET} values")
+        })?;
+        if depth > 32 {
+            return Ok(HyperValue::Str("<nested too deeply>".into()));
+        }
+        Ok(match v {
+            Value::None => HyperValue::None,
+            Value::Bool(b) => HyperValue::Bool(*b),
+            Value::Int(i) => HyperValue::Int(*i),
+            Value::BigInt(b) => HyperValue::Str(big_int_decimal(b)),
+            Value::Float(f) => HyperValue::Float(*f),
+            Value::Str(s) => HyperValue::Str(s.to_string()),
+            Value::Bytes(b) => {
+                HyperValue::List(b.iter().map(|&x| HyperValue::Int(x.into())).collect())
             }
-            _ => HyperValue::Str(format!("<{}>", v.kind(&u.objs))),
-        },
-        Value::Global(g) => HyperValue::Str(format!("<{}>", g.name)),
-        Value::Storage(_) | Value::Tensor(_) => HyperValue::Str(format!("<{}>", v.kind(&u.objs))),
+            Value::Tuple(t) => self.list(t, depth)?,
+            Value::Obj(id) => match u.objs.get(*id) {
+                Some(Obj::List(l) | Obj::Set(l)) => self.list(l, depth)?,
+                Some(Obj::Dict(d)) => self.pairs(d.entries.iter(), depth)?,
+                Some(Obj::Instance(inst)) if inst.class.kind == GlobalKind::Namespace => {
+                    let attrs = u.instance_attrs(inst);
+                    self.pairs(attrs.into_iter().flat_map(|d| d.entries.iter()), depth)?
+                }
+                _ => HyperValue::Str(format!("<{}>", v.kind(&u.objs))),
+            },
+            Value::Global(g) => HyperValue::Str(format!("<{}>", g.name)),
+            Value::Storage(_) | Value::Tensor(_) => {
+                HyperValue::Str(format!("<{}>", v.kind(&u.objs)))
+            }
+        })
     }
 }
 
@@ -737,6 +812,131 @@ mod tests {
         let t = TempFile::with("pkl_damaged.ckpt", &bad);
         let e = load_err(&t);
         assert!(e.contains("data.pkl"), "{e}");
+    }
+
+    #[test]
+    fn empty_and_broadcast_views() {
+        let pkl = lightning_pickle(|p| {
+            p.str("empty")
+                .tensor(("FloatStorage", "9", "cpu", 0), (0, &[0, 4], &[4, 1]))
+                .str("bcast")
+                .tensor(("FloatStorage", "0", "cpu", 2), (1, &[3, 2], &[0, 0]))
+        });
+        // Record 9 (empty) is absent: it need not be read.
+        let t = archive(
+            "bcast.ckpt",
+            &[("x/data.pkl", &pkl), ("x/data/0", &f32_bytes([1., 2.]))],
+        );
+        let ck = load(&t.0, &mut |_, _| {}).unwrap();
+        assert_eq!(ck.tensors["empty"].shape, [0, 4]);
+        assert!(ck.tensors["empty"].data.is_empty());
+        assert_eq!(ck.tensors["bcast"].data, TensorData::F32(vec![2.0; 6]));
+
+        // A broadcast view that would expand 4 bytes into 2^30 elements.
+        let pkl = lightning_pickle(|p| {
+            p.str("w").tensor(
+                ("FloatStorage", "0", "cpu", 1),
+                (0, &[1 << 15, 1 << 15], &[0, 0]),
+            )
+        });
+        let t = archive(
+            "bomb.ckpt",
+            &[("x/data.pkl", &pkl), ("x/data/0", &f32_bytes([1.]))],
+        );
+        let e = load_err(&t);
+        assert!(e.contains("add up to 1073741824 elements"), "{e}");
+    }
+
+    #[test]
+    fn hyper_parameter_expansion_bombs_are_refused() {
+        // l0 = [None, None]; l(k+1) = [lk, lk]; hyper_parameters = {'x': l40}
+        let mut p = P::new()
+            .empty_dict()
+            .str("hyper_parameters")
+            .empty_dict()
+            .str("x")
+            .mark()
+            .op(b'N')
+            .op(b'N')
+            .op(b'l');
+        for _ in 0..40 {
+            p = p.put(0).op(b'0').mark().get(0).get(0).op(b'l');
+        }
+        let pkl = p.op(b's').op(b's').stop();
+        let t = archive("laughs.ckpt", &[("x/data.pkl", &pkl)]);
+        let e = load_err(&t);
+        assert!(e.contains("expand to more than"), "{e}");
+    }
+
+    /// xorshift64: deterministic "random" mutations.
+    fn mutate(data: &mut [u8], seed: &mut u64, flips: usize) {
+        for _ in 0..flips {
+            *seed ^= *seed << 13;
+            *seed ^= *seed >> 7;
+            *seed ^= *seed << 17;
+            let i = (*seed % data.len() as u64) as usize;
+            data[i] = (*seed >> 40) as u8;
+        }
+    }
+
+    #[test]
+    fn mutated_pickles_in_archives_never_panic() {
+        let pkl = lightning_pickle(|p| {
+            p.str("a")
+                .tensor(("FloatStorage", "0", "cuda:0", 12), (3, &[2, 3], &[3, 1]))
+                .str("at")
+                .tensor(("FloatStorage", "0", "cuda:0", 12), (0, &[3, 4], &[1, 3]))
+                .str("b")
+                .tensor(("LongStorage", "1", "cpu", 3), (1, &[2], &[1]))
+        });
+        let storage0 = f32_bytes((0..12).map(|i| i as f32));
+        let storage1 = [0u8; 24];
+        let mut seed = 0x1234_5678_9abc_def1u64;
+        let mut outcomes = (0, 0);
+        for round in 0..600 {
+            let mut p = pkl.clone();
+            mutate(&mut p, &mut seed, 1 + round % 3);
+            let t = archive(
+                "mutated.ckpt",
+                &[
+                    ("x/data.pkl", &p),
+                    ("x/data/0", &storage0),
+                    ("x/data/1", &storage1),
+                ],
+            );
+            match load(&t.0, &mut |_, _| {}) {
+                Ok(_) => outcomes.0 += 1,
+                Err(_) => outcomes.1 += 1,
+            }
+        }
+        assert!(outcomes.0 > 0 && outcomes.1 > 0, "{outcomes:?}");
+    }
+
+    #[test]
+    fn mutated_golden_pickle_never_panics() {
+        let Some(path) = golden("rope_vq.ckpt") else {
+            return;
+        };
+        let mut zip = ZipArchive::new(File::open(path).unwrap()).unwrap();
+        let pkl = read_small(&mut zip, "rope_vq/data.pkl").unwrap().unwrap();
+        let u = pickle::unpickle(&pkl, "data.pkl").unwrap();
+        let root = u.dict(&u.root).unwrap();
+        assert!(
+            hyper_parameters(&u, root.get("hyper_parameters").unwrap())
+                .unwrap()
+                .is_some()
+        );
+        let mut seed = 0x0bad_5eed_dead_beefu64;
+        for round in 0..400 {
+            let mut p = pkl.clone();
+            mutate(&mut p, &mut seed, 1 + round % 4);
+            if let Ok(u) = pickle::unpickle(&p, "data.pkl")
+                && let Some(root) = u.dict(&u.root)
+                && let Some(h) = root.get("hyper_parameters")
+            {
+                let _ = hyper_parameters(&u, h);
+            }
+        }
     }
 
     #[test]

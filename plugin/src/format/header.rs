@@ -84,7 +84,7 @@ impl std::fmt::Display for PayloadType {
 /// [`VERSION`] and [`StreamHeader::decode`] accepts only [`VERSION`].
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct StreamHeader {
-    /// Model identity, see [`super::model_identity`].
+    /// Model identity (docs/FORMAT.md, section 8), computed by `omnitok-export`.
     pub model_id: [u8; 32],
     /// Width of the original video, pixels.
     pub width: u32,

@@ -10,8 +10,8 @@
 //! * [`ChunkRecord::encode`] / [`ChunkRecord::decode`] frame one chunk,
 //!   narrowing / widening the [`Payload`] to the header's [`PayloadType`].
 //! * [`StreamReader`] is an incremental parser for arbitrarily split input.
-//! * [`model_identity`] computes the 32-byte model identity stored in the
-//!   header and compared by the elements.
+//! * [`model_id_to_hex`] / [`model_id_from_hex`] convert the 32-byte model
+//!   identity (computed by `omnitok-export`) to and from its caps form.
 //!
 //! All integers are little-endian. CRCs are CRC-32/ISO-HDLC (the zlib / PNG
 //! CRC, as computed by `crc32fast`).
@@ -25,7 +25,7 @@ mod reader;
 pub use chunk::{ChunkRecord, Payload};
 pub use error::FormatError;
 pub use header::{PayloadType, StreamHeader};
-pub use identity::{model_id_from_hex, model_id_to_hex, model_identity};
+pub use identity::{model_id_from_hex, model_id_to_hex};
 pub use reader::{Item, StreamReader};
 
 /// The format version this implementation writes and the only one it reads.
@@ -113,7 +113,7 @@ pub(crate) mod testutil {
             PayloadType::F16 | PayloadType::F32 => (3, 0),
         };
         StreamHeader {
-            model_id: model_identity("{\"test\":true}", &[0.5, -0.25]),
+            model_id: [7u8; 32],
             width: 30,
             height: 20,
             padded_width: 32,
@@ -194,7 +194,10 @@ mod tests {
     #[test]
     fn spec_example_bytes() {
         let h = StreamHeader {
-            model_id: model_identity("{\"a\":1}", &[0.0, 1.0, -2.5]),
+            model_id: model_id_from_hex(
+                "6e9079bb2fedb4f18b92597086e7d226228340243625f92ac542469fdb04c08e",
+            )
+            .unwrap(),
             width: 250,
             height: 120,
             padded_width: 256,

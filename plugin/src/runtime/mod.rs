@@ -1,24 +1,23 @@
-//! ONNX Runtime: locating the library, sessions with explicit execution providers.
+//! ONNX Runtime: locating the library, sessions with explicit execution providers, and
+//! what a graph is (from its metadata).
 
 pub mod locate;
+pub mod model;
 
 use std::path::Path;
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::Result;
 use ort::session::Session;
 
 pub use locate::{LocateError, OrtLibrary, init};
+pub use model::{ExecutionProvider, Kind, LoadedModel, ModelInfo, Role, SessionSettings, load};
 
-/// A CPU session on `path` with `threads` intra-op threads (0: ONNX Runtime's default).
+/// A CPU session on `path` with `threads` intra-op threads (0: ONNX Runtime's default),
+/// for tests and tools that run graphs directly.
 pub fn cpu_session(path: &Path, threads: usize) -> Result<Session> {
-    let lib = init()?;
-    let err = |e: ort::Error<ort::session::builder::SessionBuilder>| anyhow!("{e}");
-    let mut b = Session::builder(&lib.environment).map_err(|e| anyhow!("{e}"))?;
-    if threads > 0 {
-        b = b.with_intra_threads(threads).map_err(err)?;
-    }
-    b = b.with_inter_threads(1).map_err(err)?;
-    b.commit_from_file(path)
-        .map_err(|e| anyhow!("{e}"))
-        .with_context(|| format!("cannot load model {}", path.display()))
+    let settings = SessionSettings {
+        intra_op_threads: threads,
+        ..Default::default()
+    };
+    model::build_session(path, &settings, ExecutionProvider::Cpu)
 }

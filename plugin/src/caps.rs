@@ -1,0 +1,120 @@
+//! The `video/x-omnitok` caps: name, fields and their mapping to the stream header
+//! (docs/FORMAT.md, section 10), in one place.
+
+use crate::format::{PayloadType, StreamHeader, VERSION, model_id_from_hex, model_id_to_hex};
+
+pub const MEDIA_TYPE: &str = "video/x-omnitok";
+
+/// Caps carrying every header field. `streamheader` (the encoded header buffer) is added
+/// by the elements that have it, as GStreamer's stream formats do.
+pub fn from_header(h: &StreamHeader) -> gst::Caps {
+    gst::Caps::builder(MEDIA_TYPE)
+        .field("version", VERSION as i32)
+        .field("model-id", model_id_to_hex(&h.model_id))
+        .field("width", h.width as i32)
+        .field("height", h.height as i32)
+        .field("padded-width", h.padded_width as i32)
+        .field("padded-height", h.padded_height as i32)
+        .field(
+            "framerate",
+            gst::Fraction::new(h.fps_n as i32, h.fps_d.max(1) as i32),
+        )
+        .field("chunk-frames", h.chunk_frames as i32)
+        .field("grid-t", h.grid[0] as i32)
+        .field("grid-h", h.grid[1] as i32)
+        .field("grid-w", h.grid[2] as i32)
+        .field("channels", h.channels as i32)
+        .field("codebook-size", h.codebook_size as i32)
+        .field("payload", h.payload_type.caps_name())
+        .build()
+}
+
+/// The header the caps describe (the model name is not a caps field; it comes back empty).
+pub fn to_header(caps: &gst::CapsRef) -> Result<StreamHeader, String> {
+    let s = caps.structure(0).ok_or("empty caps")?;
+    if s.name() != MEDIA_TYPE {
+        return Err(format!("caps are {}, not {MEDIA_TYPE}", s.name()));
+    }
+    let int = |f: &str| -> Result<u32, String> {
+        let v = s
+            .get::<i32>(f)
+            .map_err(|_| format!("{MEDIA_TYPE} caps lack integer field '{f}'"))?;
+        u32::try_from(v).map_err(|_| format!("{MEDIA_TYPE} caps field '{f}' is negative ({v})"))
+    };
+    let version = int("version")?;
+    if version != VERSION as u32 {
+        return Err(format!(
+            "token stream version {version} is not supported (this build reads version {VERSION})"
+        ));
+    }
+    let id = s
+        .get::<&str>("model-id")
+        .map_err(|_| format!("{MEDIA_TYPE} caps lack string field 'model-id'"))?;
+    let fr = s
+        .get::<gst::Fraction>("framerate")
+        .map_err(|_| format!("{MEDIA_TYPE} caps lack fraction field 'framerate'"))?;
+    let payload = s
+        .get::<&str>("payload")
+        .map_err(|_| format!("{MEDIA_TYPE} caps lack string field 'payload'"))?;
+    let header = StreamHeader {
+        model_id: model_id_from_hex(id).map_err(|e| e.to_string())?,
+        width: int("width")?,
+        height: int("height")?,
+        padded_width: int("padded-width")?,
+        padded_height: int("padded-height")?,
+        fps_n: u32::try_from(fr.numer()).map_err(|_| "negative framerate")?,
+        fps_d: u32::try_from(fr.denom()).map_err(|_| "negative framerate")?,
+        chunk_frames: int("chunk-frames")?,
+        grid: [int("grid-t")?, int("grid-h")?, int("grid-w")?],
+        channels: int("channels")?,
+        codebook_size: int("codebook-size")?,
+        payload_type: PayloadType::from_caps_name(payload)
+            .ok_or_else(|| format!("unknown payload '{payload}'"))?,
+        model_name: String::new(),
+    };
+    header.validate().map_err(|e| e.to_string())?;
+    Ok(header)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn caps_round_trip() {
+        gst::init().unwrap();
+        let h = StreamHeader {
+            model_id: [0xab; 32],
+            width: 250,
+            height: 120,
+            padded_width: 256,
+            padded_height: 128,
+            fps_n: 30000,
+            fps_d: 1001,
+            chunk_frames: 17,
+            grid: [5, 16, 32],
+            channels: 0,
+            codebook_size: 8192,
+            payload_type: PayloadType::U16,
+            model_name: String::new(),
+        };
+        let caps = from_header(&h);
+        assert_eq!(to_header(&caps).unwrap(), h);
+        let wrong = gst::Caps::builder("video/x-raw").build();
+        assert!(
+            to_header(&wrong)
+                .unwrap_err()
+                .contains("not video/x-omnitok")
+        );
+        let mut old = caps.clone();
+        old.make_mut()
+            .structure_mut(0)
+            .unwrap()
+            .set("version", 9i32);
+        assert!(
+            to_header(&old)
+                .unwrap_err()
+                .contains("version 9 is not supported")
+        );
+    }
+}
