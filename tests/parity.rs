@@ -10,20 +10,10 @@ use omnitok_export::config::{AttentionSemantics, Config};
 use omnitok_export::{ExportOptions, Provenance, Source, Weights};
 use ort::value::Tensor;
 
-fn export_case(
-    golden: &Path,
-    case: &str,
-    ckpt: &str,
-    attention: AttentionSemantics,
-) -> (Config, std::path::PathBuf) {
+fn export_case(golden: &Path, case: &str, ckpt: &str, attention: AttentionSemantics) -> (Config, std::path::PathBuf) {
     let path = golden.join(ckpt);
     let ck = checkpoint::load(&path, &mut |_, _| {}).unwrap();
-    let cfg = Config::from_hyper_parameters(
-        ck.hyper_parameters
-            .as_ref()
-            .expect("ckpt has hyper_parameters"),
-    )
-    .unwrap();
+    let cfg = Config::from_hyper_parameters(ck.hyper_parameters.as_ref().expect("ckpt has hyper_parameters")).unwrap();
     let prov = Provenance::Checkpoint {
         file: path.clone(),
         sha256: ck.sha256.clone(),
@@ -40,10 +30,7 @@ fn export_case(
     )
     .unwrap();
     assert!(
-        exported
-            .unused
-            .iter()
-            .all(|k| checkpoint::is_training_only(k)),
+        exported.unused.iter().all(|k| checkpoint::is_training_only(k)),
         "unused tensors: {:?}",
         exported.unused
     );
@@ -58,11 +45,7 @@ fn check_case(case: &str, ckpt: &str, attention: AttentionSemantics) {
     let io = TensorFile::read(&golden.join(format!("{case}.io.safetensors"))).unwrap();
     let mut enc = session(&dir.join("encoder.onnx")).unwrap();
     let mut dec = session(&dir.join("decoder.onnx")).unwrap();
-    let mut tags: Vec<&str> = io
-        .u8
-        .keys()
-        .filter_map(|k| k.strip_suffix(".frames_u8"))
-        .collect();
+    let mut tags: Vec<&str> = io.u8.keys().filter_map(|k| k.strip_suffix(".frames_u8")).collect();
     tags.sort();
     assert!(!tags.is_empty());
     for tag in tags {
@@ -70,10 +53,7 @@ fn check_case(case: &str, ckpt: &str, attention: AttentionSemantics) {
         let out = enc
             .run(ort::inputs!["frames" => Tensor::from_array(frames).unwrap()])
             .unwrap();
-        let pre_quant: ArrayD<f32> = out["pre_quant"]
-            .try_extract_array::<f32>()
-            .unwrap()
-            .to_owned();
+        let pre_quant: ArrayD<f32> = out["pre_quant"].try_extract_array::<f32>().unwrap().to_owned();
         let d = max_abs_diff(&pre_quant, &io.f32[&format!("{tag}.pre_quant")]);
         eprintln!("{case}/{tag}: pre_quant max |diff| = {d:.3e}");
         assert!(d <= 1e-4, "{case}/{tag}: pre_quant differs by {d}");
@@ -102,17 +82,12 @@ fn check_case(case: &str, ckpt: &str, attention: AttentionSemantics) {
                     near_ties_differing += 1;
                 }
             }
-            eprintln!(
-                "{case}/{tag}: {firm} tokens identical, {near_ties_differing} near-ties differ"
-            );
+            eprintln!("{case}/{tag}: {firm} tokens identical, {near_ties_differing} near-ties differ");
             let reference = reference.clone();
             dec.run(ort::inputs!["tokens" => Tensor::from_array(reference).unwrap()])
                 .unwrap()
         };
-        let recon: ArrayD<f32> = dec_out["recon"]
-            .try_extract_array::<f32>()
-            .unwrap()
-            .to_owned();
+        let recon: ArrayD<f32> = dec_out["recon"].try_extract_array::<f32>().unwrap().to_owned();
         let d = max_abs_diff(&recon, &io.f32[&format!("{tag}.recon")]);
         eprintln!("{case}/{tag}: recon max |diff| = {d:.3e}");
         assert!(d <= 1e-3, "{case}/{tag}: recon differs by {d}");

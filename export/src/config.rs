@@ -158,10 +158,7 @@ impl Config {
             self.enc_block.len(),
             self.spatial_depth
         );
-        for (name, blocks) in [
-            ("enc_block", &self.enc_block),
-            ("dec_block", &self.dec_block),
-        ] {
+        for (name, blocks) in [("enc_block", &self.enc_block), ("dec_block", &self.dec_block)] {
             if let Some(c) = blocks.chars().find(|c| !matches!(c, 't' | 'w')) {
                 bail!(
                     "{name} '{blocks}' holds block '{c}': only 't' (attention) and 'w' (window attention) blocks are supported"
@@ -193,9 +190,7 @@ impl Config {
                 Some(other) => bail!("hyper-parameter '{k}' should be an integer, found {other:?}"),
             }
         };
-        let req = |k: &str| -> Result<i64> {
-            int(k)?.with_context(|| format!("hyper-parameter '{k}' is missing"))
-        };
+        let req = |k: &str| -> Result<i64> { int(k)?.with_context(|| format!("hyper-parameter '{k}' is missing")) };
         let flag = |keys: &[&str]| -> Result<bool> {
             for k in keys {
                 match hp.get(*k) {
@@ -230,20 +225,10 @@ impl Config {
                 "patch_embed '{pe}' is not supported (only 'linear', as in every released model)"
             );
         }
-        for k in [
-            "defer_temporal_pool",
-            "defer_spatial_pool",
-            "use_external_codebook",
-        ] {
-            ensure!(
-                !flag(&[k])?,
-                "'{k}' is set: not supported (no released model uses it)"
-            );
+        for k in ["defer_temporal_pool", "defer_spatial_pool", "use_external_codebook"] {
+            ensure!(!flag(&[k])?, "'{k}' is set: not supported (no released model uses it)");
         }
-        ensure!(
-            int("gen_upscale")?.is_none(),
-            "'gen_upscale' is set: not supported"
-        );
+        ensure!(int("gen_upscale")?.is_none(), "'gen_upscale' is set: not supported");
 
         let spatial_depth = int("spatial_depth")?.unwrap_or(4);
         let spatial_pos = match string("spatial_pos")?.as_deref() {
@@ -451,18 +436,10 @@ mod tests {
     #[test]
     fn presets_validate_and_are_distinct() {
         for p in PRESETS {
-            p.config()
-                .validate()
-                .unwrap_or_else(|e| panic!("{}: {e}", p.name));
+            p.config().validate().unwrap_or_else(|e| panic!("{}: {e}", p.name));
         }
-        assert_eq!(
-            preset("imagenet_only").unwrap().attention,
-            AttentionSemantics::Math
-        );
-        assert_eq!(
-            preset("imagenet_k600").unwrap().config().ff_inner_dim(),
-            1365
-        );
+        assert_eq!(preset("imagenet_only").unwrap().attention, AttentionSemantics::Math);
+        assert_eq!(preset("imagenet_k600").unwrap().config().ff_inner_dim(), 1365);
         assert!(preset("imagenet_k600_vae").unwrap().config().use_vae);
         let err = preset("nope").err().unwrap().to_string();
         assert!(
@@ -479,10 +456,7 @@ mod tests {
         hp.insert("codebook_dim".to_string(), HyperValue::Int(8));
         hp.insert("patch_size".to_string(), HyperValue::Int(8));
         hp.insert("casual_in_peg".to_string(), HyperValue::Bool(true));
-        hp.insert(
-            "casual_in_temporal_transformer".to_string(),
-            HyperValue::Bool(true),
-        );
+        hp.insert("casual_in_temporal_transformer".to_string(), HyperValue::Bool(true));
         let c = Config::from_hyper_parameters(&hp).unwrap();
         assert!(c.causal_in_peg && c.causal_in_temporal_transformer);
         assert_eq!(c.spatial_pos, SpatialPos::Rel);

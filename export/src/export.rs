@@ -98,16 +98,23 @@ fn model_id(cfg: &Config, config_json: &str, weights: &Weights) -> Result<String
         .collect())
 }
 
-fn finish(
-    graph: Graph,
-    name: &str,
-    role: &str,
-    cfg: &Config,
-    config_json: &str,
-    opts: &ExportOptions,
-    provenance: &Provenance,
-    id: &str,
-) -> Result<ModelProto> {
+/// What both graphs record about the model.
+struct ModelMeta<'a> {
+    cfg: &'a Config,
+    config_json: &'a str,
+    opts: &'a ExportOptions,
+    provenance: &'a Provenance,
+    id: &'a str,
+}
+
+fn finish(graph: Graph, name: &str, role: &str, meta: &ModelMeta) -> Result<ModelProto> {
+    let ModelMeta {
+        cfg,
+        config_json,
+        opts,
+        provenance,
+        id,
+    } = *meta;
     let mut opsets = vec![("", OPSET)];
     if graph.uses_ms_domain {
         opsets.push(("com.microsoft", 1));
@@ -117,8 +124,7 @@ fn finish(
     gp.initializer = graph.initializers;
     gp.input = graph.inputs;
     gp.output = graph.outputs;
-    let mut m = ModelProto::new(IR_VERSION, &opsets, gp)
-        .with_producer("omnitok-export", env!("CARGO_PKG_VERSION"));
+    let mut m = ModelProto::new(IR_VERSION, &opsets, gp).with_producer("omnitok-export", env!("CARGO_PKG_VERSION"));
     m.set_metadata("omnitok.role", role);
     m.set_metadata("omnitok.kind", if cfg.use_vae { "vae" } else { "vq" });
     m.set_metadata("omnitok.config", config_json);
@@ -135,15 +141,17 @@ fn finish(
 }
 
 /// Traces both graphs.
-pub fn build(
-    cfg: &Config,
-    weights: &Weights,
-    opts: ExportOptions,
-    provenance: &Provenance,
-) -> Result<Exported> {
+pub fn build(cfg: &Config, weights: &Weights, opts: ExportOptions, provenance: &Provenance) -> Result<Exported> {
     cfg.validate()?;
     let config_json = config_json(cfg, opts.attention)?;
     let id = model_id(cfg, &config_json, weights)?;
+    let meta = ModelMeta {
+        cfg,
+        config_json: &config_json,
+        opts: &opts,
+        provenance,
+        id: &id,
+    };
     let mut g = Graph::new();
     let mut cx = Ctx {
         g: &mut g,
@@ -152,18 +160,8 @@ pub fn build(
         semantics: opts.attention,
     };
     let enc = Encoder::load(&mut cx).context("loading the encoder weights")?;
-    enc.trace(&mut cx, opts.intermediates)
-        .context("tracing the encoder")?;
-    let encoder = finish(
-        g,
-        "omnitok_encoder",
-        "encoder",
-        cfg,
-        &config_json,
-        &opts,
-        provenance,
-        &id,
-    )?;
+    enc.trace(&mut cx, opts.intermediates).context("tracing the encoder")?;
+    let encoder = finish(g, "omnitok_encoder", "encoder", &meta)?;
 
     let mut g = Graph::new();
     let mut cx = Ctx {
@@ -173,18 +171,8 @@ pub fn build(
         semantics: opts.attention,
     };
     let dec = Decoder::load(&mut cx).context("loading the decoder weights")?;
-    dec.trace(&mut cx, opts.intermediates)
-        .context("tracing the decoder")?;
-    let decoder = finish(
-        g,
-        "omnitok_decoder",
-        "decoder",
-        cfg,
-        &config_json,
-        &opts,
-        provenance,
-        &id,
-    )?;
+    dec.trace(&mut cx, opts.intermediates).context("tracing the decoder")?;
+    let decoder = finish(g, "omnitok_decoder", "decoder", &meta)?;
 
     Ok(Exported {
         encoder,
@@ -197,8 +185,7 @@ pub fn build(
 
 /// Writes `encoder.onnx` and `decoder.onnx` into `dir` (created if needed).
 pub fn write(exported: Exported, dir: &Path) -> Result<[SaveReport; 2]> {
-    std::fs::create_dir_all(dir)
-        .with_context(|| format!("cannot create output directory {}", dir.display()))?;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create output directory {}", dir.display()))?;
     let e = onnx::save(exported.encoder, &dir.join("encoder.onnx"))?;
     let d = onnx::save(exported.decoder, &dir.join("decoder.onnx"))?;
     Ok([e, d])

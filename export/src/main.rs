@@ -37,12 +37,7 @@ struct Args {
     #[arg(long, value_name = "NAME")]
     preset: Option<String>,
     /// Build seeded random weights of the preset's config instead of reading a checkpoint.
-    #[arg(
-        long,
-        value_name = "SEED",
-        requires = "preset",
-        conflicts_with = "checkpoint"
-    )]
+    #[arg(long, value_name = "SEED", requires = "preset", conflicts_with = "checkpoint")]
     random_init: Option<u64>,
     /// Config JSON (the fields of the official args) for a safetensors checkpoint.
     #[arg(long, value_name = "JSON", conflicts_with = "preset")]
@@ -61,11 +56,9 @@ fn progress_bar(quiet: bool, what: &str) -> ProgressBar {
     }
     let pb = ProgressBar::new(0);
     pb.set_style(
-        ProgressStyle::with_template(
-            "{msg:>10} [{bar:40}] {bytes}/{total_bytes} ({bytes_per_sec})",
-        )
-        .unwrap()
-        .progress_chars("=> "),
+        ProgressStyle::with_template("{msg:>10} [{bar:40}] {bytes}/{total_bytes} ({bytes_per_sec})")
+            .unwrap()
+            .progress_chars("=> "),
     );
     pb.set_message(what.to_string());
     pb
@@ -74,12 +67,7 @@ fn progress_bar(quiet: bool, what: &str) -> ProgressBar {
 fn run(args: Args) -> Result<()> {
     if args.list_presets {
         for p in PRESETS {
-            println!(
-                "{:<18} {:<5} {}",
-                p.name,
-                p.attention.as_str(),
-                p.description
-            );
+            println!("{:<18} {:<5} {}", p.name, p.attention.as_str(), p.description);
         }
         return Ok(());
     }
@@ -110,9 +98,8 @@ fn run(args: Args) -> Result<()> {
                 (_, _, Some(json)) => {
                     let text = std::fs::read_to_string(json)
                         .with_context(|| format!("cannot read config {}", json.display()))?;
-                    let c: Config = serde_json::from_str(&text).with_context(|| {
-                        format!("{}: not a valid omnitok config", json.display())
-                    })?;
+                    let c: Config = serde_json::from_str(&text)
+                        .with_context(|| format!("{}: not a valid omnitok config", json.display()))?;
                     c
                 }
                 (_, Some(p), None) => p.config(),
@@ -140,18 +127,11 @@ fn run(args: Args) -> Result<()> {
         attention,
         intermediates: args.intermediates,
     };
-    let exported =
-        omnitok_export::build(&cfg, &weights, opts, &provenance).map_err(|e| {
-            match &args.checkpoint {
-                Some(p) => e.context(format!("{}", p.display())),
-                None => e,
-            }
-        })?;
-    let (params, unused, id) = (
-        exported.parameters,
-        exported.unused.clone(),
-        exported.model_id.clone(),
-    );
+    let exported = omnitok_export::build(&cfg, &weights, opts, &provenance).map_err(|e| match &args.checkpoint {
+        Some(p) => e.context(format!("{}", p.display())),
+        None => e,
+    })?;
+    let (params, unused, id) = (exported.parameters, exported.unused.clone(), exported.model_id.clone());
     let traced = started.elapsed();
     let reports = omnitok_export::write(exported, &output)?;
 
@@ -195,12 +175,7 @@ fn run(args: Args) -> Result<()> {
         println!(
             "  note      {} checkpoint tensors not used by inference: {}",
             unused.len(),
-            unused
-                .iter()
-                .take(5)
-                .cloned()
-                .collect::<Vec<_>>()
-                .join(", ")
+            unused.iter().take(5).cloned().collect::<Vec<_>>().join(", ")
         );
     }
     println!(

@@ -32,19 +32,14 @@ impl Weights {
 
     /// The float tensor `key`, which must have `shape`.
     pub fn get(&self, key: &str, shape: &[usize]) -> Result<Cow<'_, [f32]>> {
-        self.used
-            .borrow_mut()
-            .insert(key.to_string(), shape.to_vec());
+        self.used.borrow_mut().insert(key.to_string(), shape.to_vec());
         match &self.source {
             Source::Checkpoint(map) => {
                 let Some(t) = map.get(key) else {
                     bail!("tensor '{key}' (shape {shape:?}) is missing from the checkpoint");
                 };
                 if t.shape != shape {
-                    bail!(
-                        "tensor '{key}' has shape {:?}, the config needs {shape:?}",
-                        t.shape
-                    );
+                    bail!("tensor '{key}' has shape {:?}, the config needs {shape:?}", t.shape);
                 }
                 match &t.data {
                     TensorData::F32(v) => Ok(Cow::Borrowed(v.as_slice())),
@@ -58,12 +53,10 @@ impl Weights {
     /// Marks a tensor the graphs do not need but a complete checkpoint holds
     /// (e.g. `relative_position_index`, which the tracer recomputes), checking it when present.
     pub fn expect_unused(&self, key: &str) {
-        if let Source::Checkpoint(map) = &self.source {
-            if let Some(t) = map.get(key) {
-                self.used
-                    .borrow_mut()
-                    .insert(key.to_string(), t.shape.clone());
-            }
+        if let Source::Checkpoint(map) = &self.source
+            && let Some(t) = map.get(key)
+        {
+            self.used.borrow_mut().insert(key.to_string(), t.shape.clone());
         }
     }
 
@@ -72,10 +65,7 @@ impl Weights {
         match &self.source {
             Source::Checkpoint(map) => {
                 let used = self.used.borrow();
-                map.keys()
-                    .filter(|k| !used.contains_key(*k))
-                    .cloned()
-                    .collect()
+                map.keys().filter(|k| !used.contains_key(*k)).cloned().collect()
             }
             Source::Random(_) => Vec::new(),
         }
@@ -83,27 +73,7 @@ impl Weights {
 
     /// Number of parameters the graphs use.
     pub fn parameter_count(&self) -> usize {
-        self.used
-            .borrow()
-            .values()
-            .map(|s| s.iter().product::<usize>())
-            .sum()
-    }
-
-    /// Every requested tensor with its values (for writing a generated model's weights).
-    pub fn materialize(&self) -> Result<BTreeMap<String, (Vec<usize>, Vec<f32>)>> {
-        let used = self.used.borrow().clone();
-        let mut out = BTreeMap::new();
-        for (k, shape) in used {
-            if let Source::Checkpoint(map) = &self.source {
-                if matches!(map.get(&k).map(|t| &t.data), Some(TensorData::I64(_))) {
-                    continue;
-                }
-            }
-            let data = self.get(&k, &shape)?.into_owned();
-            out.insert(k, (shape, data));
-        }
-        Ok(out)
+        self.used.borrow().values().map(|s| s.iter().product::<usize>()).sum()
     }
 }
 

@@ -15,10 +15,7 @@ pub fn from_header(h: &StreamHeader) -> gst::Caps {
         .field("height", h.height as i32)
         .field("padded-width", h.padded_width as i32)
         .field("padded-height", h.padded_height as i32)
-        .field(
-            "framerate",
-            gst::Fraction::new(h.fps_n as i32, h.fps_d.max(1) as i32),
-        )
+        .field("framerate", gst::Fraction::new(h.fps_n as i32, h.fps_d.max(1) as i32))
         .field("chunk-frames", h.chunk_frames as i32)
         .field("grid-t", h.grid[0] as i32)
         .field("grid-h", h.grid[1] as i32)
@@ -68,8 +65,7 @@ pub fn to_header(caps: &gst::CapsRef) -> Result<StreamHeader, String> {
         grid: [int("grid-t")?, int("grid-h")?, int("grid-w")?],
         channels: int("channels")?,
         codebook_size: int("codebook-size")?,
-        payload_type: PayloadType::from_caps_name(payload)
-            .ok_or_else(|| format!("unknown payload '{payload}'"))?,
+        payload_type: PayloadType::from_caps_name(payload).ok_or_else(|| format!("unknown payload '{payload}'"))?,
         model_name: String::new(),
     };
     header.validate().map_err(|e| e.to_string())?;
@@ -101,20 +97,9 @@ mod tests {
         let caps = from_header(&h);
         assert_eq!(to_header(&caps).unwrap(), h);
         let wrong = gst::Caps::builder("video/x-raw").build();
-        assert!(
-            to_header(&wrong)
-                .unwrap_err()
-                .contains("not video/x-omnitok")
-        );
+        assert!(to_header(&wrong).unwrap_err().contains("not video/x-omnitok"));
         let mut old = caps.clone();
-        old.make_mut()
-            .structure_mut(0)
-            .unwrap()
-            .set("version", 9i32);
-        assert!(
-            to_header(&old)
-                .unwrap_err()
-                .contains("version 9 is not supported")
-        );
+        old.make_mut().structure_mut(0).unwrap().set("version", 9i32);
+        assert!(to_header(&old).unwrap_err().contains("version 9 is not supported"));
     }
 }

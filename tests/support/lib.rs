@@ -49,11 +49,7 @@ pub fn golden_dir() -> Option<PathBuf> {
 /// A sample video fetched by `scripts/setup.sh` (`bikes.mp4`, `carphone_pristine.mp4`, `bigbuckbunny.mp4`).
 pub fn sample_video(name: &str) -> PathBuf {
     let p = root().join(".deps/videos").join(name);
-    assert!(
-        p.is_file(),
-        "{} is missing: run scripts/setup.sh",
-        p.display()
-    );
+    assert!(p.is_file(), "{} is missing: run scripts/setup.sh", p.display());
     p
 }
 
@@ -80,8 +76,8 @@ pub struct TensorFile {
 impl TensorFile {
     pub fn read(path: &Path) -> Result<Self> {
         let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-        let st = safetensors::SafeTensors::deserialize(&bytes)
-            .with_context(|| format!("parsing {}", path.display()))?;
+        let st =
+            safetensors::SafeTensors::deserialize(&bytes).with_context(|| format!("parsing {}", path.display()))?;
         let mut out = TensorFile {
             f32: HashMap::new(),
             i64: HashMap::new(),
@@ -106,13 +102,9 @@ impl TensorFile {
                     out.i64.insert(name, ArrayD::from_shape_vec(shape, v)?);
                 }
                 safetensors::Dtype::U8 => {
-                    out.u8
-                        .insert(name, ArrayD::from_shape_vec(shape, data.to_vec())?);
+                    out.u8.insert(name, ArrayD::from_shape_vec(shape, data.to_vec())?);
                 }
-                other => anyhow::bail!(
-                    "{}: tensor {name} has unexpected dtype {other:?}",
-                    path.display()
-                ),
+                other => anyhow::bail!("{}: tensor {name} has unexpected dtype {other:?}", path.display()),
             }
         }
         Ok(out)
@@ -122,10 +114,7 @@ impl TensorFile {
 /// Largest absolute difference.
 pub fn max_abs_diff(a: &ArrayD<f32>, b: &ArrayD<f32>) -> f32 {
     assert_eq!(a.shape(), b.shape(), "shape mismatch");
-    a.iter()
-        .zip(b.iter())
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
+    a.iter().zip(b.iter()).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
 }
 
 /// Exports a preset with seeded random weights into a scratch folder (always afresh, so

@@ -139,10 +139,7 @@ pub(crate) fn gather(
             dec.push(slice(start, inner_len)?);
         } else {
             for j in 0..inner_len {
-                dec.push(slice(
-                    start.saturating_add(j.saturating_mul(inner_stride)),
-                    1,
-                )?);
+                dec.push(slice(start.saturating_add(j.saturating_mul(inner_stride)), 1)?);
             }
         }
         // Advance the odometer over the outer dims.
@@ -243,10 +240,7 @@ mod tests {
         for h in [0x3f80u16, 0x0001, 0x7f7f, 0xff80] {
             d.push(&h.to_le_bytes());
         }
-        assert_eq!(
-            f32s(d.finish()),
-            [0x3f80_0000, 0x0001_0000, 0x7f7f_0000, 0xff80_0000]
-        );
+        assert_eq!(f32s(d.finish()), [0x3f80_0000, 0x0001_0000, 0x7f7f_0000, 0xff80_0000]);
         let mut d = Decoder::new(DType::I32, true, 0).unwrap();
         d.push(&(-5i32).to_be_bytes());
         assert_eq!(d.finish(), TensorData::I64(vec![-5]));

@@ -271,10 +271,7 @@ mod tests {
         assert_eq!(a.get("dtype"), Some(&Json::Str("F32".into())));
         assert_eq!(
             a.get("data_offsets"),
-            Some(&Json::Arr(vec![
-                Json::Num("0".into()),
-                Json::Num("24".into())
-            ]))
+            Some(&Json::Arr(vec![Json::Num("0".into()), Json::Num("24".into())]))
         );
         assert_eq!(
             v.get("e"),
@@ -286,10 +283,7 @@ mod tests {
                 Json::Str("é😀\n".into())
             ]))
         );
-        assert_eq!(
-            Json::Num("18446744073709551615".into()).as_u64(),
-            Some(u64::MAX)
-        );
+        assert_eq!(Json::Num("18446744073709551615".into()).as_u64(), Some(u64::MAX));
         assert_eq!(Json::Num("1.0".into()).as_u64(), None);
     }
 
@@ -311,11 +305,6 @@ mod tests {
             assert!(parse(bad).is_err(), "{}", String::from_utf8_lossy(bad));
         }
         let deep = "[".repeat(10_000);
-        assert!(
-            parse(deep.as_bytes())
-                .unwrap_err()
-                .to_string()
-                .contains("too deep")
-        );
+        assert!(parse(deep.as_bytes()).unwrap_err().to_string().contains("too deep"));
     }
 }

@@ -147,10 +147,7 @@ pub fn is_training_only(key: &str) -> bool {
     key.starts_with("image_discriminator.")
         || key.starts_with("video_discriminator.")
         || key.starts_with("perceptual_model.")
-        || matches!(
-            key,
-            "codebook.N" | "codebook.z_avg" | "codebook.codebook_usage"
-        )
+        || matches!(key, "codebook.N" | "codebook.z_avg" | "codebook.codebook_usage")
 }
 
 /// Loads a `.ckpt` (torch zip archive) or `.safetensors` file, chosen by its
@@ -204,15 +201,8 @@ pub(crate) mod tests {
             return PathBuf::from(d);
         }
         let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let candidates = [
-            manifest.join("../shared/golden"),
-            manifest.join("../../shared/golden"),
-        ];
-        candidates
-            .iter()
-            .find(|p| p.is_dir())
-            .unwrap_or(&candidates[0])
-            .clone()
+        let candidates = [manifest.join("../shared/golden"), manifest.join("../../shared/golden")];
+        candidates.iter().find(|p| p.is_dir()).unwrap_or(&candidates[0]).clone()
     }
 
     /// A golden file, or `None` (after saying so) when the golden dir is missing;
@@ -234,8 +224,7 @@ pub(crate) mod tests {
 
     impl TempFile {
         pub(crate) fn with(name: &str, bytes: &[u8]) -> Self {
-            let dir =
-                std::env::temp_dir().join(format!("omnitok-checkpoint-{}", std::process::id()));
+            let dir = std::env::temp_dir().join(format!("omnitok-checkpoint-{}", std::process::id()));
             std::fs::create_dir_all(&dir).unwrap();
             let path = dir.join(name);
             std::fs::write(&path, bytes).unwrap();
@@ -283,10 +272,7 @@ pub(crate) mod tests {
 
     #[test]
     fn golden_ckpt_and_safetensors_are_bit_identical() {
-        let (Some(ckpt), Some(st)) = (
-            golden("rope_vq.ckpt"),
-            golden("rope_vq.weights.safetensors"),
-        ) else {
+        let (Some(ckpt), Some(st)) = (golden("rope_vq.ckpt"), golden("rope_vq.weights.safetensors")) else {
             return;
         };
         let mut last = (0, 0);
@@ -386,11 +372,7 @@ pub(crate) mod tests {
                 b"hello, I am not a checkpoint",
                 "neither a torch zip archive",
             ),
-            (
-                "legacy.pt",
-                b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19.",
-                "legacy",
-            ),
+            ("legacy.pt", b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19.", "legacy"),
             ("short.safetensors", b"\x02\x00", "neither"),
         ];
         for (name, bytes, want) in cases {
@@ -400,10 +382,6 @@ pub(crate) mod tests {
             assert!(e.starts_with(&t.0.display().to_string()), "{name}: {e}");
         }
         let e = load(Path::new("/nonexistent/x.ckpt"), &mut |_, _| {}).unwrap_err();
-        assert!(
-            e.to_string()
-                .starts_with("/nonexistent/x.ckpt: cannot open"),
-            "{e}"
-        );
+        assert!(e.to_string().starts_with("/nonexistent/x.ckpt: cannot open"), "{e}");
     }
 }

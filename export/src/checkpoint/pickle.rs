@@ -413,18 +413,11 @@ fn resolve_global(module: &str, name: &str) -> Option<GlobalKind> {
         ("builtins", "frozenset") | ("__builtin__", "frozenset") => G::FrozenSet,
         ("builtins", "list") | ("__builtin__", "list") => G::List,
         ("builtins", "tuple") | ("__builtin__", "tuple") => G::Tuple,
-        ("builtins", "bytearray") | ("builtins", "bytes") | ("__builtin__", "bytearray") => {
-            G::Bytes
-        }
+        ("builtins", "bytearray") | ("builtins", "bytes") | ("__builtin__", "bytearray") => G::Bytes,
         ("builtins", "object") | ("__builtin__", "object") => G::Object,
         ("copyreg", "_reconstructor") | ("copy_reg", "_reconstructor") => G::Reconstructor,
-        (
-            "pathlib",
-            "Path" | "PosixPath" | "WindowsPath" | "PurePath" | "PurePosixPath" | "PureWindowsPath",
-        ) => G::Path,
-        ("numpy.core.multiarray", "scalar") | ("numpy._core.multiarray", "scalar") => {
-            G::NumpyScalar
-        }
+        ("pathlib", "Path" | "PosixPath" | "WindowsPath" | "PurePath" | "PurePosixPath" | "PureWindowsPath") => G::Path,
+        ("numpy.core.multiarray", "scalar") | ("numpy._core.multiarray", "scalar") => G::NumpyScalar,
         ("numpy", "dtype") => G::NumpyDtype,
         _ => return None,
     };
@@ -522,9 +515,7 @@ impl Machine<'_> {
 
     fn string(&mut self, n: u64) -> Result<Value> {
         let bytes = self.take(n)?;
-        Ok(Value::Str(Rc::from(
-            String::from_utf8_lossy(bytes).as_ref(),
-        )))
+        Ok(Value::Str(Rc::from(String::from_utf8_lossy(bytes).as_ref())))
     }
 
     fn bytes(&mut self, n: u64) -> Result<Value> {
@@ -545,18 +536,14 @@ impl Machine<'_> {
         if self.stack.len() <= self.fence() {
             return Err(self.malformed("stack underflow"));
         }
-        self.stack
-            .pop()
-            .ok_or_else(|| self.malformed("stack underflow"))
+        self.stack.pop().ok_or_else(|| self.malformed("stack underflow"))
     }
 
     fn top(&self) -> Result<&Value> {
         if self.stack.len() <= self.fence() {
             return Err(self.malformed("stack underflow"));
         }
-        self.stack
-            .last()
-            .ok_or_else(|| self.malformed("stack underflow"))
+        self.stack.last().ok_or_else(|| self.malformed("stack underflow"))
     }
 
     fn pop_mark(&mut self) -> Result<Vec<Value>> {
@@ -1066,9 +1053,7 @@ impl Machine<'_> {
             },
             G::RebuildFromTypeV2 => {
                 // (func, new_type, args, state): we only care about func(*args).
-                let (Some(Value::Global(f)), Some(Value::Tuple(inner))) =
-                    (args.first(), args.get(2))
-                else {
+                let (Some(Value::Global(f)), Some(Value::Tuple(inner))) = (args.first(), args.get(2)) else {
                     return Err(self.bad_call(g, "expected (func, type, args, state)"));
                 };
                 if !matches!(
@@ -1195,8 +1180,7 @@ impl Machine<'_> {
             "latin1" | "latin-1" | "iso-8859-1" => {
                 let mut out = Vec::with_capacity(s.len());
                 for c in s.chars() {
-                    let b = u8::try_from(u32::from(c))
-                        .map_err(|_| self.bad_call(g, "character outside latin-1"))?;
+                    let b = u8::try_from(u32::from(c)).map_err(|_| self.bad_call(g, "character outside latin-1"))?;
                     out.push(b);
                 }
                 Ok(Value::Bytes(Rc::from(out)))
@@ -1237,9 +1221,7 @@ impl Machine<'_> {
         };
         match (spec, bytes.len()) {
             ("f8", 8) => Some(Value::Float(f64::from_le_bytes(bytes.try_into().ok()?))),
-            ("f4", 4) => Some(Value::Float(
-                f32::from_le_bytes(bytes.try_into().ok()?).into(),
-            )),
+            ("f4", 4) => Some(Value::Float(f32::from_le_bytes(bytes.try_into().ok()?).into())),
             ("b1", 1) => Some(Value::Bool(bytes[0] != 0)),
             ("i1", 1) | ("i2", 2) | ("i4", 4) | ("i8", 8) => int(true),
             ("u1", 1) | ("u2", 2) | ("u4", 4) | ("u8", 8) => int(false),
@@ -1325,8 +1307,7 @@ impl Machine<'_> {
         let &Value::Int(numel) = numel else {
             return Err(self.malformed("persistent id's element count is not an integer"));
         };
-        let numel = u64::try_from(numel)
-            .map_err(|_| self.malformed("persistent id's element count is negative"))?;
+        let numel = u64::try_from(numel).map_err(|_| self.malformed("persistent id's element count is negative"))?;
         Ok(Value::Storage(Rc::new(StorageRef {
             dtype,
             type_name: g.name.clone(),
@@ -1341,8 +1322,9 @@ impl Machine<'_> {
         };
         t.iter()
             .map(|x| match x {
-                Value::Int(i) => u64::try_from(*i)
-                    .map_err(|_| self.malformed(format_args!("tensor {what} is negative"))),
+                Value::Int(i) => {
+                    u64::try_from(*i).map_err(|_| self.malformed(format_args!("tensor {what} is negative")))
+                }
                 _ => Err(self.malformed(format_args!("tensor {what} holds a non-integer"))),
             })
             .collect()
@@ -1360,8 +1342,7 @@ impl Machine<'_> {
         let &Value::Int(offset) = &args[1] else {
             return Err(self.bad_call(g, "the storage offset is not an integer"));
         };
-        let offset = u64::try_from(offset)
-            .map_err(|_| self.bad_call(g, "the storage offset is negative"))?;
+        let offset = u64::try_from(offset).map_err(|_| self.bad_call(g, "the storage offset is negative"))?;
         let size = self.ints(&args[2], "size")?;
         let stride = self.ints(&args[3], "stride")?;
         if size.len() != stride.len() {
@@ -1503,9 +1484,7 @@ mod tests {
         // Near-misses of allowlisted names are refused too.
         let e = err(&P::new().global("torch", "load").stop());
         assert!(e.contains("'torch.load'"), "{e}");
-        let e = err(&P::new()
-            .global("torch._utils", "_rebuild_tensor_v2x")
-            .stop());
+        let e = err(&P::new().global("torch._utils", "_rebuild_tensor_v2x").stop());
         assert!(e.contains("_rebuild_tensor_v2x"), "{e}");
         let e = err(&P::new().global("torch", "Storage").stop());
         assert!(e.contains("'torch.Storage'"), "{e}");
@@ -1584,9 +1563,7 @@ mod tests {
             .stop();
         let u = unpickle(&data, "t").unwrap();
         let Value::Obj(l) = u.root else { panic!() };
-        let Obj::List(items) = &u.objs[l] else {
-            panic!()
-        };
+        let Obj::List(items) = &u.objs[l] else { panic!() };
         let d = u.dict(&items[0]).unwrap();
         assert!(matches!(d.get("k"), Some(Value::Int(1))));
     }
@@ -1610,9 +1587,7 @@ mod tests {
             // key 'd' -> 2**64 (LONG1 9 bytes)
             &[0x8c, 1, b'd', 0x8a, 9, 0, 0, 0, 0, 0, 0, 0, 0, 1, b's'],
             // key 'e' -> BINUNICODE8 'xy'
-            &[
-                0x8c, 1, b'e', 0x8d, 2, 0, 0, 0, 0, 0, 0, 0, b'x', b'y', b's',
-            ],
+            &[0x8c, 1, b'e', 0x8d, 2, 0, 0, 0, 0, 0, 0, 0, b'x', b'y', b's'],
             // key 'f' -> memo get 2 (the OrderedDict global)
             &[0x8c, 1, b'f', b'h', 2, b's'],
             b".",
@@ -1624,16 +1599,12 @@ mod tests {
         let d = u.dict(&u.root).unwrap();
         assert_eq!(d.class, "collections.OrderedDict");
         assert!(matches!(d.get("a"), Some(Value::Bytes(b)) if b[..] == [1, 2]));
-        let Some(Value::Obj(s)) = d.get("b") else {
-            panic!()
-        };
+        let Some(Value::Obj(s)) = d.get("b") else { panic!() };
         assert!(matches!(&u.objs[*s], Obj::Set(v) if v.len() == 2));
         assert!(matches!(d.get("c"), Some(Value::Int(-129))));
         assert!(matches!(d.get("d"), Some(Value::BigInt(_))));
         assert!(matches!(d.get("e"), Some(Value::Str(s)) if &**s == "xy"));
-        assert!(
-            matches!(d.get("f"), Some(Value::Global(g)) if g.name == "collections.OrderedDict")
-        );
+        assert!(matches!(d.get("f"), Some(Value::Global(g)) if g.name == "collections.OrderedDict"));
     }
 
     #[test]
@@ -1657,10 +1628,7 @@ mod tests {
         assert_eq!(tr.storage.key, "7");
         assert_eq!(tr.storage.dtype, Some(DType::I64));
         assert_eq!(tr.storage.numel, 12);
-        assert_eq!(
-            (tr.offset, &tr.size[..], &tr.stride[..]),
-            (2, &[2, 3][..], &[1, 2][..])
-        );
+        assert_eq!((tr.offset, &tr.size[..], &tr.stride[..]), (2, &[2, 3][..], &[1, 2][..]));
         let inst = u.instance(&t[1]).unwrap();
         assert_eq!(inst.class.name, "argparse.Namespace");
         let attrs = u.instance_attrs(inst);
@@ -1686,13 +1654,7 @@ mod tests {
     #[test]
     fn malformed_structures_are_errors() {
         // SETITEMS on a list.
-        let e = err(&P::new()
-            .empty_list()
-            .mark()
-            .str("a")
-            .int(1)
-            .setitems()
-            .stop());
+        let e = err(&P::new().empty_list().mark().str("a").int(1).setitems().stop());
         assert!(e.contains("cannot set items on a list"), "{e}");
         // Pop through a MARK.
         let e = err(&P::new().int(1).mark().op(b'R').stop());
@@ -1707,11 +1669,7 @@ mod tests {
         let e = err(&[0x80, 6, b'N', b'.']);
         assert!(e.contains("protocol 6"), "{e}");
         // An allowlisted global used in a way a checkpoint never does.
-        let e = err(&P::new()
-            .global("torch", "FloatStorage")
-            .empty_tuple()
-            .reduce()
-            .stop());
+        let e = err(&P::new().global("torch", "FloatStorage").empty_tuple().reduce().stop());
         assert!(e.contains("torch.FloatStorage"), "{e}");
     }
 }

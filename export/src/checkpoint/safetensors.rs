@@ -150,11 +150,7 @@ pub(crate) fn load(path: &Path, progress: &mut dyn FnMut(u64, u64)) -> Result<Ch
         if let Some(p) = prev
             && e.begin < p.end
         {
-            bail!(
-                "tensors '{}' and '{}' overlap in the data section",
-                p.name,
-                e.name
-            );
+            bail!("tensors '{}' and '{}' overlap in the data section", p.name, e.name);
         }
         prev = Some(e);
         if is_training_only(&e.name) {
@@ -171,8 +167,7 @@ pub(crate) fn load(path: &Path, progress: &mut dyn FnMut(u64, u64)) -> Result<Ch
         };
         f.skip_to(data_start + e.begin)?;
         let count = usize::try_from(check_len(e.end - e.begin, dtype)?)?;
-        let mut dec =
-            Decoder::new(dtype, false, count).with_context(|| format!("tensor '{}'", e.name))?;
+        let mut dec = Decoder::new(dtype, false, count).with_context(|| format!("tensor '{}'", e.name))?;
         f.read(e.end - e.begin, &mut |c| dec.push(c))
             .with_context(|| format!("reading tensor '{}'", e.name))?;
         tensors.insert(
@@ -259,10 +254,7 @@ mod tests {
                     "d",
                     Dtype::F64,
                     vec![2],
-                    [0.1f64, -2.0]
-                        .iter()
-                        .flat_map(|x| x.to_le_bytes())
-                        .collect(),
+                    [0.1f64, -2.0].iter().flat_map(|x| x.to_le_bytes()).collect(),
                 ),
                 (
                     "i",
@@ -281,10 +273,7 @@ mod tests {
         let ck = load(&t.0, &mut |_, _| {}).unwrap();
         assert_eq!(ck.skipped, 2);
         assert_eq!(ck.tensors.len(), 6);
-        assert_eq!(
-            ck.tensors["d"].data,
-            TensorData::F32(vec![0.1f64 as f32, -2.0])
-        );
+        assert_eq!(ck.tensors["d"].data, TensorData::F32(vec![0.1f64 as f32, -2.0]));
         assert_eq!(ck.tensors["i"].data, TensorData::I64(vec![-7, 9]));
         assert_eq!(ck.tensors["i"].shape, [1, 2]);
         assert_eq!(ck.tensors["l"].data, TensorData::I64(vec![i64::MIN]));

@@ -62,8 +62,7 @@ pub(crate) fn load(path: &Path, progress: &mut dyn FnMut(u64, u64)) -> Result<Ch
         },
     };
     let pkl_name = format!("{prefix}data.pkl");
-    let pkl =
-        read_small(&mut zip, &pkl_name)?.ok_or_else(|| anyhow!("the archive lacks {pkl_name}"))?;
+    let pkl = read_small(&mut zip, &pkl_name)?.ok_or_else(|| anyhow!("the archive lacks {pkl_name}"))?;
     let u = pickle::unpickle(&pkl, "data.pkl")?;
 
     let root = u
@@ -72,12 +71,9 @@ pub(crate) fn load(path: &Path, progress: &mut dyn FnMut(u64, u64)) -> Result<Ch
     // A Lightning checkpoint keeps the weights under "state_dict"; a bare
     // `torch.save(model.state_dict())` is the state dict itself.
     let state_dict = match root.get("state_dict") {
-        Some(v) => u.dict(v).ok_or_else(|| {
-            anyhow!(
-                "data.pkl's \"state_dict\" is a {}, not a dict",
-                v.kind(&u.objs)
-            )
-        })?,
+        Some(v) => u
+            .dict(v)
+            .ok_or_else(|| anyhow!("data.pkl's \"state_dict\" is a {}, not a dict", v.kind(&u.objs)))?,
         None => root,
     };
     let hyper_parameters = match root.get("hyper_parameters") {
@@ -139,8 +135,8 @@ pub(crate) fn load(path: &Path, progress: &mut dyn FnMut(u64, u64)) -> Result<Ch
         if single_contiguous {
             // Stream straight into the tensor.
             let w = &r.tensors[0];
-            let mut dec = Decoder::new(r.dtype, big_endian, r.span_len)
-                .with_context(|| format!("tensor '{}'", w.name))?;
+            let mut dec =
+                Decoder::new(r.dtype, big_endian, r.span_len).with_context(|| format!("tensor '{}'", w.name))?;
             f.read(span_bytes, &mut |c| dec.push(c))
                 .with_context(|| format!("reading tensor '{}'", w.name))?;
             insert(&mut tensors, w, dec.finish());
@@ -149,16 +145,8 @@ pub(crate) fn load(path: &Path, progress: &mut dyn FnMut(u64, u64)) -> Result<Ch
             // each view out of it.
             let span = f.read_vec(span_bytes)?;
             for w in &r.tensors {
-                let data = gather(
-                    r.dtype,
-                    big_endian,
-                    &span,
-                    r.span_start,
-                    w.offset,
-                    &w.size,
-                    &w.stride,
-                )
-                .with_context(|| format!("tensor '{}'", w.name))?;
+                let data = gather(r.dtype, big_endian, &span, r.span_start, w.offset, &w.size, &w.stride)
+                    .with_context(|| format!("tensor '{}'", w.name))?;
                 insert(&mut tensors, w, data);
             }
         }
@@ -206,16 +194,11 @@ fn find_prefix<R: Read + std::io::Seek>(zip: &ZipArchive<R>) -> Result<String> {
 }
 
 /// Reads a small record through the zip reader (decompressed, CRC-checked).
-fn read_small<R: Read + std::io::Seek>(
-    zip: &mut ZipArchive<R>,
-    name: &str,
-) -> Result<Option<Vec<u8>>> {
+fn read_small<R: Read + std::io::Seek>(zip: &mut ZipArchive<R>, name: &str) -> Result<Option<Vec<u8>>> {
     let Some(i) = zip.index_for_name(name) else {
         return Ok(None);
     };
-    let mut f = zip
-        .by_index(i)
-        .map_err(|e| anyhow!("cannot read {name}: {e}"))?;
+    let mut f = zip.by_index(i).map_err(|e| anyhow!("cannot read {name}: {e}"))?;
     let mut out = Vec::new();
     f.read_to_end(&mut out)
         .map_err(|e| anyhow!("cannot read {name}: {e}"))?;
@@ -302,9 +285,7 @@ fn plan_read<R: Read + std::io::Seek>(
         let size = to_usize(&t.size)?;
         let stride = to_usize(&t.stride)?;
         numel(&size).with_context(|| format!("tensor '{name}'"))?;
-        if let Some(last) =
-            max_index(offset, &size, &stride).with_context(|| format!("tensor '{name}'"))?
-        {
+        if let Some(last) = max_index(offset, &size, &stride).with_context(|| format!("tensor '{name}'"))? {
             if last >= elems {
                 bail!(
                     "tensor '{name}' (shape {size:?}, stride {stride:?}, offset {offset}) needs \
@@ -369,10 +350,7 @@ fn hyper_parameters(u: &Unpickled, v: &Value) -> Result<Option<BTreeMap<String, 
     for d in &top {
         for (k, v) in &d.entries {
             let k = key_string(u, k);
-            let is_namespace = |v: &Value| {
-                u.instance(v)
-                    .is_some_and(|i| i.class.kind == GlobalKind::Namespace)
-            };
+            let is_namespace = |v: &Value| u.instance(v).is_some_and(|i| i.class.kind == GlobalKind::Namespace);
             if (k == "args" && is_namespace(v)) || out.contains_key(&k) {
                 continue;
             }
@@ -405,11 +383,7 @@ struct Hyper<'a> {
 }
 
 impl Hyper<'_> {
-    fn pairs<'v>(
-        &mut self,
-        entries: impl Iterator<Item = &'v (Value, Value)>,
-        depth: usize,
-    ) -> Result<HyperValue> {
+    fn pairs<'v>(&mut self, entries: impl Iterator<Item = &'v (Value, Value)>, depth: usize) -> Result<HyperValue> {
         let mut out = BTreeMap::new();
         for (k, v) in entries {
             out.insert(key_string(self.u, k), self.value(v, depth + 1)?);
@@ -418,10 +392,7 @@ impl Hyper<'_> {
     }
 
     fn list(&mut self, items: &[Value], depth: usize) -> Result<HyperValue> {
-        let out = items
-            .iter()
-            .map(|x| self.value(x, depth + 1))
-            .collect::<Result<_>>()?;
+        let out = items.iter().map(|x| self.value(x, depth + 1)).collect::<Result<_>>()?;
         Ok(HyperValue::List(out))
     }
 
@@ -431,9 +402,10 @@ impl Hyper<'_> {
             Value::Bytes(b) => b.len() + 1,
             _ => 1,
         };
-        self.left = self.left.checked_sub(cost).ok_or_else(|| {
-            anyhow!("data.pkl's hyper_parameters expand to more than {HYPER_VALUE_BUDGET} values")
-        })?;
+        self.left = self
+            .left
+            .checked_sub(cost)
+            .ok_or_else(|| anyhow!("data.pkl's hyper_parameters expand to more than {HYPER_VALUE_BUDGET} values"))?;
         if depth > 32 {
             return Ok(HyperValue::Str("<nested too deeply>".into()));
         }
@@ -444,9 +416,7 @@ impl Hyper<'_> {
             Value::BigInt(b) => HyperValue::Str(big_int_decimal(b)),
             Value::Float(f) => HyperValue::Float(*f),
             Value::Str(s) => HyperValue::Str(s.to_string()),
-            Value::Bytes(b) => {
-                HyperValue::List(b.iter().map(|&x| HyperValue::Int(x.into())).collect())
-            }
+            Value::Bytes(b) => HyperValue::List(b.iter().map(|&x| HyperValue::Int(x.into())).collect()),
             Value::Tuple(t) => self.list(t, depth)?,
             Value::Obj(id) => match u.objs.get(*id) {
                 Some(Obj::List(l) | Obj::Set(l)) => self.list(l, depth)?,
@@ -458,9 +428,7 @@ impl Hyper<'_> {
                 _ => HyperValue::Str(format!("<{}>", v.kind(&u.objs))),
             },
             Value::Global(g) => HyperValue::Str(format!("<{}>", g.name)),
-            Value::Storage(_) | Value::Tensor(_) => {
-                HyperValue::Str(format!("<{}>", v.kind(&u.objs)))
-            }
+            Value::Storage(_) | Value::Tensor(_) => HyperValue::Str(format!("<{}>", v.kind(&u.objs))),
         })
     }
 }
@@ -610,10 +578,7 @@ mod tests {
         assert_eq!(ck.skipped, 1);
         assert_eq!(ck.tensors.len(), 4);
         assert_eq!(ck.tensors["a"].shape, [2, 3]);
-        assert_eq!(
-            ck.tensors["a"].data,
-            TensorData::F32(vec![3., 4., 5., 6., 7., 8.])
-        );
+        assert_eq!(ck.tensors["a"].data, TensorData::F32(vec![3., 4., 5., 6., 7., 8.]));
         assert_eq!(ck.tensors["at"].shape, [3, 4]);
         assert_eq!(
             ck.tensors["at"].data,
@@ -700,10 +665,7 @@ mod tests {
 
     #[test]
     fn damaged_archives_are_clear_errors() {
-        let good = lightning_pickle(|p| {
-            p.str("w")
-                .tensor(("FloatStorage", "0", "cpu", 4), (0, &[4], &[1]))
-        });
+        let good = lightning_pickle(|p| p.str("w").tensor(("FloatStorage", "0", "cpu", 4), (0, &[4], &[1])));
         let storage = f32_bytes([1., 2., 3., 4.]);
 
         let t = archive("nopkl.ckpt", &[("x/data/0", &storage)]);
@@ -719,23 +681,14 @@ mod tests {
 
         let t = archive(
             "truncpkl.ckpt",
-            &[
-                ("x/data.pkl", &good[..good.len() / 2]),
-                ("x/data/0", &storage),
-            ],
+            &[("x/data.pkl", &good[..good.len() / 2]), ("x/data/0", &storage)],
         );
         let e = load_err(&t);
         assert!(e.contains("data.pkl is truncated"), "{e}");
 
         // The view needs 4 elements; the record (and the pickle) say 3.
-        let short = lightning_pickle(|p| {
-            p.str("w")
-                .tensor(("FloatStorage", "0", "cpu", 3), (0, &[4], &[1]))
-        });
-        let t = archive(
-            "short.ckpt",
-            &[("x/data.pkl", &short), ("x/data/0", &storage[..12])],
-        );
+        let short = lightning_pickle(|p| p.str("w").tensor(("FloatStorage", "0", "cpu", 3), (0, &[4], &[1])));
+        let t = archive("short.ckpt", &[("x/data.pkl", &short), ("x/data/0", &storage[..12])]);
         let e = load_err(&t);
         assert!(
             e.contains("needs element 3 of storage record 'x/data/0', which holds only 3"),
@@ -743,25 +696,16 @@ mod tests {
         );
 
         // The record is shorter than the pickle declares.
-        let t = archive(
-            "shortrec.ckpt",
-            &[("x/data.pkl", &good), ("x/data/0", &storage[..8])],
-        );
+        let t = archive("shortrec.ckpt", &[("x/data.pkl", &good), ("x/data/0", &storage[..8])]);
         let e = load_err(&t);
         assert!(e.contains("holds 8 bytes, but data.pkl declares 4"), "{e}");
 
         // A record that is not whole elements.
-        let t = archive(
-            "ragged.ckpt",
-            &[("x/data.pkl", &good), ("x/data/0", &storage[..15])],
-        );
+        let t = archive("ragged.ckpt", &[("x/data.pkl", &good), ("x/data/0", &storage[..15])]);
         let e = load_err(&t);
         assert!(e.contains("not a whole number"), "{e}");
 
-        let t = archive(
-            "badorder.ckpt",
-            &[("x/data.pkl", &good), ("x/byteorder", b"middle")],
-        );
+        let t = archive("badorder.ckpt", &[("x/data.pkl", &good), ("x/byteorder", b"middle")]);
         let e = load_err(&t);
         assert!(e.contains("neither 'little' nor 'big'"), "{e}");
 
@@ -770,15 +714,9 @@ mod tests {
             p.str("w")
                 .tensor(("ComplexFloatStorage", "0", "cpu", 2), (0, &[2], &[1]))
         });
-        let t = archive(
-            "complex.ckpt",
-            &[("x/data.pkl", &cx), ("x/data/0", &storage)],
-        );
+        let t = archive("complex.ckpt", &[("x/data.pkl", &cx), ("x/data/0", &storage)]);
         let e = load_err(&t);
-        assert!(
-            e.contains("torch.ComplexFloatStorage, which is not supported"),
-            "{e}"
-        );
+        assert!(e.contains("torch.ComplexFloatStorage, which is not supported"), "{e}");
         let cx = lightning_pickle(|p| {
             p.str("video_discriminator.w")
                 .tensor(("ComplexFloatStorage", "0", "cpu", 2), (0, &[2], &[1]))
@@ -791,10 +729,7 @@ mod tests {
     #[test]
     fn truncated_and_garbage_files_are_clear_errors() {
         // Garbage that starts like a zip archive.
-        let t = TempFile::with(
-            "garbage.ckpt",
-            b"PK\x03\x04this is not really a zip archive at all",
-        );
+        let t = TempFile::with("garbage.ckpt", b"PK\x03\x04this is not really a zip archive at all");
         let e = load_err(&t);
         assert!(e.contains("cannot be read as one"), "{e}");
 
@@ -834,15 +769,10 @@ mod tests {
 
         // A broadcast view that would expand 4 bytes into 2^30 elements.
         let pkl = lightning_pickle(|p| {
-            p.str("w").tensor(
-                ("FloatStorage", "0", "cpu", 1),
-                (0, &[1 << 15, 1 << 15], &[0, 0]),
-            )
+            p.str("w")
+                .tensor(("FloatStorage", "0", "cpu", 1), (0, &[1 << 15, 1 << 15], &[0, 0]))
         });
-        let t = archive(
-            "bomb.ckpt",
-            &[("x/data.pkl", &pkl), ("x/data/0", &f32_bytes([1.]))],
-        );
+        let t = archive("bomb.ckpt", &[("x/data.pkl", &pkl), ("x/data/0", &f32_bytes([1.]))]);
         let e = load_err(&t);
         assert!(e.contains("add up to 1073741824 elements"), "{e}");
     }
@@ -898,11 +828,7 @@ mod tests {
             mutate(&mut p, &mut seed, 1 + round % 3);
             let t = archive(
                 "mutated.ckpt",
-                &[
-                    ("x/data.pkl", &p),
-                    ("x/data/0", &storage0),
-                    ("x/data/1", &storage1),
-                ],
+                &[("x/data.pkl", &p), ("x/data/0", &storage0), ("x/data/1", &storage1)],
             );
             match load(&t.0, &mut |_, _| {}) {
                 Ok(_) => outcomes.0 += 1,
@@ -941,10 +867,7 @@ mod tests {
 
     #[test]
     fn big_int_text() {
-        assert_eq!(
-            big_int_decimal(&[0, 0, 0, 0, 0, 0, 0, 0, 1]),
-            "18446744073709551616"
-        );
+        assert_eq!(big_int_decimal(&[0, 0, 0, 0, 0, 0, 0, 0, 1]), "18446744073709551616");
         assert_eq!(
             big_int_decimal(&[0, 0, 0, 0, 0, 0, 0, 0, 0xff]),
             "-18446744073709551616"

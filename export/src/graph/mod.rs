@@ -17,9 +17,7 @@ use std::rc::Rc;
 
 use anyhow::{Result, bail};
 
-use crate::onnx::{
-    AttributeProto, DataType, Dim as OnnxDim, NodeProto, TensorProto, ValueInfoProto,
-};
+use crate::onnx::{AttributeProto, DataType, Dim as OnnxDim, NodeProto, TensorProto, ValueInfoProto};
 
 /// Element types our graphs use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -173,11 +171,7 @@ impl Graph {
         let key = format!("{path}/{op}");
         let n = self.op_counter.entry(key.clone()).or_insert(0);
         *n += 1;
-        if *n == 1 {
-            key
-        } else {
-            format!("{key}_{}", *n - 1)
-        }
+        if *n == 1 { key } else { format!("{key}_{}", *n - 1) }
     }
 
     fn claim(&mut self, name: &str) -> Result<()> {
@@ -191,8 +185,7 @@ impl Graph {
     /// values computed from `Shape(input)`.
     pub fn input(&mut self, name: &str, dtype: DType, dims: &[OnnxDim]) -> Result<Value> {
         self.claim(name)?;
-        self.inputs
-            .push(ValueInfoProto::tensor(name, dtype.onnx(), dims));
+        self.inputs.push(ValueInfoProto::tensor(name, dtype.onnx(), dims));
         let value = Value {
             name: name.to_string(),
             dtype,
@@ -231,10 +224,7 @@ impl Graph {
                 }
             }
         }
-        Ok(Value {
-            dims: traced,
-            ..value
-        })
+        Ok(Value { dims: traced, ..value })
     }
 
     /// Declares `value` as a graph output named `name` (through an Identity when the name differs).
@@ -268,8 +258,7 @@ impl Graph {
                 ),
             })
             .collect();
-        self.outputs
-            .push(ValueInfoProto::tensor(name, v.dtype.onnx(), &dims));
+        self.outputs.push(ValueInfoProto::tensor(name, v.dtype.onnx(), &dims));
         Ok(())
     }
 
@@ -356,14 +345,10 @@ impl Graph {
     pub fn initializer_f32(&mut self, key: &str, dims: &[i64], data: &[f32]) -> Result<Value> {
         let expected: i64 = dims.iter().product();
         if expected as usize != data.len() {
-            bail!(
-                "initializer '{key}': {} values for shape {dims:?}",
-                data.len()
-            );
+            bail!("initializer '{key}': {} values for shape {dims:?}", data.len());
         }
         self.claim(key)?;
-        self.initializers
-            .push(TensorProto::from_f32(key, dims, data));
+        self.initializers.push(TensorProto::from_f32(key, dims, data));
         Ok(Value {
             name: key.to_string(),
             dtype: DType::F32,
@@ -379,8 +364,7 @@ impl Graph {
         }
         let name = format!("const/i64_{}", self.const_cache.len());
         self.claim(&name)?;
-        self.initializers
-            .push(TensorProto::from_i64(&name, dims, data));
+        self.initializers.push(TensorProto::from_i64(&name, dims, data));
         let v = Value {
             name,
             dtype: DType::I64,
@@ -399,8 +383,7 @@ impl Graph {
         }
         let name = format!("const/f32_{}", self.const_cache.len());
         self.claim(&name)?;
-        self.initializers
-            .push(TensorProto::from_f32(&name, dims, data));
+        self.initializers.push(TensorProto::from_f32(&name, dims, data));
         let v = Value {
             name,
             dtype: DType::F32,
@@ -426,14 +409,7 @@ impl Graph {
         }
     }
 
-    fn dim_binary(
-        &mut self,
-        a: &Dim,
-        b: &Dim,
-        op: &str,
-        sym: &str,
-        fold: fn(i64, i64) -> i64,
-    ) -> Result<Dim> {
+    fn dim_binary(&mut self, a: &Dim, b: &Dim, op: &str, sym: &str, fold: fn(i64, i64) -> i64) -> Result<Dim> {
         if let (Dim::Fixed(x), Dim::Fixed(y)) = (a, b) {
             return Ok(Dim::Fixed(fold(*x, *y)));
         }
@@ -490,10 +466,7 @@ impl Graph {
         if let Some(fixed) = dims.iter().map(Dim::fixed).collect::<Option<Vec<i64>>>() {
             return self.const_i64(&[fixed.len() as i64], &fixed);
         }
-        let parts: Vec<Value> = dims
-            .iter()
-            .map(|d| self.dim_tensor(d))
-            .collect::<Result<_>>()?;
+        let parts: Vec<Value> = dims.iter().map(|d| self.dim_tensor(d)).collect::<Result<_>>()?;
         let refs: Vec<&Value> = parts.iter().collect();
         self.node(
             "Concat",

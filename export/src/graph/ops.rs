@@ -114,10 +114,7 @@ impl Graph {
 
     /// `x @ w` where `w` is a constant `[K, N]`.
     pub fn matmul(&mut self, x: &Value, w: &Value) -> Result<Value> {
-        ensure!(
-            x.rank() >= 2 && w.rank() >= 2,
-            "MatMul needs rank >= 2 ({x:?}, {w:?})"
-        );
+        ensure!(x.rank() >= 2 && w.rank() >= 2, "MatMul needs rank >= 2 ({x:?}, {w:?})");
         let (k1, k2) = (x.dim(-1), w.dim(-2));
         if let (Some(a), Some(b)) = (k1.fixed(), k2.fixed()) {
             ensure!(a == b, "MatMul inner dims differ: {x:?} @ {w:?}");
@@ -129,20 +126,11 @@ impl Graph {
         self.node("MatMul", &[x, w], vec![], x.dtype, dims)
     }
 
-    pub fn layer_norm(
-        &mut self,
-        x: &Value,
-        gamma: &Value,
-        beta: &Value,
-        eps: f32,
-    ) -> Result<Value> {
+    pub fn layer_norm(&mut self, x: &Value, gamma: &Value, beta: &Value, eps: f32) -> Result<Value> {
         self.node(
             "LayerNormalization",
             &[x, gamma, beta],
-            vec![
-                AttributeProto::int("axis", -1),
-                AttributeProto::float("epsilon", eps),
-            ],
+            vec![AttributeProto::int("axis", -1), AttributeProto::float("epsilon", eps)],
             x.dtype,
             x.dims.clone(),
         )
@@ -293,23 +281,11 @@ impl Graph {
                 self.node("Squeeze", &[&t, &axes], vec![], DType::I64, vec![])?
             }
         };
-        self.node(
-            "Range",
-            &[&zero, &limit, &one],
-            vec![],
-            DType::I64,
-            vec![n.clone()],
-        )
+        self.node("Range", &[&zero, &limit, &one], vec![], DType::I64, vec![n.clone()])
     }
 
     /// Depthwise 3-D convolution, kernel 3, with explicit pads `[t0, h0, w0, t1, h1, w1]`.
-    pub fn depthwise_conv3d(
-        &mut self,
-        x: &Value,
-        weight: &Value,
-        bias: &Value,
-        pads: [i64; 6],
-    ) -> Result<Value> {
+    pub fn depthwise_conv3d(&mut self, x: &Value, weight: &Value, bias: &Value, pads: [i64; 6]) -> Result<Value> {
         ensure!(x.rank() == 5, "Conv3d input must be 5-D ({x:?})");
         let c = x.dims[1]
             .fixed()

@@ -71,15 +71,7 @@ impl Attention {
             norm: LayerNorm::load(cx, &key(prefix, "norm"), dim, NormKeys::GammaBeta)?,
             to_q: Linear::load(cx, &key(prefix, "to_q"), dim, inner, false)?,
             to_k: Linear::load_rows(cx, &key(prefix, "to_kv"), dim, 2 * inner, 0, inner, false)?,
-            to_v: Linear::load_rows(
-                cx,
-                &key(prefix, "to_kv"),
-                dim,
-                2 * inner,
-                inner,
-                2 * inner,
-                false,
-            )?,
+            to_v: Linear::load_rows(cx, &key(prefix, "to_kv"), dim, 2 * inner, inner, 2 * inner, false)?,
             q_scale,
             k_scale,
             to_out: Linear::load(cx, &key(prefix, "to_out"), inner, dim, false)?,
@@ -92,13 +84,7 @@ impl Attention {
     }
 
     /// `x`: `[n_seq, seq, dim]`; `is_spatial` as in the official forward.
-    pub fn forward(
-        &self,
-        cx: &mut Ctx,
-        x: &Value,
-        shape: &VideoShape,
-        is_spatial: bool,
-    ) -> Result<Value> {
+    pub fn forward(&self, cx: &mut Ctx, x: &Value, shape: &VideoShape, is_spatial: bool) -> Result<Value> {
         // As in the official forward, K and V come from the input *before* the LayerNorm
         // (`kv_input` is taken ahead of `x = self.norm(x)`); only Q sees the normalised input.
         let normed = self.norm.forward(cx, x)?;
@@ -127,18 +113,25 @@ impl Attention {
 
         let bias = match cx.semantics {
             AttentionSemantics::Math if is_spatial => match &self.rel_pos_bias {
-                Some(m) => Some(cx.scoped("spatial_rel_pos_bias", |cx| {
-                    m.forward(cx, &shape.h, &shape.w)
-                })?),
+                Some(m) => Some(cx.scoped("spatial_rel_pos_bias", |cx| m.forward(cx, &shape.h, &shape.w))?),
                 None => None,
             },
-            AttentionSemantics::Math if self.causal => {
-                Some(cx.scoped("alibi", |cx| alibi_causal_bias(cx, &x.dim(1)))?)
-            }
+            AttentionSemantics::Math if self.causal => Some(cx.scoped("alibi", |cx| alibi_causal_bias(cx, &x.dim(1)))?),
             _ => None,
         };
         let causal = self.causal && bias.is_none();
-        let out = scaled_dot_product(cx, &q, &k, &v, self.heads, 8.0, causal, bias.as_ref())?;
+        let out = scaled_dot_product(
+            cx,
+            Sdpa {
+                heads: self.heads,
+                scale: 8.0,
+                causal,
+            },
+            &q,
+            &k,
+            &v,
+            bias.as_ref(),
+        )?;
         self.to_out.forward(cx, &out)
     }
 }
@@ -149,17 +142,24 @@ fn l2norm_scaled(cx: &mut Ctx, x: &Value, scale: &Value) -> Result<Value> {
     cx.g.mul(&x, scale)
 }
 
-/// `Attention` opset 23 over 3-D `[b, n, heads*d]` inputs with an optional additive bias.
+/// Multi-head scaled dot-product attention over 3-D `[b, n, heads*d]` inputs.
+pub struct Sdpa {
+    pub heads: usize,
+    pub scale: f32,
+    pub causal: bool,
+}
+
+/// `softmax(q k^T * scale + bias) v` per head; `Attention` opset 23, or
+/// `com.microsoft.MultiHeadAttention` when there is neither bias nor causal mask.
 pub fn scaled_dot_product(
     cx: &mut Ctx,
+    spec: Sdpa,
     q: &Value,
     k: &Value,
     v: &Value,
-    heads: usize,
-    scale: f32,
-    causal: bool,
     bias: Option<&Value>,
 ) -> Result<Value> {
+    let Sdpa { heads, scale, causal } = spec;
     let g = &mut *cx.g;
     if bias.is_none() && !causal {
         // com.microsoft.MultiHeadAttention without mask or bias stays on ORT's flash path.

@@ -60,9 +60,7 @@ impl Lookup {
     pub fn load(cx: &mut Ctx) -> Result<Self> {
         let (e, n, c) = embeddings(cx)?;
         Ok(Lookup {
-            embeddings: cx
-                .g
-                .initializer_f32("codebook.embeddings", &[n as i64, c as i64], &e)?,
+            embeddings: cx.g.initializer_f32("codebook.embeddings", &[n as i64, c as i64], &e)?,
         })
     }
 

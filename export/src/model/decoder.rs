@@ -24,11 +24,7 @@ impl Decoder {
     pub fn load(cx: &mut Ctx) -> Result<Self> {
         let cfg = cx.cfg.clone();
         Ok(Decoder {
-            lookup: if cfg.use_vae {
-                None
-            } else {
-                Some(Lookup::load(cx)?)
-            },
+            lookup: if cfg.use_vae { None } else { Some(Lookup::load(cx)?) },
             post_vq_conv: Linear::load(
                 cx,
                 "post_vq_conv.1",
@@ -42,12 +38,7 @@ impl Decoder {
                 &"t".repeat(cfg.temporal_depth as usize),
                 false,
             )?,
-            dec_spatial_transformer: Transformer::load(
-                cx,
-                "decoder.dec_spatial_transformer",
-                &cfg.dec_block,
-                true,
-            )?,
+            dec_spatial_transformer: Transformer::load(cx, "decoder.dec_spatial_transformer", &cfg.dec_block, true)?,
             to_pixels_first_frame: ToPixels::load(cx, "decoder.to_pixels_first_frame", 1)?,
             to_pixels: ToPixels::load(cx, "decoder.to_pixels", cfg.temporal_patch_size)?,
         })
@@ -122,11 +113,7 @@ impl Decoder {
         let frame_names = ["batch", "frames", "height", "width"];
         if intermediates {
             let recon = cx.g.transpose(&x, &[0, 4, 1, 2, 3])?;
-            cx.g.output(
-                &recon,
-                "recon",
-                &["batch", "channels", "frames", "height", "width"],
-            )?;
+            cx.g.output(&recon, "recon", &["batch", "channels", "frames", "height", "width"])?;
         }
         let frames = cx.scoped("postprocess", |cx| -> Result<Value> {
             let half = cx.g.scalar_f32(0.5)?;

@@ -31,12 +31,7 @@ impl Encoder {
         Ok(Encoder {
             to_patch_emb_first_frame: PatchEmbed::load(cx, "encoder.to_patch_emb_first_frame", 1)?,
             to_patch_emb: PatchEmbed::load(cx, "encoder.to_patch_emb", cfg.temporal_patch_size)?,
-            enc_spatial_transformer: Transformer::load(
-                cx,
-                "encoder.enc_spatial_transformer",
-                &cfg.enc_block,
-                true,
-            )?,
+            enc_spatial_transformer: Transformer::load(cx, "encoder.enc_spatial_transformer", &cfg.enc_block, true)?,
             enc_temporal_transformer: Transformer::load(
                 cx,
                 "encoder.enc_temporal_transformer",
@@ -44,11 +39,7 @@ impl Encoder {
                 false,
             )?,
             pre_vq_conv: Linear::load(cx, "pre_vq_conv.1", cfg.embedding_dim as usize, c, true)?,
-            quantizer: if cfg.use_vae {
-                None
-            } else {
-                Some(Quantizer::load(cx)?)
-            },
+            quantizer: if cfg.use_vae { None } else { Some(Quantizer::load(cx)?) },
         })
     }
 
@@ -84,9 +75,7 @@ impl Encoder {
             let t0 = cx.scoped("to_patch_emb_first_frame", |cx| {
                 self.to_patch_emb_first_frame.forward(cx, &first, &h, &w)
             })?;
-            let t1 = cx.scoped("to_patch_emb", |cx| {
-                self.to_patch_emb.forward(cx, &rest, &h, &w)
-            })?;
+            let t1 = cx.scoped("to_patch_emb", |cx| self.to_patch_emb.forward(cx, &rest, &h, &w))?;
             cx.g.concat(&[&t0, &t1], 1)
         })?;
         let d = tokens.dim(-1);
@@ -131,11 +120,7 @@ impl Encoder {
         }
         match &self.quantizer {
             Some(q) => cx.scoped("codebook", |cx| -> Result<()> {
-                let z = if cfg.l2_code {
-                    l2_normalize(cx, &z)?
-                } else {
-                    z.clone()
-                };
+                let z = if cfg.l2_code { l2_normalize(cx, &z)? } else { z.clone() };
                 let idx = q.forward(cx, &z)?;
                 cx.g.output(&idx, "tokens", &["batch", "t", "h", "w"])
             }),

@@ -21,15 +21,7 @@ impl FeedForward {
         Ok(FeedForward {
             norm: LayerNorm::load(cx, &key(prefix, "0"), dim, NormKeys::WeightBias)?,
             value: Linear::load_rows(cx, &key(prefix, "1"), dim, 2 * inner, 0, inner, false)?,
-            gate: Linear::load_rows(
-                cx,
-                &key(prefix, "1"),
-                dim,
-                2 * inner,
-                inner,
-                2 * inner,
-                false,
-            )?,
+            gate: Linear::load_rows(cx, &key(prefix, "1"), dim, 2 * inner, inner, 2 * inner, false)?,
             out: Linear::load(cx, &key(prefix, "4"), inner, dim, false)?,
         })
     }

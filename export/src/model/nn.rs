@@ -42,8 +42,7 @@ impl Linear {
         } else {
             format!("{wkey}[{r0}:{r1}]")
         };
-        let weight =
-            cx.g.initializer_f32(&name, &[d_in as i64, rows as i64], &t)?;
+        let weight = cx.g.initializer_f32(&name, &[d_in as i64, rows as i64], &t)?;
         let bias = if bias {
             let bkey = key(prefix, "bias");
             let b = cx.w.get(&bkey, &[d_out])?;

@@ -53,13 +53,7 @@ impl PatchEmbed {
         let v = cx.g.transpose(&v, &[0, 1, 3, 5, 7, 2, 4, 6])?;
         let v = cx.g.reshape(
             &v,
-            &[
-                b,
-                t,
-                h.clone(),
-                w.clone(),
-                Dim::Fixed(3 * self.pt * self.p * self.p),
-            ],
+            &[b, t, h.clone(), w.clone(), Dim::Fixed(3 * self.pt * self.p * self.p)],
         )?;
         let v = self.norm_in.forward(cx, &v)?;
         let v = self.proj.forward(cx, &v)?;

@@ -34,13 +34,7 @@ impl Peg {
     /// exactly as the official code (and the released weights) do.
     pub fn forward(&self, cx: &mut Ctx, x: &Value, shape: &VideoShape) -> Result<Value> {
         let d = x.dim(-1);
-        let grid = [
-            shape.b.clone(),
-            shape.t.clone(),
-            shape.h.clone(),
-            shape.w.clone(),
-            d,
-        ];
+        let grid = [shape.b.clone(), shape.t.clone(), shape.h.clone(), shape.w.clone(), d];
         let v = cx.g.reshape(x, &grid)?;
         let v = cx.g.transpose(&v, &[0, 4, 1, 2, 3])?; // b d t h w
         let pads = if self.causal {

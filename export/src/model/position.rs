@@ -23,12 +23,8 @@ pub fn rope_tables(cx: &mut Ctx, h: &Dim, w: &Dim, dim_head: usize) -> Result<(V
     let g = &mut *cx.g;
     let f = rope_frequencies(dim_head);
     let half = dim_head / 2;
-    let fx: Vec<f32> = (0..half)
-        .map(|j| if j % 2 == 0 { f[j / 2] } else { 0.0 })
-        .collect();
-    let fy: Vec<f32> = (0..half)
-        .map(|j| if j % 2 == 1 { f[j / 2] } else { 0.0 })
-        .collect();
+    let fx: Vec<f32> = (0..half).map(|j| if j % 2 == 0 { f[j / 2] } else { 0.0 }).collect();
+    let fy: Vec<f32> = (0..half).map(|j| if j % 2 == 1 { f[j / 2] } else { 0.0 }).collect();
     let fx = g.const_f32(&[half as i64], &fx)?;
     let fy = g.const_f32(&[half as i64], &fy)?;
     let cols = g.range(w)?;
@@ -41,10 +37,7 @@ pub fn rope_tables(cx: &mut Ctx, h: &Dim, w: &Dim, dim_head: usize) -> Result<(V
     let b = g.mul(&rows, &fy)?; // [h, 1, d/2]
     let angle = g.add(&a, &b)?; // [h, w, d/2]: adding exact zeros keeps each angle exact
     let n = g.dim_mul(h, w)?;
-    let angle = g.reshape(
-        &angle,
-        &[n, Dim::Fixed(1), Dim::Fixed(half as i64), Dim::Fixed(1)],
-    )?;
+    let angle = g.reshape(&angle, &[n, Dim::Fixed(1), Dim::Fixed(half as i64), Dim::Fixed(1)])?;
     Ok((g.cos(&angle)?, g.sin(&angle)?))
 }
 
@@ -168,12 +161,7 @@ pub fn alibi_slopes(heads: usize) -> Vec<f32> {
     } else {
         let closest = 2usize.pow((heads as f64).log2().floor() as u32);
         let mut s = pow2(closest);
-        s.extend(
-            pow2(2 * closest)
-                .into_iter()
-                .step_by(2)
-                .take(heads - closest),
-        );
+        s.extend(pow2(2 * closest).into_iter().step_by(2).take(heads - closest));
         s
     };
     slopes.into_iter().map(|s| s as f32).collect()
@@ -194,22 +182,10 @@ pub fn alibi_causal_bias(cx: &mut Ctx, t: &Dim) -> Result<Value> {
     let slopes = g.const_f32(&[heads as i64, 1, 1], &alibi_slopes(heads))?;
     let alibi = g.mul(&dist, &slopes)?; // [heads, t, t]
     let zero = g.scalar_f32(0.0)?;
-    let future = g.node(
-        "Greater",
-        &[&diff, &zero],
-        vec![],
-        DType::Bool,
-        diff.dims.clone(),
-    )?;
+    let future = g.node("Greater", &[&diff, &zero], vec![], DType::Bool, diff.dims.clone())?;
     let masked = g.scalar_f32(-f32::MAX)?;
     let dims = alibi.dims.clone();
-    let bias = g.node(
-        "Where",
-        &[&future, &masked, &alibi],
-        vec![],
-        DType::F32,
-        dims,
-    )?;
+    let bias = g.node("Where", &[&future, &masked, &alibi], vec![], DType::F32, dims)?;
     g.unsqueeze(&bias, &[0])
 }
 
@@ -221,9 +197,7 @@ mod tests {
     fn alibi_slopes_match_the_paper() {
         assert_eq!(
             alibi_slopes(8),
-            vec![
-                0.5, 0.25, 0.125, 0.0625, 0.03125, 0.015625, 0.0078125, 0.00390625
-            ]
+            vec![0.5, 0.25, 0.125, 0.0625, 0.03125, 0.015625, 0.0078125, 0.00390625]
         );
         assert_eq!(alibi_slopes(2), vec![0.0625, 0.00390625]);
         // 6 heads: the 4 of a power of two, then every other of the 8-head series

@@ -13,16 +13,10 @@ use super::{Ctx, VideoShape, key};
 use crate::config::SpatialPos;
 use crate::graph::Value;
 
+#[allow(clippy::large_enum_variant)] // a handful per model, built once
 enum Block {
-    T {
-        peg: Peg,
-        attn: Attention,
-        ff: FeedForward,
-    },
-    W {
-        attn: WindowAttention,
-        ff: FeedForward,
-    },
+    T { peg: Peg, attn: Attention, ff: FeedForward },
+    W { attn: WindowAttention, ff: FeedForward },
 }
 
 pub struct Transformer {
@@ -73,8 +67,7 @@ impl Transformer {
                     Block::T { peg, attn, ff } => {
                         let p = cx.scoped("0", |cx| peg.forward(cx, &x, shape))?;
                         x = cx.g.add(&p, &x)?;
-                        let a =
-                            cx.scoped("1", |cx| attn.forward(cx, &x, shape, self.is_spatial))?;
+                        let a = cx.scoped("1", |cx| attn.forward(cx, &x, shape, self.is_spatial))?;
                         x = cx.g.add(&a, &x)?;
                         let f = cx.scoped("3", |cx| ff.forward(cx, &x))?;
                         cx.g.add(&f, &x)

@@ -4,7 +4,7 @@
 
 use anyhow::Result;
 
-use super::attention::scaled_dot_product;
+use super::attention::{Sdpa, scaled_dot_product};
 use super::nn::{LayerNorm, Linear, NormKeys};
 use super::{Ctx, VideoShape, key};
 use crate::graph::{Dim, Value};
@@ -84,39 +84,31 @@ impl WindowAttention {
         // window_partition: (B, h, w, C) -> (B * nW, ws * ws, C)
         let v = cx.g.reshape(
             &x,
-            &[
-                bt.clone(),
-                hw.clone(),
-                ws.clone(),
-                ww.clone(),
-                ws.clone(),
-                d.clone(),
-            ],
+            &[bt.clone(), hw.clone(), ws.clone(), ww.clone(), ws.clone(), d.clone()],
         )?;
         let v = cx.g.transpose(&v, &[0, 1, 3, 2, 4, 5])?;
         let nwin = cx.g.dim_mul(&bt, &hw)?;
         let nwin = cx.g.dim_mul(&nwin, &ww)?;
-        let win = cx.g.reshape(
-            &v,
-            &[nwin, Dim::Fixed(self.window * self.window), d.clone()],
-        )?;
+        let win =
+            cx.g.reshape(&v, &[nwin, Dim::Fixed(self.window * self.window), d.clone()])?;
         let q = self.q.forward(cx, &win)?;
         let k = self.k.forward(cx, &win)?;
         let v = self.v.forward(cx, &win)?;
         let out = scaled_dot_product(
             cx,
+            Sdpa {
+                heads: self.heads,
+                scale: self.scale,
+                causal: false,
+            },
             &q,
             &k,
             &v,
-            self.heads,
-            self.scale,
-            false,
             Some(&self.bias),
         )?;
         let out = self.proj.forward(cx, &out)?;
         // window_reverse
-        let v =
-            cx.g.reshape(&out, &[bt.clone(), hw, ww, ws.clone(), ws, d.clone()])?;
+        let v = cx.g.reshape(&out, &[bt.clone(), hw, ww, ws.clone(), ws, d.clone()])?;
         let v = cx.g.transpose(&v, &[0, 1, 3, 2, 4, 5])?;
         cx.g.reshape(&v, &x.dims)
     }

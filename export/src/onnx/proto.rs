@@ -508,10 +508,7 @@ impl ModelProto {
     pub fn new(ir_version: i64, opsets: &[(&str, i64)], graph: GraphProto) -> Self {
         ModelProto {
             ir_version: Some(ir_version),
-            opset_import: opsets
-                .iter()
-                .map(|(d, v)| OperatorSetIdProto::new(*d, *v))
-                .collect(),
+            opset_import: opsets.iter().map(|(d, v)| OperatorSetIdProto::new(*d, *v)).collect(),
             graph: Some(graph),
             ..Default::default()
         }
@@ -531,19 +528,13 @@ impl ModelProto {
 
     /// The value of a `metadata_props` entry.
     pub fn metadata(&self, key: &str) -> Option<&str> {
-        self.metadata_props
-            .iter()
-            .find(|e| e.key() == key)
-            .map(|e| e.value())
+        self.metadata_props.iter().find(|e| e.key() == key).map(|e| e.value())
     }
 
     /// The opset version imported for `domain` (`""` for `ai.onnx`).
     pub fn opset(&self, domain: &str) -> Option<i64> {
         let same = |d: &str| d == domain || (is_default_domain(d) && is_default_domain(domain));
-        self.opset_import
-            .iter()
-            .find(|o| same(o.domain()))
-            .map(|o| o.version())
+        self.opset_import.iter().find(|o| same(o.domain())).map(|o| o.version())
     }
 }
 
@@ -687,12 +678,7 @@ impl TensorProto {
     /// A tensor whose elements are given as little-endian bytes in `raw_data`.
     ///
     /// Panics if `raw.len()` does not match `dims` for a fixed-width `data_type`.
-    pub fn from_raw(
-        name: impl Into<String>,
-        dims: &[i64],
-        data_type: DataType,
-        raw: Vec<u8>,
-    ) -> Self {
+    pub fn from_raw(name: impl Into<String>, dims: &[i64], data_type: DataType, raw: Vec<u8>) -> Self {
         if let Some(size) = data_type.byte_size() {
             let n: i64 = dims.iter().product();
             assert_eq!(
@@ -742,10 +728,7 @@ impl TensorProto {
 
     /// The value of an `external_data` entry (`location`, `offset`, `length`).
     pub fn external_entry(&self, key: &str) -> Option<&str> {
-        self.external_data
-            .iter()
-            .find(|e| e.key() == key)
-            .map(|e| e.value())
+        self.external_data.iter().find(|e| e.key() == key).map(|e| e.value())
     }
 
     /// Bytes of element data held in this message (raw or typed fields);
@@ -851,9 +834,7 @@ mod tests {
         m.set_metadata("k", "v");
         assert_eq!(
             m.encode_to_vec(),
-            vec![
-                0x42, 4, 0x0a, 0, 0x10, 23, 0x72, 6, 0x0a, 1, b'k', 0x12, 1, b'v'
-            ]
+            vec![0x42, 4, 0x0a, 0, 0x10, 23, 0x72, 6, 0x0a, 1, b'k', 0x12, 1, b'v']
         );
         // TensorProto.data_location is field 14, external_data field 13.
         let t = TensorProto {
@@ -866,10 +847,7 @@ mod tests {
     #[test]
     fn constructors() {
         let t = TensorProto::from_f32("w", &[2], &[1.0, -2.0]);
-        assert_eq!(
-            t.raw_data.as_deref(),
-            Some(&[0, 0, 0x80, 0x3f, 0, 0, 0, 0xc0][..])
-        );
+        assert_eq!(t.raw_data.as_deref(), Some(&[0, 0, 0x80, 0x3f, 0, 0, 0, 0xc0][..]));
         assert_eq!(t.elem_type(), DataType::Float);
         assert_eq!(t.payload_len(), 8);
         let t = TensorProto::from_i64("s", &[1], &[-1]);
@@ -883,10 +861,7 @@ mod tests {
 
         let a = AttributeProto::strings("names", &["a", "b"]);
         assert_eq!(a.strings, vec![b"a".to_vec(), b"b".to_vec()]);
-        assert_eq!(
-            AttributeProto::string("mode", "x").s.as_deref(),
-            Some(&b"x"[..])
-        );
+        assert_eq!(AttributeProto::string("mode", "x").s.as_deref(), Some(&b"x"[..]));
 
         let mut m = ModelProto::new(10, &[("", 23), ("com.microsoft", 1)], GraphProto::new("g"));
         m.set_metadata("kind", "vq");

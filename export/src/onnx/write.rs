@@ -67,17 +67,10 @@ pub fn save(model: ModelProto, path: &Path) -> Result<SaveReport> {
 
 /// [`save`] with the payload threshold as a parameter: external data is used
 /// when the initializers hold `threshold` bytes or more.
-pub fn save_with_threshold(
-    mut model: ModelProto,
-    path: &Path,
-    threshold: u64,
-) -> Result<SaveReport> {
-    let file_name = path.file_name().with_context(|| {
-        format!(
-            "saving ONNX model to {}: path has no file name",
-            path.display()
-        )
-    })?;
+pub fn save_with_threshold(mut model: ModelProto, path: &Path, threshold: u64) -> Result<SaveReport> {
+    let file_name = path
+        .file_name()
+        .with_context(|| format!("saving ONNX model to {}: path has no file name", path.display()))?;
     let payload: u64 = model
         .graph
         .iter()
@@ -99,19 +92,13 @@ pub fn save_with_threshold(
         let data_path = path.with_file_name(&data_name);
         let location = data_name
             .to_str()
-            .with_context(|| {
-                format!(
-                    "external data file name {} is not UTF-8",
-                    data_path.display()
-                )
-            })?
+            .with_context(|| format!("external data file name {} is not UTF-8", data_path.display()))?
             .to_owned();
         let (count, bytes) = write_external(&mut model, &data_path, &location)
             .with_context(|| format!("writing ONNX external data {}", data_path.display()))?;
         if count == 0 {
             // Nothing was large enough to move: no sidecar.
-            fs::remove_file(&data_path)
-                .with_context(|| format!("removing empty {}", data_path.display()))?;
+            fs::remove_file(&data_path).with_context(|| format!("removing empty {}", data_path.display()))?;
         } else {
             report.data_path = Some(data_path);
             report.data_bytes = bytes;
@@ -143,17 +130,12 @@ pub fn save_with_threshold(
 /// tensors keep their `external_data` references.
 pub fn load(path: &Path) -> Result<ModelProto> {
     let bytes = fs::read(path).with_context(|| format!("reading ONNX model {}", path.display()))?;
-    ModelProto::decode(bytes.as_slice())
-        .with_context(|| format!("decoding ONNX model {}", path.display()))
+    ModelProto::decode(bytes.as_slice()).with_context(|| format!("decoding ONNX model {}", path.display()))
 }
 
 /// Moves large initializers of the main graph into `data_path`; returns the
 /// number moved and the file's size.
-fn write_external(
-    model: &mut ModelProto,
-    data_path: &Path,
-    location: &str,
-) -> Result<(usize, u64)> {
+fn write_external(model: &mut ModelProto, data_path: &Path, location: &str) -> Result<(usize, u64)> {
     let Some(graph) = model.graph.as_mut() else {
         return Ok((0, 0));
     };
@@ -197,31 +179,18 @@ fn take_raw(t: &mut TensorProto) -> Option<Vec<u8>> {
     // Typed fields convert directly only where the field's element type is the
     // tensor's (int32_data also carries 8/16-bit and float16 values, unconverted).
     Some(match t.elem_type() {
-        DataType::Float if !t.float_data.is_empty() => {
-            le(std::mem::take(&mut t.float_data), f32::to_le_bytes)
-        }
-        DataType::Int32 if !t.int32_data.is_empty() => {
-            le(std::mem::take(&mut t.int32_data), i32::to_le_bytes)
-        }
-        DataType::Int64 if !t.int64_data.is_empty() => {
-            le(std::mem::take(&mut t.int64_data), i64::to_le_bytes)
-        }
-        DataType::Double if !t.double_data.is_empty() => {
-            le(std::mem::take(&mut t.double_data), f64::to_le_bytes)
-        }
-        DataType::Uint64 if !t.uint64_data.is_empty() => {
-            le(std::mem::take(&mut t.uint64_data), u64::to_le_bytes)
-        }
+        DataType::Float if !t.float_data.is_empty() => le(std::mem::take(&mut t.float_data), f32::to_le_bytes),
+        DataType::Int32 if !t.int32_data.is_empty() => le(std::mem::take(&mut t.int32_data), i32::to_le_bytes),
+        DataType::Int64 if !t.int64_data.is_empty() => le(std::mem::take(&mut t.int64_data), i64::to_le_bytes),
+        DataType::Double if !t.double_data.is_empty() => le(std::mem::take(&mut t.double_data), f64::to_le_bytes),
+        DataType::Uint64 if !t.uint64_data.is_empty() => le(std::mem::take(&mut t.uint64_data), u64::to_le_bytes),
         _ => return None,
     })
 }
 
 /// Writes `path` through `<path>.tmp`, synced, then renamed over `path`.
 /// The temporary file is removed on failure.
-fn write_atomically(
-    path: &Path,
-    body: impl FnOnce(&mut BufWriter<File>) -> std::io::Result<()>,
-) -> Result<()> {
+fn write_atomically(path: &Path, body: impl FnOnce(&mut BufWriter<File>) -> std::io::Result<()>) -> Result<()> {
     let mut tmp: OsString = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
@@ -233,11 +202,9 @@ fn write_atomically(
             .into_inner()
             .map_err(|e| e.into_error())
             .with_context(|| format!("writing {}", tmp.display()))?;
-        file.sync_all()
-            .with_context(|| format!("syncing {}", tmp.display()))?;
+        file.sync_all().with_context(|| format!("syncing {}", tmp.display()))?;
         drop(file);
-        fs::rename(&tmp, path)
-            .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
+        fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
@@ -293,8 +260,7 @@ mod tests {
             NodeProto::new("MatMul", "l2/MatMul", ["act/out", "W2"], ["l2/mm"]),
             NodeProto::new("Add", "l2/Add", ["l2/mm", "b2"], ["y"]),
         ];
-        let mut m = ModelProto::new(10, &[("", 23), ("com.microsoft", 1)], g)
-            .with_producer("omnitok", "test");
+        let mut m = ModelProto::new(10, &[("", 23), ("com.microsoft", 1)], g).with_producer("omnitok", "test");
         m.set_metadata("omnitok.kind", "test");
         m
     }
@@ -335,10 +301,7 @@ mod tests {
         assert_eq!(back.opset(""), Some(23));
         assert_eq!(back.metadata("omnitok.kind"), Some("test"));
         let g = back.graph.as_ref().unwrap();
-        assert_eq!(
-            g.input[0].dims(),
-            Some(vec![Dim::named("batch"), Dim::Fixed(4)])
-        );
+        assert_eq!(g.input[0].dims(), Some(vec![Dim::named("batch"), Dim::Fixed(4)]));
         assert_eq!(g.node[0].op_type(), "MatMul");
         fs::remove_dir_all(&dir).unwrap();
     }
@@ -376,19 +339,13 @@ mod tests {
             inline.data_location = None;
             assert_eq!(&inline, orig);
         }
-        assert_eq!(
-            initializer(&back, "W2").external_entry("offset"),
-            Some("4096")
-        );
+        assert_eq!(initializer(&back, "W2").external_entry("offset"), Some("4096"));
         for name in ["b1", "b2"] {
             let t = initializer(&back, name);
             assert!(!t.is_external() && t.external_data.is_empty(), "{name}");
             assert_eq!(t, initializer(&model, name));
         }
-        assert_eq!(
-            back.graph.as_ref().unwrap().node,
-            model.graph.as_ref().unwrap().node
-        );
+        assert_eq!(back.graph.as_ref().unwrap().node, model.graph.as_ref().unwrap().node);
         fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -421,8 +378,7 @@ mod tests {
         let dir = scratch_dir("small");
         let path = dir.join("small.onnx");
         let mut g = GraphProto::new("g");
-        g.initializer
-            .push(TensorProto::from_f32("b", &[3], &[1.0, 2.0, 3.0]));
+        g.initializer.push(TensorProto::from_f32("b", &[3], &[1.0, 2.0, 3.0]));
         let report = save_with_threshold(ModelProto::new(10, &[("", 23)], g), &path, 0).unwrap();
         assert!(!report.used_external_data());
         assert!(!dir.join("small.onnx.data").exists());
@@ -443,10 +399,7 @@ mod tests {
         let bad = dir.join("bad.onnx");
         fs::write(&bad, [0xff, 0xff, 0xff]).unwrap();
         let err = format!("{:#}", load(&bad).unwrap_err());
-        assert!(
-            err.contains("decoding ONNX model") && err.contains("bad.onnx"),
-            "{err}"
-        );
+        assert!(err.contains("decoding ONNX model") && err.contains("bad.onnx"), "{err}");
         fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -510,11 +463,7 @@ print("ok", path, "ir", m.ir_version, "opsets", [(o.domain, o.version) for o in 
                 .unwrap_or_else(|e| panic!("running {python:?}: {e}"));
             let stdout = String::from_utf8_lossy(&out.stdout);
             let stderr = String::from_utf8_lossy(&out.stderr);
-            assert!(
-                out.status.success(),
-                "{} failed:\n{stdout}\n{stderr}",
-                path.display()
-            );
+            assert!(out.status.success(), "{} failed:\n{stdout}\n{stderr}", path.display());
             println!("{}", stdout.trim());
         }
         fs::remove_dir_all(&dir).unwrap();

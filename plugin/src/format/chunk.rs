@@ -3,9 +3,7 @@
 use half::f16;
 
 use super::le::{u16_at, u32_at, u64_at};
-use super::{
-    CHUNK_OVERHEAD, CHUNK_PREFIX_LEN, FormatError, MAX_RECORD_LEN, PayloadType, SYNC, StreamHeader,
-};
+use super::{CHUNK_OVERHEAD, CHUNK_PREFIX_LEN, FormatError, MAX_RECORD_LEN, PayloadType, SYNC, StreamHeader};
 
 /// Flag bit: the PTS field is valid.
 const FLAG_PTS: u32 = 1 << 0;
@@ -84,12 +82,8 @@ impl ChunkRecord {
         let mut out = Vec::with_capacity(len);
         out.extend_from_slice(&SYNC);
         out.extend_from_slice(&(len as u32).to_le_bytes());
-        let flags = if self.pts.is_some() { FLAG_PTS } else { 0 }
-            | if self.duration.is_some() {
-                FLAG_DURATION
-            } else {
-                0
-            };
+        let flags =
+            if self.pts.is_some() { FLAG_PTS } else { 0 } | if self.duration.is_some() { FLAG_DURATION } else { 0 };
         out.extend_from_slice(&flags.to_le_bytes());
         out.extend_from_slice(&self.real_frames.to_le_bytes());
         out.extend_from_slice(&self.pts.unwrap_or(0).to_le_bytes());
@@ -166,10 +160,7 @@ impl ChunkRecord {
     ///
     /// Offsets in errors are relative to `bytes`; a CRC error has no chunk
     /// index (see [`super::StreamReader`] for stream positions).
-    pub fn decode(
-        bytes: &[u8],
-        header: &StreamHeader,
-    ) -> Result<(ChunkRecord, usize), FormatError> {
+    pub fn decode(bytes: &[u8], header: &StreamHeader) -> Result<(ChunkRecord, usize), FormatError> {
         Self::decode_at(bytes, header, None, 0)
     }
 
@@ -257,14 +248,8 @@ impl ChunkRecord {
         let body = &bytes[CHUNK_PREFIX_LEN..len - 4];
         let codebook_size = header.codebook_size;
         let payload = match header.payload_type {
-            PayloadType::U16 => Payload::Tokens(
-                (0..body.len() / 2)
-                    .map(|i| u32::from(u16_at(body, 2 * i)))
-                    .collect(),
-            ),
-            PayloadType::U32 => {
-                Payload::Tokens((0..body.len() / 4).map(|i| u32_at(body, 4 * i)).collect())
-            }
+            PayloadType::U16 => Payload::Tokens((0..body.len() / 2).map(|i| u32::from(u16_at(body, 2 * i))).collect()),
+            PayloadType::U32 => Payload::Tokens((0..body.len() / 4).map(|i| u32_at(body, 4 * i)).collect()),
             PayloadType::F16 => Payload::Latents(
                 (0..body.len() / 2)
                     .map(|i| f16::from_bits(u16_at(body, 2 * i)).to_f32())
@@ -277,10 +262,7 @@ impl ChunkRecord {
             ),
         };
         if let Payload::Tokens(tokens) = &payload
-            && let Some((index, &token)) = tokens
-                .iter()
-                .enumerate()
-                .find(|&(_, &t)| t >= codebook_size)
+            && let Some((index, &token)) = tokens.iter().enumerate().find(|&(_, &t)| t >= codebook_size)
         {
             return Err(FormatError::TokenOutOfRange {
                 index,
@@ -476,10 +458,7 @@ mod tests {
         }
         assert!(matches!(
             c.encode(&h),
-            Err(FormatError::InvalidField {
-                field: "payload",
-                ..
-            })
+            Err(FormatError::InvalidField { field: "payload", .. })
         ));
 
         let c = ChunkRecord {
@@ -488,10 +467,7 @@ mod tests {
         };
         assert!(matches!(
             c.encode(&h),
-            Err(FormatError::InvalidField {
-                field: "payload",
-                ..
-            })
+            Err(FormatError::InvalidField { field: "payload", .. })
         ));
 
         let hf = header(PayloadType::F32);
@@ -501,10 +477,7 @@ mod tests {
         };
         assert!(matches!(
             c.encode(&hf),
-            Err(FormatError::InvalidField {
-                field: "payload",
-                ..
-            })
+            Err(FormatError::InvalidField { field: "payload", .. })
         ));
 
         let mut c = chunk(&h, 1);
@@ -690,10 +663,7 @@ mod tests {
         ));
         assert!(matches!(
             edit(&|b| b[8] &= !0x02),
-            Err(FormatError::InvalidField {
-                field: "duration",
-                ..
-            })
+            Err(FormatError::InvalidField { field: "duration", .. })
         ));
         assert!(matches!(
             edit(&|b| b[12..16].copy_from_slice(&0u32.to_le_bytes())),

@@ -21,9 +21,7 @@ pub enum FormatError {
     },
 
     /// The header's version is not one this implementation reads.
-    #[error(
-        "unsupported format version {found} (this implementation supports version {supported})"
-    )]
+    #[error("unsupported format version {found} (this implementation supports version {supported})")]
     UnsupportedVersion { found: u16, supported: u16 },
 
     /// The stream header's CRC does not match its contents.
@@ -143,11 +141,7 @@ mod tests {
         assert!(s.contains("RIFF"), "{s}");
         assert!(s.contains("0x5249464610000000"), "{s}");
 
-        let s = FormatError::UnsupportedVersion {
-            found: 7,
-            supported: 1,
-        }
-        .to_string();
+        let s = FormatError::UnsupportedVersion { found: 7, supported: 1 }.to_string();
         assert!(s.contains("version 7") && s.contains("version 1"), "{s}");
 
         let s = FormatError::HeaderCrcMismatch {
@@ -189,10 +183,7 @@ mod tests {
             max: 256 << 20,
         }
         .to_string();
-        assert!(
-            s.contains("too large") && s.contains("1099511627776"),
-            "{s}"
-        );
+        assert!(s.contains("too large") && s.contains("1099511627776"), "{s}");
 
         let s = FormatError::invalid("real_frames", "0 is not allowed").to_string();
         assert!(s.contains("`real_frames`"), "{s}");

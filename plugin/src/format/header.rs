@@ -2,8 +2,8 @@
 
 use super::le::{u16_at, u32_at};
 use super::{
-    CHUNK_OVERHEAD, FormatError, HEADER_FIXED_LEN, HEADER_MAX_LEN, HEADER_MIN_LEN, MAGIC,
-    MAX_MODEL_NAME_LEN, MAX_RECORD_LEN, VERSION, model_id_to_hex,
+    CHUNK_OVERHEAD, FormatError, HEADER_FIXED_LEN, HEADER_MAX_LEN, HEADER_MIN_LEN, MAGIC, MAX_MODEL_NAME_LEN,
+    MAX_RECORD_LEN, VERSION, model_id_to_hex,
 };
 
 /// What a chunk's payload holds, and at which width it is stored.
@@ -64,11 +64,7 @@ impl PayloadType {
 
     /// The token payload type a codebook of `codebook_size` entries must use.
     pub fn for_codebook(codebook_size: u32) -> Self {
-        if codebook_size <= 1 << 16 {
-            Self::U16
-        } else {
-            Self::U32
-        }
+        if codebook_size <= 1 << 16 { Self::U16 } else { Self::U32 }
     }
 }
 
@@ -149,10 +145,7 @@ impl StreamHeader {
                     ));
                 }
                 if self.codebook_size == 0 {
-                    return Err(FormatError::invalid(
-                        "codebook_size",
-                        "must be >= 1 for token payloads",
-                    ));
+                    return Err(FormatError::invalid("codebook_size", "must be >= 1 for token payloads"));
                 }
                 let want = PayloadType::for_codebook(self.codebook_size);
                 if want != self.payload_type {
@@ -167,18 +160,12 @@ impl StreamHeader {
             }
             PayloadType::F16 | PayloadType::F32 => {
                 if self.channels == 0 {
-                    return Err(FormatError::invalid(
-                        "channels",
-                        "must be >= 1 for latent payloads",
-                    ));
+                    return Err(FormatError::invalid("channels", "must be >= 1 for latent payloads"));
                 }
                 if self.codebook_size != 0 {
                     return Err(FormatError::invalid(
                         "codebook_size",
-                        format!(
-                            "must be 0 for latent payloads, found {}",
-                            self.codebook_size
-                        ),
+                        format!("must be 0 for latent payloads, found {}", self.codebook_size),
                     ));
                 }
             }
@@ -341,9 +328,7 @@ impl StreamHeader {
         if !(HEADER_MIN_LEN..=HEADER_MAX_LEN).contains(&len) {
             return Err(FormatError::invalid(
                 "header_len",
-                format!(
-                    "{len} is outside {HEADER_MIN_LEN}..={HEADER_MAX_LEN} for version {VERSION}"
-                ),
+                format!("{len} is outside {HEADER_MIN_LEN}..={HEADER_MAX_LEN} for version {VERSION}"),
             ));
         }
         if have < len {
@@ -372,10 +357,7 @@ impl StreamHeader {
         let payload_type = PayloadType::from_code(bytes[92]).ok_or_else(|| {
             FormatError::invalid(
                 "payload_type",
-                format!(
-                    "unknown code {} (known: 1=u16 2=u32 3=f16 4=f32)",
-                    bytes[92]
-                ),
+                format!("unknown code {} (known: 1=u16 2=u32 3=f16 4=f32)", bytes[92]),
             )
         })?;
         let model_name = std::str::from_utf8(&bytes[HEADER_FIXED_LEN..len - 4])
@@ -505,10 +487,7 @@ mod tests {
         );
         assert!(e.to_string().contains("RIFF"));
         // Detected from the first wrong byte, without waiting for more.
-        assert!(matches!(
-            StreamHeader::decode(b"X"),
-            Err(FormatError::BadMagic { .. })
-        ));
+        assert!(matches!(StreamHeader::decode(b"X"), Err(FormatError::BadMagic { .. })));
         assert!(matches!(
             StreamHeader::decode(b"OMNI"),
             Err(FormatError::Truncated { have: 4, .. })
@@ -521,13 +500,7 @@ mod tests {
         b[8..10].copy_from_slice(&2u16.to_le_bytes());
         fix_crc(&mut b);
         let e = StreamHeader::decode(&b).unwrap_err();
-        assert_eq!(
-            e,
-            FormatError::UnsupportedVersion {
-                found: 2,
-                supported: 1
-            }
-        );
+        assert_eq!(e, FormatError::UnsupportedVersion { found: 2, supported: 1 });
         // Reported as soon as the version field is present.
         assert_eq!(StreamHeader::decode(&b[..10]).unwrap_err(), e);
         b[8..10].copy_from_slice(&0u16.to_le_bytes());
@@ -545,10 +518,7 @@ mod tests {
             let mut b = good.clone();
             b[i] ^= 0x01;
             assert!(
-                matches!(
-                    StreamHeader::decode(&b),
-                    Err(FormatError::HeaderCrcMismatch { .. })
-                ),
+                matches!(StreamHeader::decode(&b), Err(FormatError::HeaderCrcMismatch { .. })),
                 "flip at byte {i}"
             );
         }
@@ -606,9 +576,7 @@ mod tests {
 
     #[test]
     fn invalid_fields_are_named() {
-        let put = |off: usize, v: u32| {
-            move |b: &mut Vec<u8>| b[off..off + 4].copy_from_slice(&v.to_le_bytes())
-        };
+        let put = |off: usize, v: u32| move |b: &mut Vec<u8>| b[off..off + 4].copy_from_slice(&v.to_le_bytes());
         expect_invalid(put(44, 0), "width");
         expect_invalid(put(48, 0), "height");
         expect_invalid(put(52, 29), "padded_width");

@@ -19,10 +19,7 @@ pub fn model_id_to_hex(id: &[u8; 32]) -> String {
 pub fn model_id_from_hex(s: &str) -> Result<[u8; 32], FormatError> {
     let bad = |why: String| FormatError::invalid("model-id", why);
     if s.len() != 64 {
-        return Err(bad(format!(
-            "expected 64 hex digits, found {} bytes",
-            s.len()
-        )));
+        return Err(bad(format!("expected 64 hex digits, found {} bytes", s.len())));
     }
     let nibble = |c: u8| match c {
         b'0'..=b'9' => Some(c - b'0'),
@@ -57,10 +54,7 @@ mod tests {
         bad.replace_range(10..11, "g");
         assert!(matches!(
             model_id_from_hex(&bad),
-            Err(FormatError::InvalidField {
-                field: "model-id",
-                ..
-            })
+            Err(FormatError::InvalidField { field: "model-id", .. })
         ));
         // Multi-byte chars never panic.
         assert!(model_id_from_hex(&"é".repeat(32)).is_err());

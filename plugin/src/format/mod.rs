@@ -138,11 +138,7 @@ pub(crate) mod testutil {
             Payload::Tokens((0..n).map(|_| rng.below(cb) as u32).collect())
         } else {
             // Values exactly representable in f16 so round trips are exact.
-            Payload::Latents(
-                (0..n)
-                    .map(|_| (rng.below(4001) as f32 - 2000.0) / 256.0)
-                    .collect(),
-            )
+            Payload::Latents((0..n).map(|_| (rng.below(4001) as f32 - 2000.0) / 256.0).collect())
         };
         ChunkRecord {
             pts: Some(seed * 166_833_333),
@@ -194,10 +190,7 @@ mod tests {
     #[test]
     fn spec_example_bytes() {
         let h = StreamHeader {
-            model_id: model_id_from_hex(
-                "6e9079bb2fedb4f18b92597086e7d226228340243625f92ac542469fdb04c08e",
-            )
-            .unwrap(),
+            model_id: model_id_from_hex("6e9079bb2fedb4f18b92597086e7d226228340243625f92ac542469fdb04c08e").unwrap(),
             width: 250,
             height: 120,
             padded_width: 256,

@@ -133,8 +133,7 @@ impl StreamReader {
                 Ok((Item::Header(header, raw), len))
             }
             Some(header) => {
-                let (chunk, len) =
-                    ChunkRecord::decode_at(avail, header, Some(self.chunks), offset)?;
+                let (chunk, len) = ChunkRecord::decode_at(avail, header, Some(self.chunks), offset)?;
                 let raw = avail[..len].to_vec();
                 self.chunks += 1;
                 Ok((Item::Chunk(chunk, raw), len))
@@ -198,9 +197,7 @@ mod tests {
             let (whole, fin) = feed(&bytes, &[bytes.len()]);
             fin.unwrap();
             check_items(&whole, &bytes, &h, 5);
-            let Item::Chunk(last, _) = &whole[5] else {
-                panic!()
-            };
+            let Item::Chunk(last, _) = &whole[5] else { panic!() };
             assert_eq!(last.real_frames, 2);
             assert_eq!(last.duration, None);
 
@@ -282,14 +279,7 @@ mod tests {
                 match fin {
                     Err(FormatError::Truncated { unit, have, needed }) => {
                         assert_eq!(have, cut - bounds[done], "cut {cut}");
-                        assert_eq!(
-                            unit,
-                            if done == 0 {
-                                "stream header"
-                            } else {
-                                "chunk record"
-                            }
-                        );
+                        assert_eq!(unit, if done == 0 { "stream header" } else { "chunk record" });
                         if done > 0 || have >= 12 {
                             assert_eq!(needed, bounds[done + 1] - cut, "cut {cut}");
                         }
@@ -324,10 +314,7 @@ mod tests {
         assert!(items.is_empty());
         assert_eq!(
             fin.unwrap_err(),
-            FormatError::UnsupportedVersion {
-                found: 2,
-                supported: 1
-            }
+            FormatError::UnsupportedVersion { found: 2, supported: 1 }
         );
     }
 
@@ -373,11 +360,7 @@ mod tests {
                 found: b"O?".to_vec()
             }
         );
-        assert!(
-            e.to_string()
-                .contains(&format!("byte offset {}", bounds[3])),
-            "{e}"
-        );
+        assert!(e.to_string().contains(&format!("byte offset {}", bounds[3])), "{e}");
     }
 
     #[test]
@@ -439,11 +422,7 @@ mod tests {
             let mut bytes = if round % 3 == 0 {
                 // Pure noise, sometimes starting with a valid header.
                 let n = rng.below(600) as usize;
-                let mut v = if round % 2 == 0 {
-                    h.encode()
-                } else {
-                    Vec::new()
-                };
+                let mut v = if round % 2 == 0 { h.encode() } else { Vec::new() };
                 v.extend((0..n).map(|_| rng.next_u64() as u8));
                 v
             } else {
@@ -494,10 +473,6 @@ mod tests {
         let (items, fin) = feed(&bytes, &[1 << 20]);
         fin.unwrap();
         assert_eq!(items.len(), 6);
-        assert!(
-            items[1..]
-                .iter()
-                .all(|i| *i == Item::Chunk(c.clone(), rec.clone()))
-        );
+        assert!(items[1..].iter().all(|i| *i == Item::Chunk(c.clone(), rec.clone())));
     }
 }

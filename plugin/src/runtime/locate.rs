@@ -70,14 +70,12 @@ fn probe(path: &Path) -> Result<String, String> {
         return Err("no such file".into());
     }
     // SAFETY: loading ONNX Runtime runs its (trusted) initialisers only.
-    let lib =
-        unsafe { libloading::Library::new(path) }.map_err(|e| format!("cannot be loaded ({e})"))?;
+    let lib = unsafe { libloading::Library::new(path) }.map_err(|e| format!("cannot be loaded ({e})"))?;
     // SAFETY: the signature is the C API's `const OrtApiBase* OrtGetApiBase(void)`.
     let base = unsafe {
-        let getter: libloading::Symbol<unsafe extern "C" fn() -> *const OrtApiBase> =
-            lib.get(b"OrtGetApiBase\0").map_err(|_| {
-                "does not export OrtGetApiBase: not an ONNX Runtime library".to_string()
-            })?;
+        let getter: libloading::Symbol<unsafe extern "C" fn() -> *const OrtApiBase> = lib
+            .get(b"OrtGetApiBase\0")
+            .map_err(|_| "does not export OrtGetApiBase: not an ONNX Runtime library".to_string())?;
         getter()
     };
     if base.is_null() {
@@ -116,14 +114,12 @@ pub fn init() -> Result<&'static OrtLibrary, LocateError> {
                         continue;
                     }
                 };
-                let env = ort::init_from(&path)
-                    .map_err(|e| e.to_string())
-                    .and_then(|b| {
-                        b.with_name("omnitok")
-                            .with_telemetry(false)
-                            .build()
-                            .map_err(|e| e.to_string())
-                    });
+                let env = ort::init_from(&path).map_err(|e| e.to_string()).and_then(|b| {
+                    b.with_name("omnitok")
+                        .with_telemetry(false)
+                        .build()
+                        .map_err(|e| e.to_string())
+                });
                 match env {
                     Ok(environment) => {
                         return Ok(OrtLibrary {

@@ -21,10 +21,7 @@ pub enum ExecutionProvider {
     Cpu = 0,
     #[enum_value(name = "CUDA (NVIDIA GPU)", nick = "cuda")]
     Cuda = 1,
-    #[enum_value(
-        name = "TensorRT (NVIDIA GPU, engines cached in model-cache-dir)",
-        nick = "tensorrt"
-    )]
+    #[enum_value(name = "TensorRT (NVIDIA GPU, engines cached in model-cache-dir)", nick = "tensorrt")]
     TensorRt = 2,
 }
 
@@ -119,7 +116,7 @@ impl ModelInfo {
     }
 
     pub fn valid_frames(&self, frames: u32) -> bool {
-        frames >= 1 && (frames - 1) % self.temporal_patch() == 0
+        frames >= 1 && (frames - 1).is_multiple_of(self.temporal_patch())
     }
 
     /// Token/latent grid `(t, h, w)` of a chunk of `frames` frames at a padded size.
@@ -176,8 +173,7 @@ impl ModelInfo {
         let config: GraphConfig = serde_json::from_str(&config_json)
             .with_context(|| format!("{}: invalid omnitok.config", path.display()))?;
         let id_hex = get("omnitok.model_id")?;
-        let model_id = crate::format::model_id_from_hex(&id_hex)
-            .map_err(|e| anyhow!("{}: {e}", path.display()))?;
+        let model_id = crate::format::model_id_from_hex(&id_hex).map_err(|e| anyhow!("{}: {e}", path.display()))?;
         Ok(ModelInfo {
             path: path.to_path_buf(),
             role,
@@ -201,18 +197,12 @@ pub struct LoadedModel {
     pub fallback_reason: Option<String>,
 }
 
-pub(crate) fn build_session(
-    path: &Path,
-    settings: &SessionSettings,
-    provider: ExecutionProvider,
-) -> Result<Session> {
+pub(crate) fn build_session(path: &Path, settings: &SessionSettings, provider: ExecutionProvider) -> Result<Session> {
     let lib = init()?;
     let err = |e: ort::Error<ort::session::builder::SessionBuilder>| anyhow!("{e}");
     let mut b = Session::builder(&lib.environment).map_err(|e| anyhow!("{e}"))?;
     if settings.intra_op_threads > 0 {
-        b = b
-            .with_intra_threads(settings.intra_op_threads)
-            .map_err(err)?;
+        b = b.with_intra_threads(settings.intra_op_threads).map_err(err)?;
     }
     // Encoder and decoder sessions alternate on the same cores: do not spin while idle.
     b = b
@@ -262,11 +252,7 @@ pub fn load(path: &Path, role: Role, settings: &SessionSettings) -> Result<Loade
     if !path.is_file() {
         bail!("model file {} does not exist", path.display());
     }
-    let (session, active_provider, fallback_reason) = match build_session(
-        path,
-        settings,
-        settings.provider,
-    ) {
+    let (session, active_provider, fallback_reason) = match build_session(path, settings, settings.provider) {
         Ok(s) => (s, settings.provider, None),
         Err(e) if settings.provider != ExecutionProvider::Cpu && settings.fallback => {
             let why = format!(
