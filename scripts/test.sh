@@ -9,12 +9,13 @@ export PATH="$HOME/.cargo/bin:$PATH"
 
 "$ROOT/scripts/setup.sh" --test
 
-# Nothing outside the checkout's ignored folders: ONNX Runtime's cache, test scratch files.
+# Nothing outside the checkout's ignored folders: ONNX Runtime's cache, temporary files.
 export XDG_CACHE_HOME="$ROOT/.deps/cache"
 export OMNITOK_PYTHON="$ROOT/.deps/venv/bin/python"
 export OMNITOK_GOLDEN_DIR="${OMNITOK_GOLDEN_DIR:-$ROOT/../shared/golden}"
 export ORT_DYLIB_PATH="${ORT_DYLIB_PATH:-$ROOT/.deps/onnxruntime/libonnxruntime.so}"
-mkdir -p "$XDG_CACHE_HOME"
+export TMPDIR="$ROOT/.deps/tmp"
+mkdir -p "$XDG_CACHE_HOME" "$TMPDIR"
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
