@@ -37,6 +37,8 @@ struct State {
     caps: Option<gst::Caps>,
     /// A TIME segment must go out before the next buffer (after the caps).
     segment_pending: Option<gst::Segment>,
+    /// A segment went out since the start / the last flush.
+    segment_sent: bool,
     /// Mark the next buffer DISCONT.
     discont: bool,
     /// Index of the next chunk (buffer offset), for resuming.
@@ -137,6 +139,13 @@ impl OmnitokParse {
             }
             if let Some(seg) = state.segment_pending.take() {
                 out.push(Out::Segment(seg));
+                state.segment_sent = true;
+            } else if !state.segment_sent {
+                // Upstream sent no segment at all: a default TIME one.
+                out.push(Out::Segment(
+                    gst::FormattedSegment::<gst::ClockTime>::new().upcast(),
+                ));
+                state.segment_sent = true;
             }
             if state.discont {
                 state.discont = false;
@@ -241,6 +250,7 @@ impl OmnitokParse {
                 };
                 // Sticky order: caps before segment. Before the header, hold it back.
                 if state.caps.is_some() {
+                    state.segment_sent = true;
                     drop(state);
                     self.srcpad.push_event(gst::event::Segment::new(&out))
                 } else {
@@ -253,6 +263,7 @@ impl OmnitokParse {
                     let mut state = self.state.lock().unwrap();
                     self.reset_reader(&mut state, 0);
                     state.segment_pending = None;
+                    state.segment_sent = false;
                 }
                 gst::Pad::event_default(pad, Some(&*self.obj()), event)
             }
