@@ -17,7 +17,9 @@ use ndarray::{Array, ArrayD, IxDyn};
 
 use crate::caps;
 use crate::format::{ChunkRecord, Payload, PayloadType, StreamHeader, model_id_to_hex};
-use crate::runtime::{self, ExecutionProvider, Kind, LoadedModel, ModelInfo, Role, SessionSettings};
+use crate::runtime::{
+    self, ExecutionProvider, Kind, LoadedModel, ModelInfo, Role, SessionSettings,
+};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -153,7 +155,7 @@ fn check_stream(header: &StreamHeader, info: &ModelInfo) -> Result<(), String> {
         ));
     }
     let m = info.size_multiple();
-    if header.padded_width % m != 0 || header.padded_height % m != 0 {
+    if !header.padded_width.is_multiple_of(m) || !header.padded_height.is_multiple_of(m) {
         return Err(format!(
             "padded size {}x{} is not a multiple of the model's {m}",
             header.padded_width, header.padded_height
@@ -367,7 +369,12 @@ impl OmnitokDec {
                 gst::element_imp_error!(
                     self,
                     gst::CoreError::Negotiation,
-                    ("cannot describe {}x{} RGB output: {}", header.width, header.height, e)
+                    (
+                        "cannot describe {}x{} RGB output: {}",
+                        header.width,
+                        header.height,
+                        e
+                    )
                 );
                 return false;
             }
@@ -506,7 +513,11 @@ impl OmnitokDec {
                     gst::element_imp_error!(
                         self,
                         gst::StreamError::Decode,
-                        ("corrupt or truncated chunk record (chunk {} of this stream): {}", index, e)
+                        (
+                            "corrupt or truncated chunk record (chunk {} of this stream): {}",
+                            index,
+                            e
+                        )
                     );
                     return Err(gst::FlowError::Error);
                 }
@@ -567,7 +578,9 @@ impl OmnitokDec {
                 let state = guard.as_mut().ok_or(gst::FlowError::Flushing)?;
                 let d = std::mem::replace(&mut state.discont, false) || p.discont;
                 (
-                    rec.pts.map(gst::ClockTime::from_nseconds).or(state.next_pts),
+                    rec.pts
+                        .map(gst::ClockTime::from_nseconds)
+                        .or(state.next_pts),
                     d,
                 )
             };
@@ -582,7 +595,8 @@ impl OmnitokDec {
             };
             let mut end = None;
             for i in 0..real {
-                let pts = base.and_then(|b| frame_time(i).map(|o| b + gst::ClockTime::from_nseconds(o)));
+                let pts =
+                    base.and_then(|b| frame_time(i).map(|o| b + gst::ClockTime::from_nseconds(o)));
                 let duration = match (frame_time(i), frame_time(i + 1)) {
                     (Some(a), Some(c)) => Some(gst::ClockTime::from_nseconds(c - a)),
                     _ => None,
@@ -680,7 +694,11 @@ impl OmnitokDec {
                 })
                 .map(gst::ClockTime::from_nseconds)
                 .unwrap_or(gst::ClockTime::ZERO);
-            gst::debug!(CAT, imp = self, "latency: upstream {min}, batching adds {extra}");
+            gst::debug!(
+                CAT,
+                imp = self,
+                "latency: upstream {min}, batching adds {extra}"
+            );
             q.set(live, min + extra, max.map(|m| m + extra));
             return true;
         }

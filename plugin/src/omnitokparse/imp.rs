@@ -81,7 +81,12 @@ impl OmnitokParse {
             _ => gst::StreamError::Decode,
         };
         let msg = format!("corrupt token stream: {e}");
-        gst::element_imp_error!(self, kind, ("{}", msg), ["omnitok token stream, format version 1"]);
+        gst::element_imp_error!(
+            self,
+            kind,
+            ("{}", msg),
+            ["omnitok token stream, format version 1"]
+        );
     }
 
     /// Drains the reader into `out`; returns the first format error.
@@ -149,7 +154,10 @@ impl OmnitokParse {
             }
             if state.discont {
                 state.discont = false;
-                buffer.get_mut().unwrap().set_flags(gst::BufferFlags::DISCONT);
+                buffer
+                    .get_mut()
+                    .unwrap()
+                    .set_flags(gst::BufferFlags::DISCONT);
             }
             out.push(Out::Buffer(buffer));
         }
@@ -214,7 +222,7 @@ impl OmnitokParse {
         if let Some((h, raw)) = &state.header {
             let hl = raw.len() as u64;
             let rl = h.chunk_record_len() as u64;
-            if start >= hl && (start - hl) % rl == 0 {
+            if start >= hl && (start - hl).is_multiple_of(rl) {
                 // Prime a reader with the known header, then resume at chunk k.
                 let mut r = StreamReader::new();
                 r.push(raw);
@@ -314,7 +322,11 @@ impl ObjectSubclass for OmnitokParse {
                 )
             })
             .event_function(|pad, parent, event| {
-                OmnitokParse::catch_panic_pad_function(parent, || false, |p| p.sink_event(pad, event))
+                OmnitokParse::catch_panic_pad_function(
+                    parent,
+                    || false,
+                    |p| p.sink_event(pad, event),
+                )
             })
             .build();
         let srcpad = gst::Pad::builder_from_template(&klass.pad_template("src").unwrap())

@@ -168,7 +168,14 @@ pub fn make_stream(
     let frame_ns = 40_000_000u64;
     let mut records = Vec::new();
     for i in 0..n {
-        let f = frames(cf as usize, width as usize, height as usize, pw as usize, ph as usize, i as u64 + 1);
+        let f = frames(
+            cf as usize,
+            width as usize,
+            height as usize,
+            pw as usize,
+            ph as usize,
+            i as u64 + 1,
+        );
         let out = session
             .run(ort::inputs!["frames" => Tensor::from_array(f).unwrap()])
             .unwrap();
@@ -227,11 +234,9 @@ pub fn reference_frames(decoder: &Path, stream: &TokenStream) -> Vec<Vec<u8>> {
                 session.run(ort::inputs!["tokens" => Tensor::from_array(a).unwrap()])
             }
             Payload::Latents(l) => {
-                let a = Array::from_shape_vec(
-                    IxDyn(&[1, h.channels as usize, t, gh, gw]),
-                    l.clone(),
-                )
-                .unwrap();
+                let a =
+                    Array::from_shape_vec(IxDyn(&[1, h.channels as usize, t, gh, gw]), l.clone())
+                        .unwrap();
                 session.run(ort::inputs!["latent" => Tensor::from_array(a).unwrap()])
             }
         }
