@@ -277,3 +277,45 @@ fn filesrc_omnitokparse_omnitokdec_end_to_end() {
     assert!(r.error.is_none(), "{:?}", r.error);
     check_output(&r.samples, &stream, &reference);
 }
+
+#[test]
+fn gpu_provider_fallback() {
+    init();
+    let dir = export("tiny", 1);
+    let decoder = dir.join("decoder.onnx");
+    let stream = make_stream(&dir, 16, 16, 1, 5, None);
+    let (caps, bufs) = framed(&stream);
+    // fallback=false: an unusable CUDA provider is an error (a usable one decodes).
+    let r = run(
+        &dec_launch(&decoder, "execution-provider=cuda fallback=false"),
+        Some((Some(caps.clone()), bufs.clone())),
+    );
+    let gpu_usable = match &r.error {
+        Some((msg, _)) => {
+            assert!(
+                msg.contains("execution provider 'cuda' is not usable"),
+                "{msg}"
+            );
+            assert!(msg.contains("fallback=true"), "{msg}");
+            false
+        }
+        None => {
+            assert_eq!(r.samples.len(), 5);
+            true
+        }
+    };
+    // fallback=true: always decodes; without a GPU it warns and runs on CPU.
+    let r = run(
+        &dec_launch(&decoder, "execution-provider=cuda fallback=true"),
+        Some((Some(caps), bufs)),
+    );
+    assert!(r.error.is_none(), "{:?}", r.error);
+    assert_eq!(r.samples.len(), 5);
+    if !gpu_usable {
+        assert!(
+            r.warnings.iter().any(|w| w.contains("running on CPU")),
+            "{:?}",
+            r.warnings
+        );
+    }
+}
