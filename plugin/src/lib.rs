@@ -5,9 +5,13 @@ use gst::glib;
 
 pub mod caps;
 pub mod format;
+mod omnitokdec;
+mod omnitokparse;
 pub mod runtime;
 
-fn plugin_init(_plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
+fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
+    omnitokparse::register(plugin)?;
+    omnitokdec::register(plugin)?;
     Ok(())
 }
 

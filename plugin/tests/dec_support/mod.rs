@@ -1,0 +1,378 @@
+//! Shared helpers of the omnitokparse / omnitokdec tests: tiny models exported on the fly,
+//! token streams made by running encoder.onnx directly (no omnitokenc), and a small
+//! appsrc -> element(s) -> appsink runner.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, Once};
+use std::time::Duration;
+
+use gst::prelude::*;
+use gst_video::prelude::*;
+use gstomnitok::format::{ChunkRecord, Payload, PayloadType, StreamHeader};
+use gstomnitok::runtime::{self, Kind, ModelInfo, Role, SessionSettings};
+use ndarray::{Array, ArrayD, IxDyn};
+use ort::value::Tensor;
+
+pub fn init() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        gst::init().unwrap();
+        gstomnitok::plugin_register_static().unwrap();
+        if let Err(e) = runtime::init() {
+            panic!("{e}");
+        }
+    });
+}
+
+pub fn scratch(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/omnitok-tests/dec")
+        .join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// encoder.onnx / decoder.onnx of a preset with random weights (exported once per run).
+pub fn export(preset: &str, seed: u64) -> PathBuf {
+    static LOCK: Mutex<()> = Mutex::new(());
+    let _g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = scratch(&format!("models-{}/{preset}-{seed}", std::process::id()));
+    if dir.join("decoder.onnx").is_file() {
+        return dir;
+    }
+    let p = omnitok_export::preset(preset).unwrap();
+    let w = omnitok_export::Weights::new(omnitok_export::Source::Random(seed));
+    let ex = omnitok_export::build(
+        &p.config(),
+        &w,
+        omnitok_export::ExportOptions {
+            attention: p.attention,
+            intermediates: false,
+        },
+        &omnitok_export::Provenance::Random {
+            preset: preset.into(),
+            seed,
+        },
+    )
+    .unwrap();
+    omnitok_export::write(ex, &dir).unwrap();
+    dir
+}
+
+pub fn model_info(path: &Path, role: Role) -> ModelInfo {
+    runtime::load(path, role, &SessionSettings::default())
+        .unwrap()
+        .info
+}
+
+/// Synthetic RGB frames `[1, F, H, W, 3]`: gradients plus a little noise, padded by
+/// replicating the last column/row like an encoder does.
+pub fn frames(f: usize, w: usize, h: usize, pw: usize, ph: usize, seed: u64) -> Array<u8, IxDyn> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut a = Array::zeros(IxDyn(&[1, f, ph, pw, 3]));
+    for t in 0..f {
+        for y in 0..ph {
+            for xx in 0..pw {
+                let (sy, sx) = (y.min(h - 1), xx.min(w - 1));
+                for c in 0..3 {
+                    x ^= x >> 12;
+                    x ^= x << 25;
+                    x ^= x >> 27;
+                    let noise = (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 60) as usize;
+                    let v = (sx * 7 + sy * 5 + t * 20 + c * 60 + noise) % 256;
+                    a[[0, t, y, xx, c]] = v as u8;
+                }
+                let _ = (sy, sx);
+            }
+        }
+    }
+    a
+}
+
+pub struct TokenStream {
+    pub header: StreamHeader,
+    pub records: Vec<ChunkRecord>,
+    /// Encoded header bytes.
+    pub header_bytes: Vec<u8>,
+    /// Encoded record bytes, one per record.
+    pub record_bytes: Vec<Vec<u8>>,
+}
+
+impl TokenStream {
+    pub fn bytes(&self) -> Vec<u8> {
+        let mut b = self.header_bytes.clone();
+        for r in &self.record_bytes {
+            b.extend_from_slice(r);
+        }
+        b
+    }
+
+    /// Records as a decoder sees them (payload after the narrowing round trip).
+    pub fn decoded_records(&self) -> Vec<ChunkRecord> {
+        self.record_bytes
+            .iter()
+            .map(|b| ChunkRecord::decode(b, &self.header).unwrap().0)
+            .collect()
+    }
+
+    pub fn total_frames(&self) -> usize {
+        self.records.iter().map(|r| r.real_frames as usize).sum()
+    }
+}
+
+/// Encodes `n` chunks of synthetic video with `model_dir/encoder.onnx` run directly.
+/// The last chunk has `last_real` real frames. 25/1 fps, PTS from 0.
+pub fn make_stream(
+    model_dir: &Path,
+    width: u32,
+    height: u32,
+    n: usize,
+    last_real: u32,
+    payload_type: Option<PayloadType>,
+) -> TokenStream {
+    let enc_path = model_dir.join("encoder.onnx");
+    let info = model_info(&enc_path, Role::Encoder);
+    let mut session = runtime::cpu_session(&enc_path, 2).unwrap();
+    let (pw, ph) = (info.padded(width), info.padded(height));
+    let cf = info.clip_frames();
+    let grid = info.grid(cf, pw, ph);
+    let payload_type = payload_type.unwrap_or(match info.kind {
+        Kind::Vq => PayloadType::for_codebook(info.codebook_size()),
+        Kind::Vae => PayloadType::F32,
+    });
+    let header = StreamHeader {
+        model_id: info.model_id,
+        width,
+        height,
+        padded_width: pw,
+        padded_height: ph,
+        fps_n: 25,
+        fps_d: 1,
+        chunk_frames: cf,
+        grid,
+        channels: if info.kind == Kind::Vae {
+            info.channels()
+        } else {
+            0
+        },
+        codebook_size: if info.kind == Kind::Vq {
+            info.codebook_size()
+        } else {
+            0
+        },
+        payload_type,
+        model_name: info.short_name(),
+    };
+    let frame_ns = 40_000_000u64;
+    let mut records = Vec::new();
+    for i in 0..n {
+        let f = frames(
+            cf as usize,
+            width as usize,
+            height as usize,
+            pw as usize,
+            ph as usize,
+            i as u64 + 1,
+        );
+        let out = session
+            .run(ort::inputs!["frames" => Tensor::from_array(f).unwrap()])
+            .unwrap();
+        let payload = match info.kind {
+            Kind::Vq => Payload::Tokens(
+                out["tokens"]
+                    .try_extract_array::<i64>()
+                    .unwrap()
+                    .iter()
+                    .map(|&t| t as u32)
+                    .collect(),
+            ),
+            Kind::Vae => Payload::Latents(
+                out["latent_mean"]
+                    .try_extract_array::<f32>()
+                    .unwrap()
+                    .iter()
+                    .copied()
+                    .collect(),
+            ),
+        };
+        let real = if i + 1 == n { last_real } else { cf };
+        records.push(ChunkRecord {
+            pts: Some(i as u64 * cf as u64 * frame_ns),
+            duration: Some(real as u64 * frame_ns),
+            real_frames: real,
+            grid,
+            payload,
+        });
+    }
+    let header_bytes = header.encode();
+    let record_bytes = records.iter().map(|r| r.encode(&header).unwrap()).collect();
+    TokenStream {
+        header,
+        records,
+        header_bytes,
+        record_bytes,
+    }
+}
+
+/// What decoder.onnx gives for `stream` when run directly, chunk by chunk, cropped to the
+/// original size and cut to the real frames: one `Vec<u8>` (tight RGB rows) per frame.
+pub fn reference_frames(decoder: &Path, stream: &TokenStream) -> Vec<Vec<u8>> {
+    let mut session = runtime::cpu_session(decoder, 2).unwrap();
+    let h = &stream.header;
+    let [t, gh, gw] = h.grid.map(|v| v as usize);
+    let mut out = Vec::new();
+    for rec in stream.decoded_records() {
+        let res = match &rec.payload {
+            Payload::Tokens(tok) => {
+                let a = Array::from_shape_vec(
+                    IxDyn(&[1, t, gh, gw]),
+                    tok.iter().map(|&x| i64::from(x)).collect(),
+                )
+                .unwrap();
+                session.run(ort::inputs!["tokens" => Tensor::from_array(a).unwrap()])
+            }
+            Payload::Latents(l) => {
+                let a =
+                    Array::from_shape_vec(IxDyn(&[1, h.channels as usize, t, gh, gw]), l.clone())
+                        .unwrap();
+                session.run(ort::inputs!["latent" => Tensor::from_array(a).unwrap()])
+            }
+        }
+        .unwrap();
+        let fr: ArrayD<u8> = res["frames"].try_extract_array::<u8>().unwrap().to_owned();
+        for i in 0..rec.real_frames as usize {
+            let mut v = Vec::new();
+            for y in 0..h.height as usize {
+                for x in 0..h.width as usize {
+                    for c in 0..3 {
+                        v.push(fr[[0, i, y, x, c]]);
+                    }
+                }
+            }
+            out.push(v);
+        }
+    }
+    out
+}
+
+/// Tight RGB bytes of a video frame buffer (strides removed).
+pub fn rgb_bytes(sample: &gst::Sample) -> Vec<u8> {
+    let caps = sample.caps().unwrap();
+    let info = gst_video::VideoInfo::from_caps(caps).unwrap();
+    let buf = sample.buffer().unwrap();
+    let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buf, &info).unwrap();
+    let stride = frame.plane_stride()[0] as usize;
+    let data = frame.plane_data(0).unwrap();
+    let w = info.width() as usize * 3;
+    let mut v = Vec::new();
+    for y in 0..info.height() as usize {
+        v.extend_from_slice(&data[y * stride..y * stride + w]);
+    }
+    v
+}
+
+/// Outcome of a pipeline run.
+pub struct Run {
+    pub samples: Vec<gst::Sample>,
+    /// Error message text and debug text, if the bus got an error.
+    pub error: Option<(String, String)>,
+    pub warnings: Vec<String>,
+}
+
+/// Runs `launch` (which must contain `appsink name=out`, and `appsrc name=in` when
+/// `input` is given) until EOS or an error. `input` buffers are pushed, then EOS.
+pub fn run(launch: &str, input: Option<(Option<gst::Caps>, Vec<gst::Buffer>)>) -> Run {
+    let pipeline = gst::parse::launch(launch)
+        .unwrap()
+        .downcast::<gst::Pipeline>()
+        .unwrap();
+    let sink = pipeline.by_name("out").unwrap();
+    sink.set_property("sync", false);
+    sink.set_property("emit-signals", true);
+    let samples = Arc::new(Mutex::new(Vec::new()));
+    let s2 = samples.clone();
+    sink.connect("new-sample", false, move |args| {
+        let sink = args[0].get::<gst::Element>().unwrap();
+        let sample = sink.emit_by_name::<Option<gst::Sample>>("pull-sample", &[]);
+        if let Some(sample) = sample {
+            s2.lock().unwrap().push(sample);
+        }
+        Some(gst::FlowReturn::Ok.to_value())
+    });
+    let bus = pipeline.bus().unwrap();
+    let mut error = None;
+    let mut warnings = Vec::new();
+    if pipeline.set_state(gst::State::Playing).is_err() {
+        // Start-up errors are on the bus.
+    } else if let Some((caps, buffers)) = input {
+        let src = pipeline.by_name("in").unwrap();
+        src.set_property_from_str("format", "bytes");
+        if let Some(c) = caps {
+            src.set_property_from_str("format", "time");
+            src.set_property("caps", &c);
+        }
+        for b in buffers {
+            let r = src.emit_by_name::<gst::FlowReturn>("push-buffer", &[&b]);
+            if r != gst::FlowReturn::Ok {
+                break;
+            }
+        }
+        let _ = src.emit_by_name::<gst::FlowReturn>("end-of-stream", &[]);
+    }
+    for msg in bus.iter_timed(gst::ClockTime::from_seconds(120)) {
+        use gst::MessageView;
+        match msg.view() {
+            MessageView::Eos(_) => break,
+            MessageView::Error(e) => {
+                error = Some((
+                    e.error().to_string(),
+                    e.debug().map(|d| d.to_string()).unwrap_or_default(),
+                ));
+                break;
+            }
+            MessageView::Warning(w) => warnings.push(w.error().to_string()),
+            _ => {}
+        }
+    }
+    pipeline.set_state(gst::State::Null).unwrap();
+    std::thread::sleep(Duration::from_millis(1));
+    let samples = std::mem::take(&mut *samples.lock().unwrap());
+    Run {
+        samples,
+        error,
+        warnings,
+    }
+}
+
+/// Buffers of `bytes` in blocks of `block` bytes.
+pub fn blocks(bytes: &[u8], block: usize) -> Vec<gst::Buffer> {
+    bytes
+        .chunks(block.max(1))
+        .map(|c| gst::Buffer::from_slice(c.to_vec()))
+        .collect()
+}
+
+/// Framed buffers (header flagged HEADER, records with PTS/duration), as omnitokenc or
+/// omnitokparse push them, and their caps.
+pub fn framed(stream: &TokenStream) -> (gst::Caps, Vec<gst::Buffer>) {
+    let mut caps = gstomnitok::caps::from_header(&stream.header);
+    caps.get_mut()
+        .unwrap()
+        .structure_mut(0)
+        .unwrap()
+        .set("parsed", true);
+    let mut v = Vec::new();
+    let mut hb = gst::Buffer::from_slice(stream.header_bytes.clone());
+    hb.get_mut().unwrap().set_flags(gst::BufferFlags::HEADER);
+    v.push(hb);
+    for (r, b) in stream.records.iter().zip(&stream.record_bytes) {
+        let mut buf = gst::Buffer::from_slice(b.clone());
+        let m = buf.get_mut().unwrap();
+        m.set_pts(r.pts.map(gst::ClockTime::from_nseconds));
+        m.set_duration(r.duration.map(gst::ClockTime::from_nseconds));
+        v.push(buf);
+    }
+    (caps, v)
+}

@@ -1,0 +1,321 @@
+//! omnitokdec: frames equal decoder.onnx run directly (cropped, real frames only),
+//! timestamps, batching, VAE latents (f32/f16), model checks, errors, flush, latency, and
+//! filesrc ! omnitokparse ! omnitokdec end to end.
+
+mod dec_support;
+
+use std::path::Path;
+
+use dec_support::*;
+use gst::prelude::*;
+use gstomnitok::format::PayloadType;
+
+fn dec_launch(model: &Path, extra: &str) -> String {
+    format!(
+        "appsrc name=in ! omnitokdec name=dec model-file=\"{}\" {extra} ! appsink name=out",
+        model.display()
+    )
+}
+
+/// Checks count, pixels, caps and timestamps of decoded samples against the reference.
+fn check_output(samples: &[gst::Sample], stream: &TokenStream, reference: &[Vec<u8>]) {
+    assert_eq!(samples.len(), stream.total_frames());
+    assert_eq!(reference.len(), samples.len());
+    // The reference is real video, not a constant picture.
+    let (lo, hi) = reference[0]
+        .iter()
+        .fold((255u8, 0u8), |(l, h), &v| (l.min(v), h.max(v)));
+    assert!(hi > lo + 10, "degenerate reference frame");
+    assert_eq!(
+        reference[0].len(),
+        (stream.header.width * stream.header.height * 3) as usize
+    );
+    let caps = samples[0].caps().unwrap();
+    let info = gst_video::VideoInfo::from_caps(caps).unwrap();
+    assert_eq!(info.format(), gst_video::VideoFormat::Rgb);
+    assert_eq!(info.width(), stream.header.width);
+    assert_eq!(info.height(), stream.header.height);
+    assert_eq!(info.fps(), gst::Fraction::new(25, 1));
+    let mut k = 0;
+    for rec in &stream.records {
+        for i in 0..rec.real_frames as u64 {
+            let b = samples[k].buffer().unwrap();
+            assert_eq!(
+                b.pts().unwrap().nseconds(),
+                rec.pts.unwrap() + i * 40_000_000,
+                "frame {k}"
+            );
+            assert_eq!(b.duration().unwrap().nseconds(), 40_000_000, "frame {k}");
+            assert!(
+                rgb_bytes(&samples[k]) == reference[k],
+                "pixels of frame {k} differ"
+            );
+            k += 1;
+        }
+    }
+}
+
+#[test]
+fn vq_frames_equal_the_graph_run_directly() {
+    init();
+    let dir = export("tiny", 1);
+    // 36x20 needs padding to 40x24; 3 chunks, the last one with 2 real frames.
+    let stream = make_stream(&dir, 36, 20, 3, 2, None);
+    assert_eq!(
+        (stream.header.padded_width, stream.header.padded_height),
+        (40, 24)
+    );
+    let decoder = dir.join("decoder.onnx");
+    let reference = reference_frames(&decoder, &stream);
+    let (caps, bufs) = framed(&stream);
+    let r = run(
+        &dec_launch(&decoder, ""),
+        Some((Some(caps.clone()), bufs.clone())),
+    );
+    assert!(r.error.is_none(), "{:?}", r.error);
+    check_output(&r.samples, &stream, &reference);
+
+    // batch-size 2: one batch of two chunks, the third drained at EOS; same frames.
+    let r2 = run(
+        &dec_launch(&decoder, "batch-size=2"),
+        Some((Some(caps), bufs)),
+    );
+    assert!(r2.error.is_none(), "{:?}", r2.error);
+    check_output(&r2.samples, &stream, &reference);
+}
+
+#[test]
+fn vae_latents_f32_and_f16_decode() {
+    init();
+    let dir = export("tiny_vae", 3);
+    let decoder = dir.join("decoder.onnx");
+    for pt in [PayloadType::F32, PayloadType::F16] {
+        let stream = make_stream(&dir, 36, 20, 2, 3, Some(pt));
+        let reference = reference_frames(&decoder, &stream);
+        let (caps, bufs) = framed(&stream);
+        let r = run(
+            &dec_launch(&decoder, "batch-size=2"),
+            Some((Some(caps), bufs)),
+        );
+        assert!(r.error.is_none(), "{pt}: {:?}", r.error);
+        check_output(&r.samples, &stream, &reference);
+    }
+}
+
+#[test]
+fn model_identity_mismatch_names_both_ids() {
+    init();
+    let a = export("tiny", 1);
+    let b = export("tiny", 2);
+    let stream = make_stream(&a, 16, 16, 1, 5, None);
+    let other = model_info(&b.join("decoder.onnx"), gstomnitok::runtime::Role::Decoder);
+    assert_ne!(other.model_id, stream.header.model_id);
+    let (caps, bufs) = framed(&stream);
+    let r = run(
+        &dec_launch(&b.join("decoder.onnx"), ""),
+        Some((Some(caps), bufs)),
+    );
+    let (msg, _) = r.error.expect("mismatch must be an error");
+    assert!(msg.contains("model identity mismatch"), "{msg}");
+    assert!(msg.contains(&stream.header.model_id_hex()), "{msg}");
+    assert!(
+        msg.contains(&gstomnitok::format::model_id_to_hex(&other.model_id)),
+        "{msg}"
+    );
+    assert!(r.samples.is_empty());
+}
+
+#[test]
+fn vq_stream_refused_by_vae_decoder() {
+    init();
+    let vq = export("tiny", 1);
+    let vae = export("tiny_vae", 3);
+    let mut stream = make_stream(&vq, 16, 16, 1, 5, None);
+    // Same identity as the VAE graph, so the payload check is what refuses it.
+    stream.header.model_id = model_info(
+        &vae.join("decoder.onnx"),
+        gstomnitok::runtime::Role::Decoder,
+    )
+    .model_id;
+    let (caps, _) = framed(&stream);
+    let r = run(
+        &dec_launch(&vae.join("decoder.onnx"), ""),
+        Some((Some(caps), vec![])),
+    );
+    let (msg, _) = r.error.expect("error");
+    assert!(msg.contains("VAE (latent) decoder"), "{msg}");
+}
+
+fn startup_error(model: &Path) -> String {
+    let r = run(&dec_launch(model, ""), None);
+    r.error.expect("start-up must fail").0
+}
+
+#[test]
+fn encoder_graph_as_model_file_is_an_error() {
+    init();
+    let dir = export("tiny", 1);
+    let msg = startup_error(&dir.join("encoder.onnx"));
+    assert!(msg.contains("is an encoder graph"), "{msg}");
+}
+
+#[test]
+fn missing_or_invalid_model_file_is_an_error() {
+    init();
+    let msg = startup_error(Path::new("/nonexistent/decoder.onnx"));
+    assert!(msg.contains("does not exist"), "{msg}");
+    let junk = scratch("junk").join("junk.onnx");
+    std::fs::write(&junk, b"not an onnx graph").unwrap();
+    let msg = startup_error(&junk);
+    assert!(msg.contains("cannot use model-file"), "{msg}");
+    let r = run("appsrc name=in ! omnitokdec ! appsink name=out", None);
+    assert!(r.error.unwrap().0.contains("no model-file set"));
+}
+
+#[test]
+fn corrupt_record_is_an_error() {
+    init();
+    let dir = export("tiny", 1);
+    let stream = make_stream(&dir, 16, 16, 2, 5, None);
+    let (caps, mut bufs) = framed(&stream);
+    let mut bad = bufs[2].map_readable().unwrap().to_vec();
+    bad[50] ^= 1;
+    bufs[2] = gst::Buffer::from_slice(bad);
+    let r = run(
+        &dec_launch(&dir.join("decoder.onnx"), ""),
+        Some((Some(caps.clone()), bufs.clone())),
+    );
+    let (msg, _) = r.error.expect("error");
+    assert!(
+        msg.contains("chunk CRC mismatch") && msg.contains("chunk 1"),
+        "{msg}"
+    );
+    assert_eq!(r.samples.len(), 5, "chunk 0 decodes before the error");
+
+    // A truncated record (an unparsed byte stream fed straight in).
+    let short = bufs[1].map_readable().unwrap()[..100].to_vec();
+    bufs[1] = gst::Buffer::from_slice(short);
+    let r = run(
+        &dec_launch(&dir.join("decoder.onnx"), ""),
+        Some((Some(caps), bufs)),
+    );
+    let (msg, _) = r.error.expect("error");
+    assert!(msg.contains("truncated chunk record"), "{msg}");
+}
+
+#[test]
+fn flush_drops_pending_chunks_and_latency_counts_the_batch() {
+    init();
+    let dir = export("tiny", 1);
+    let stream = make_stream(&dir, 16, 16, 3, 5, None);
+    let (caps, bufs) = framed(&stream);
+    let elem = gst::ElementFactory::make("omnitokdec")
+        .property("model-file", dir.join("decoder.onnx").to_str().unwrap())
+        .property("batch-size", 2u32)
+        .build()
+        .unwrap();
+    let mut h = gst_check::Harness::with_element(&elem, Some("sink"), Some("src"));
+    h.set_src_caps(caps);
+    assert_eq!(
+        elem.property::<gstomnitok::runtime::ExecutionProvider>("active-execution-provider"),
+        gstomnitok::runtime::ExecutionProvider::Cpu
+    );
+
+    // Latency: (batch-size - 1) chunks = 5 frames at 25 fps.
+    h.set_upstream_latency(gst::ClockTime::from_mseconds(10));
+    let mut q = gst::query::Latency::new();
+    assert!(elem.static_pad("src").unwrap().query(&mut q));
+    let (_, min, _) = q.result();
+    assert_eq!(min, gst::ClockTime::from_mseconds(10 + 200));
+
+    h.push(bufs[0].clone()).unwrap(); // header
+    h.push(bufs[1].clone()).unwrap(); // chunk 0: pending (batch of 2)
+    assert_eq!(h.buffers_in_queue(), 0);
+    assert!(h.push_event(gst::event::FlushStart::new()));
+    assert!(h.push_event(gst::event::FlushStop::new(true)));
+    assert!(
+        h.push_event(gst::event::Segment::new(&gst::FormattedSegment::<
+            gst::ClockTime,
+        >::new()))
+    );
+    h.push(bufs[2].clone()).unwrap();
+    h.push(bufs[3].clone()).unwrap();
+    let mut out = Vec::new();
+    while let Some(b) = h.try_pull() {
+        out.push(b);
+    }
+    // Chunk 0 was dropped by the flush; chunks 1 and 2 decoded in one batch.
+    assert_eq!(out.len(), 10);
+    assert_eq!(
+        out[0].pts().unwrap().nseconds(),
+        stream.records[1].pts.unwrap()
+    );
+    assert!(out[0].flags().contains(gst::BufferFlags::DISCONT));
+    assert_eq!(
+        out[9].pts().unwrap().nseconds(),
+        stream.records[2].pts.unwrap() + 4 * 40_000_000
+    );
+}
+
+#[test]
+fn filesrc_omnitokparse_omnitokdec_end_to_end() {
+    init();
+    let dir = export("tiny", 1);
+    let stream = make_stream(&dir, 36, 20, 3, 4, None);
+    let file = scratch("e2e").join(format!("stream-{}.omnitok", std::process::id()));
+    std::fs::write(&file, stream.bytes()).unwrap();
+    let decoder = dir.join("decoder.onnx");
+    let reference = reference_frames(&decoder, &stream);
+    let r = run(
+        &format!(
+            "filesrc location=\"{}\" blocksize=1000 ! omnitokparse ! omnitokdec model-file=\"{}\" ! appsink name=out",
+            file.display(),
+            decoder.display()
+        ),
+        None,
+    );
+    assert!(r.error.is_none(), "{:?}", r.error);
+    check_output(&r.samples, &stream, &reference);
+}
+
+#[test]
+fn gpu_provider_fallback() {
+    init();
+    let dir = export("tiny", 1);
+    let decoder = dir.join("decoder.onnx");
+    let stream = make_stream(&dir, 16, 16, 1, 5, None);
+    let (caps, bufs) = framed(&stream);
+    // fallback=false: an unusable CUDA provider is an error (a usable one decodes).
+    let r = run(
+        &dec_launch(&decoder, "execution-provider=cuda fallback=false"),
+        Some((Some(caps.clone()), bufs.clone())),
+    );
+    let gpu_usable = match &r.error {
+        Some((msg, _)) => {
+            assert!(
+                msg.contains("execution provider 'cuda' is not usable"),
+                "{msg}"
+            );
+            assert!(msg.contains("fallback=true"), "{msg}");
+            false
+        }
+        None => {
+            assert_eq!(r.samples.len(), 5);
+            true
+        }
+    };
+    // fallback=true: always decodes; without a GPU it warns and runs on CPU.
+    let r = run(
+        &dec_launch(&decoder, "execution-provider=cuda fallback=true"),
+        Some((Some(caps), bufs)),
+    );
+    assert!(r.error.is_none(), "{:?}", r.error);
+    assert_eq!(r.samples.len(), 5);
+    if !gpu_usable {
+        assert!(
+            r.warnings.iter().any(|w| w.contains("running on CPU")),
+            "{:?}",
+            r.warnings
+        );
+    }
+}
