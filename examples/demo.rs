@@ -1,0 +1,134 @@
+//! The main job: tokenize a real video to a token file with `omnitokenc`, reconstruct it
+//! with `omnitokparse ! omnitokdec`, and report frames, tokens, bitrate, throughput and PSNR,
+//! writing a side-by-side PNG (input | reconstruction).
+//!
+//! cargo run --release --example demo -- VIDEO MODEL_DIR OUT_DIR [FRAMES]
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use gst::prelude::*;
+
+struct Frames {
+    width: usize,
+    height: usize,
+    fps: gst::Fraction,
+    data: Vec<Vec<u8>>,
+}
+
+/// Runs `desc` to EOS, collecting RGB frames from the appsink named `sink`.
+fn run_collect(desc: &str) -> Result<(Frames, f64)> {
+    let pipeline = gst::parse::launch(desc)?.downcast::<gst::Pipeline>().unwrap();
+    let sink = pipeline.by_name("sink").context("no appsink named sink")?.downcast::<gst_app::AppSink>().unwrap();
+    let started = Instant::now();
+    pipeline.set_state(gst::State::Playing)?;
+    let mut frames = Frames { width: 0, height: 0, fps: gst::Fraction::new(0, 1), data: Vec::new() };
+    while let Ok(sample) = sink.pull_sample() {
+        let info = gst_video::VideoInfo::from_caps(sample.caps().context("sample without caps")?)?;
+        let buffer = sample.buffer_owned().context("sample without buffer")?;
+        let frame = gst_video::VideoFrame::from_buffer_readable(buffer, &info).map_err(|_| anyhow::anyhow!("unmappable frame"))?;
+        let (w, h, stride) = (info.width() as usize, info.height() as usize, frame.plane_stride()[0] as usize);
+        let plane = frame.plane_data(0)?;
+        let mut rgb = Vec::with_capacity(w * h * 3);
+        for y in 0..h {
+            rgb.extend_from_slice(&plane[y * stride..y * stride + w * 3]);
+        }
+        (frames.width, frames.height, frames.fps) = (w, h, info.fps());
+        frames.data.push(rgb);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let bus = pipeline.bus().unwrap();
+    let mut error = None;
+    while let Some(msg) = bus.pop() {
+        if let gst::MessageView::Error(e) = msg.view() {
+            error = Some(format!("{}: {}", e.src().map(|s| s.path_string()).unwrap_or_default(), e.error()));
+        }
+    }
+    pipeline.set_state(gst::State::Null)?;
+    if let Some(e) = error {
+        bail!("pipeline failed: {e}");
+    }
+    Ok((frames, elapsed))
+}
+
+fn psnr(a: &[u8], b: &[u8]) -> f64 {
+    let mse = a.iter().zip(b).map(|(&x, &y)| (x as f64 - y as f64).powi(2)).sum::<f64>() / a.len() as f64;
+    if mse == 0.0 { f64::INFINITY } else { 10.0 * (255.0f64 * 255.0 / mse).log10() }
+}
+
+fn write_side_by_side(path: &Path, a: &[u8], b: &[u8], w: usize, h: usize) -> Result<()> {
+    let mut img = Vec::with_capacity(w * h * 6);
+    for y in 0..h {
+        img.extend_from_slice(&a[y * w * 3..(y + 1) * w * 3]);
+        img.extend_from_slice(&b[y * w * 3..(y + 1) * w * 3]);
+    }
+    let file = std::fs::File::create(path).with_context(|| format!("cannot write {}", path.display()))?;
+    let mut enc = png::Encoder::new(std::io::BufWriter::new(file), (2 * w) as u32, h as u32);
+    enc.set_color(png::ColorType::Rgb);
+    enc.set_depth(png::BitDepth::Eight);
+    enc.write_header()?.write_image_data(&img)?;
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    if args.len() < 4 {
+        bail!("usage: demo VIDEO MODEL_DIR OUT_DIR [FRAMES]");
+    }
+    let (video, models, out) = (PathBuf::from(&args[1]), PathBuf::from(&args[2]), PathBuf::from(&args[3]));
+    let max_frames: u32 = args.get(4).map(|s| s.parse()).transpose()?.unwrap_or(34);
+    std::fs::create_dir_all(&out)?;
+    gst::init()?;
+    gstomnitok::plugin_register_static()?;
+    gstomnitok::runtime::init()?;
+    let tokens_file = out.join(format!("{}.omnitok", video.file_stem().unwrap().to_string_lossy()));
+    let (enc, dec) = (models.join("encoder.onnx"), models.join("decoder.onnx"));
+
+    // 1. video -> tokens (file), keeping the input frames for PSNR
+    let (input, enc_s) = run_collect(&format!(
+        "filesrc location=\"{}\" ! decodebin ! videoconvert ! video/x-raw,format=RGB ! identity eos-after={max_frames} ! tee name=t \
+         t. ! queue ! omnitokenc model-file=\"{}\" ! filesink location=\"{}\" \
+         t. ! queue ! appsink name=sink sync=false",
+        video.display(),
+        enc.display(),
+        tokens_file.display()
+    ))?;
+    // 2. tokens -> video
+    let (recon, dec_s) = run_collect(&format!(
+        "filesrc location=\"{}\" ! omnitokparse ! omnitokdec model-file=\"{}\" ! appsink name=sink sync=false",
+        tokens_file.display(),
+        dec.display()
+    ))?;
+    if recon.data.len() != input.data.len() || (recon.width, recon.height) != (input.width, input.height) {
+        bail!("reconstruction has {} frames of {}x{}, input {} of {}x{}", recon.data.len(), recon.width, recon.height, input.data.len(), input.width, input.height);
+    }
+
+    let n = input.data.len();
+    let bytes = std::fs::metadata(&tokens_file)?.len();
+    let seconds = n as f64 * input.fps.denom() as f64 / input.fps.numer().max(1) as f64;
+    let header = {
+        let raw = std::fs::read(&tokens_file)?;
+        gstomnitok::format::StreamHeader::decode(&raw)?.0
+    };
+    let chunks = n.div_ceil(header.chunk_frames as usize);
+    let per_chunk: u32 = header.grid.iter().product();
+    let mean_psnr = input.data.iter().zip(&recon.data).map(|(a, b)| psnr(a, b)).sum::<f64>() / n as f64;
+    let png = out.join("side_by_side.png");
+    write_side_by_side(&png, &input.data[n / 2], &recon.data[n / 2], input.width, input.height)?;
+
+    println!("omnitok demo: {}", video.display());
+    println!("  model       {}", header.model_name);
+    println!("  frames      {n} of {}x{} (padded {}x{}), {} chunks of {}", input.width, input.height, header.padded_width, header.padded_height, chunks, header.chunk_frames);
+    if header.codebook_size > 0 {
+        println!("  tokens      {} ({} per chunk, grid {:?}, codebook {})", chunks as u64 * per_chunk as u64, per_chunk, header.grid, header.codebook_size);
+    } else {
+        println!("  latents     {} values ({} channels, grid {:?})", chunks as u64 * per_chunk as u64 * header.channels as u64, header.channels, header.grid);
+    }
+    println!("  token file  {} ({bytes} bytes, {:.1} kbit/s)", tokens_file.display(), bytes as f64 * 8.0 / seconds / 1000.0);
+    println!("  encode      {:.2} s ({:.2} frames/s, including video decoding)", enc_s, n as f64 / enc_s);
+    println!("  decode      {:.2} s ({:.2} frames/s)", dec_s, n as f64 / dec_s);
+    println!("  PSNR        {mean_psnr:.2} dB (mean over frames)");
+    println!("  picture     {} (middle frame: input | reconstruction)", png.display());
+    Ok(())
+}
