@@ -4,6 +4,7 @@
 use gst::glib;
 
 pub mod caps;
+pub mod chunker;
 pub mod format;
 pub mod runtime;
 
