@@ -6,9 +6,11 @@ use gst::glib;
 pub mod caps;
 pub mod chunker;
 pub mod format;
+pub mod omnitokenc;
 pub mod runtime;
 
-fn plugin_init(_plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
+fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
+    omnitokenc::register(plugin)?;
     Ok(())
 }
 
