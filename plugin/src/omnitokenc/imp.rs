@@ -77,7 +77,16 @@ impl Default for Settings {
 
 impl Settings {
     /// What loading the session depends on (a change reloads it).
-    fn model_key(&self) -> (Option<PathBuf>, ExecutionProvider, i32, bool, u32, Option<PathBuf>) {
+    fn model_key(
+        &self,
+    ) -> (
+        Option<PathBuf>,
+        ExecutionProvider,
+        i32,
+        bool,
+        u32,
+        Option<PathBuf>,
+    ) {
         (
             self.model_file.clone(),
             self.provider,
@@ -89,7 +98,14 @@ impl Settings {
     }
 }
 
-type ModelKey = (Option<PathBuf>, ExecutionProvider, i32, bool, u32, Option<PathBuf>);
+type ModelKey = (
+    Option<PathBuf>,
+    ExecutionProvider,
+    i32,
+    bool,
+    u32,
+    Option<PathBuf>,
+);
 
 /// The loaded encoder graph.
 struct Model {
@@ -234,11 +250,18 @@ impl OmnitokEnc {
         let loaded = match runtime::load(&path, Role::Encoder, &session_settings) {
             Ok(l) => l,
             Err(e) => {
-                gst::element_imp_error!(
-                    self,
-                    gst::LibraryError::Settings,
-                    ("cannot use model-file {}: {:#}", path.display(), e)
-                );
+                // runtime::load names the file in most of its errors: do not repeat it.
+                let msg = format!("{e:#}");
+                let shown = path.display().to_string();
+                if msg.contains(&shown) {
+                    gst::element_imp_error!(self, gst::LibraryError::Settings, ("{}", msg));
+                } else {
+                    gst::element_imp_error!(
+                        self,
+                        gst::LibraryError::Settings,
+                        ("cannot use model-file {}: {}", shown, msg)
+                    );
+                }
                 return Err(gst::StateChangeError);
             }
         };
@@ -404,7 +427,12 @@ impl OmnitokEnc {
             }
         };
         if let Some(h) = job.header_buffer {
-            gst::debug!(CAT, imp = self, "pushing stream header ({} bytes)", h.size());
+            gst::debug!(
+                CAT,
+                imp = self,
+                "pushing stream header ({} bytes)",
+                h.size()
+            );
             self.srcpad.push(h)?;
         }
         for (bytes, timing) in records {
@@ -484,24 +512,25 @@ impl OmnitokEnc {
                 );
                 return Err(gst::FlowError::NotNegotiated);
             };
-            let frame =
-                match gst_video::VideoFrameRef::from_buffer_ref_readable(&buffer, &stream.video_info)
-                {
-                    Ok(f) => f,
-                    Err(_) => {
-                        gst::element_imp_error!(
-                            self,
-                            gst::StreamError::Format,
-                            (
-                                "cannot map a {} byte buffer as a {}x{} RGB frame",
-                                buffer.size(),
-                                stream.video_info.width(),
-                                stream.video_info.height()
-                            )
-                        );
-                        return Err(gst::FlowError::Error);
-                    }
-                };
+            let frame = match gst_video::VideoFrameRef::from_buffer_ref_readable(
+                &buffer,
+                &stream.video_info,
+            ) {
+                Ok(f) => f,
+                Err(_) => {
+                    gst::element_imp_error!(
+                        self,
+                        gst::StreamError::Format,
+                        (
+                            "cannot map a {} byte buffer as a {}x{} RGB frame",
+                            buffer.size(),
+                            stream.video_info.width(),
+                            stream.video_info.height()
+                        )
+                    );
+                    return Err(gst::FlowError::Error);
+                }
+            };
             let time = FrameTime {
                 pts: buffer.pts().map(gst::ClockTime::nseconds),
                 duration: buffer.duration().map(gst::ClockTime::nseconds),
@@ -540,7 +569,11 @@ impl OmnitokEnc {
                     .state()
                     .stream
                     .as_ref()
-                    .and_then(|s| gst_video::VideoInfo::from_caps(&caps).ok().map(|v| v == s.video_info))
+                    .and_then(|s| {
+                        gst_video::VideoInfo::from_caps(&caps)
+                            .ok()
+                            .map(|v| v == s.video_info)
+                    })
                     .unwrap_or(false);
                 if same {
                     return true;
@@ -600,6 +633,14 @@ impl OmnitokEnc {
         let chunk = state.chunk_frames.max(1) as u64;
         let fd = state.stream.as_ref().and_then(|s| s.frame_duration);
         (chunk * batch - 1, fd)
+    }
+
+    fn sink_query(&self, pad: &gst::Pad, query: &mut gst::QueryRef) -> bool {
+        match query.view_mut() {
+            // Raw video buffers end here: downstream (token buffers) has nothing to propose.
+            gst::QueryViewMut::Allocation(_) => false,
+            _ => gst::Pad::query_default(pad, Some(&*self.obj()), query),
+        }
     }
 
     fn src_query(&self, pad: &gst::Pad, query: &mut gst::QueryRef) -> bool {
@@ -676,8 +717,11 @@ fn encode(session: &mut Session, job: &Job, settings: &Settings) -> Result<Vec<R
                     .zip(logvar.chunks_exact(per_chunk))
                     .enumerate()
                     .map(|(i, (m, lv))| {
-                        let eps =
-                            chunker::gaussian_noise(settings.seed, job.first_index + i as u64, per_chunk);
+                        let eps = chunker::gaussian_noise(
+                            settings.seed,
+                            job.first_index + i as u64,
+                            per_chunk,
+                        );
                         Payload::Latents(
                             m.iter()
                                 .zip(lv)
@@ -745,6 +789,13 @@ impl ObjectSubclass for OmnitokEnc {
                     parent,
                     || false,
                     |enc| enc.sink_event(pad, event),
+                )
+            })
+            .query_function(|pad, parent, query| {
+                OmnitokEnc::catch_panic_pad_function(
+                    parent,
+                    || false,
+                    |enc| enc.sink_query(pad, query),
                 )
             })
             .build();

@@ -119,7 +119,7 @@ impl ModelInfo {
     }
 
     pub fn valid_frames(&self, frames: u32) -> bool {
-        frames >= 1 && (frames - 1) % self.temporal_patch() == 0
+        frames >= 1 && (frames - 1).is_multiple_of(self.temporal_patch())
     }
 
     /// Token/latent grid `(t, h, w)` of a chunk of `frames` frames at a padded size.
