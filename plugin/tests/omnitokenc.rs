@@ -18,15 +18,20 @@ const PW: usize = 40; // tiny: sizes are multiples of 8
 const PH: usize = 24;
 const FRAME_NS: u64 = 40_000_000; // 25 fps
 
-fn init() {
+fn init_gst() {
     static ONCE: OnceLock<()> = OnceLock::new();
     ONCE.get_or_init(|| {
         gst::init().unwrap();
         gstomnitok::plugin_register_static().unwrap();
-        if let Err(e) = gstomnitok::runtime::init() {
-            panic!("ONNX Runtime is needed for these tests: {e}");
-        }
     });
+}
+
+/// GStreamer, the plugin and ONNX Runtime (a start failure under the Harness aborts).
+fn init() {
+    init_gst();
+    if let Err(e) = gstomnitok::runtime::init() {
+        panic!("ONNX Runtime is needed for these tests: {e}");
+    }
 }
 
 /// Exports a tiny preset once per process; returns its directory.
@@ -76,8 +81,8 @@ fn pixel(i: usize, x: usize, y: usize) -> [u8; 3] {
     ]
 }
 
-fn video_info() -> gst_video::VideoInfo {
-    gst_video::VideoInfo::builder(gst_video::VideoFormat::Rgb, W as u32, H as u32)
+fn video_info(w: usize, h: usize) -> gst_video::VideoInfo {
+    gst_video::VideoInfo::builder(gst_video::VideoFormat::Rgb, w as u32, h as u32)
         .fps(gst::Fraction::new(25, 1))
         .build()
         .unwrap()
@@ -85,12 +90,16 @@ fn video_info() -> gst_video::VideoInfo {
 
 /// Frame `i` as a GStreamer buffer laid out with the video info's stride.
 fn frame_buffer(i: usize, pts: u64) -> gst::Buffer {
-    let info = video_info();
+    frame_buffer_sized(i, pts, W, H)
+}
+
+fn frame_buffer_sized(i: usize, pts: u64, w: usize, h: usize) -> gst::Buffer {
+    let info = video_info(w, h);
     let stride = info.stride()[0] as usize;
-    assert!(stride > W * 3);
+    assert!(stride >= w * 3);
     let mut data = vec![0xAAu8; info.size()];
-    for y in 0..H {
-        for x in 0..W {
+    for y in 0..h {
+        for x in 0..w {
             data[y * stride + x * 3..y * stride + x * 3 + 3].copy_from_slice(&pixel(i, x, y));
         }
     }
@@ -106,8 +115,16 @@ fn frame_buffer(i: usize, pts: u64) -> gst::Buffer {
 /// The padded input of one chunk, built independently of the element: frame indices
 /// (repeat the last for EOS padding), edge replication by clamping coordinates.
 fn reference_input(frames: &[usize]) -> Array5<u8> {
-    Array5::from_shape_fn((1, frames.len(), PH, PW, 3), |(_, f, y, x, c)| {
-        pixel(frames[f], x.min(W - 1), y.min(H - 1))[c]
+    reference_input_sized(frames, (W, H), (PW, PH))
+}
+
+fn reference_input_sized(
+    frames: &[usize],
+    (w, h): (usize, usize),
+    (pw, ph): (usize, usize),
+) -> Array5<u8> {
+    Array5::from_shape_fn((1, frames.len(), ph, pw, 3), |(_, f, y, x, c)| {
+        pixel(frames[f], x.min(w - 1), y.min(h - 1))[c]
     })
 }
 
@@ -230,6 +247,10 @@ fn chunk_frame_indices(c: usize, chunk: usize, n: usize) -> Vec<usize> {
 fn vq_chunks_match_direct_onnx_runtime() {
     init();
     let model = encoder("tiny");
+    assert!(
+        video_info(W, H).stride()[0] as usize > W * 3,
+        "rows are padded"
+    );
     let mut h = harness(make_enc(&model, &[("chunk-frames", &5u32)]));
     let buffers = encode_frames(&mut h, 12);
     assert_eq!(buffers.len(), 1 + 3, "header + 3 chunks (5 + 5 + 2 frames)");
@@ -487,9 +508,23 @@ fn run_pipeline(
     usize,
     gstomnitok::runtime::ExecutionProvider,
 ) {
-    init();
+    run_pipeline_sized(W, H, configure)
+}
+
+fn run_pipeline_sized(
+    w: usize,
+    h: usize,
+    configure: impl FnOnce(&gst::Element),
+) -> (
+    Vec<String>,
+    Vec<String>,
+    bool,
+    usize,
+    gstomnitok::runtime::ExecutionProvider,
+) {
+    init_gst();
     let pipeline = gst::parse::launch(&format!(
-        "videotestsrc num-buffers=7 ! video/x-raw,format=RGB,width={W},height={H},framerate=25/1 ! omnitokenc name=enc ! fakesink name=sink signal-handoffs=true"
+        "videotestsrc num-buffers=7 ! video/x-raw,format=RGB,width={w},height={h},framerate=25/1 ! omnitokenc name=enc ! fakesink name=sink signal-handoffs=true"
     ))
     .unwrap()
     .downcast::<gst::Pipeline>()
@@ -607,4 +642,112 @@ fn cuda_without_gpu_errors_or_falls_back() {
     assert_eq!(active, gstomnitok::runtime::ExecutionProvider::Cpu);
     // 7 frames, 5-frame chunks: header + 2 chunks.
     assert_eq!(buffers, 3);
+}
+
+#[test]
+fn caps_change_drains_then_new_header() {
+    init();
+    let model = encoder("tiny");
+    let mut h = harness(make_enc(&model, &[("chunk-frames", &5u32)]));
+    for i in 0..3 {
+        h.push(frame_buffer(i, i as u64 * FRAME_NS)).unwrap();
+    }
+    assert!(h.try_pull().is_none());
+    h.set_src_caps_str("video/x-raw,format=RGB,width=16,height=16,framerate=25/1");
+    // The pending 3 frames went out as a padded chunk under the old header.
+    let old = pull_all(&mut h);
+    assert_eq!(old.len(), 2, "header + drained chunk");
+    let (h1, _) = StreamHeader::decode(&old[0].map_readable().unwrap()).unwrap();
+    assert_eq!((h1.width, h1.padded_width), (W as u32, PW as u32));
+    let (r1, _) = ChunkRecord::decode(&old[1].map_readable().unwrap(), &h1).unwrap();
+    assert_eq!(r1.real_frames, 3);
+    assert_eq!(r1.duration, Some(3 * FRAME_NS));
+    let reference = run_direct(&model, reference_input(&[0, 1, 2, 2, 2]), &["tokens"]);
+    assert_eq!(
+        tokens(&r1),
+        reference[0].iter().copied().collect::<Vec<_>>()
+    );
+
+    for i in 0..2 {
+        h.push(frame_buffer_sized(
+            10 + i,
+            (3 + i as u64) * FRAME_NS,
+            16,
+            16,
+        ))
+        .unwrap();
+    }
+    assert!(h.push_event(gst::event::Eos::new()));
+    let new = pull_all(&mut h);
+    let (h2, records) = parse(&h, &new);
+    assert_eq!(
+        (h2.width, h2.height, h2.padded_width, h2.padded_height),
+        (16, 16, 16, 16)
+    );
+    assert_eq!(h2.model_id, h1.model_id);
+    assert_eq!(records.len(), 1);
+    let r2 = &records[0].0;
+    assert_eq!((r2.real_frames, r2.pts), (2, Some(3 * FRAME_NS)));
+    let reference = run_direct(
+        &model,
+        reference_input_sized(&[10, 11, 11, 11, 11], (16, 16), (16, 16)),
+        &["tokens"],
+    );
+    assert_eq!(tokens(r2), reference[0].iter().copied().collect::<Vec<_>>());
+}
+
+#[test]
+fn eos_without_frames_writes_the_header() {
+    init();
+    let model = encoder("tiny");
+    let mut h = harness(make_enc(&model, &[]));
+    let buffers = encode_frames(&mut h, 0);
+    let (header, records) = parse(&h, &buffers);
+    assert_eq!(header.width, W as u32);
+    assert!(records.is_empty());
+}
+
+#[test]
+fn error_caps_it_cannot_take() {
+    // VAE, f32 latents, 4096 x 4096 in 17-frame chunks: 8 x 9 x 1024 x 1024 floats =
+    // 288 MiB per record, over the format's 256 MiB limit.
+    let model = encoder("tiny_vae");
+    let (errors, _, eos, _, _) = run_pipeline_sized(4096, 4096, |e| {
+        e.set_property("model-file", model.to_str().unwrap());
+        e.set_property("chunk-frames", 17u32);
+    });
+    assert!(!eos);
+    assert!(errors[0].contains("cannot take caps"), "{errors:?}");
+    assert!(errors[0].contains("4096x4096"), "{errors:?}");
+}
+
+/// ONNX Runtime is found once per process: this test re-runs itself in a child
+/// process where ORT_DYLIB_PATH points nowhere.
+#[test]
+fn error_onnx_runtime_not_found() {
+    const CHILD: &str = "OMNITOK_ENC_TEST_CHILD";
+    const MISSING: &str = "/nonexistent/omnitok/libonnxruntime.so";
+    if std::env::var_os(CHILD).is_some() {
+        let (errors, _, eos, _, _) = run_pipeline(|e| {
+            e.set_property("model-file", "/nonexistent/encoder.onnx");
+        });
+        assert!(!eos);
+        assert!(errors[0].contains("no usable ONNX Runtime"), "{errors:?}");
+        assert!(errors[0].contains(MISSING), "{errors:?}");
+        println!("CHILD-OK");
+        return;
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "error_onnx_runtime_not_found", "--nocapture"])
+        .env(CHILD, "1")
+        .env("ORT_DYLIB_PATH", MISSING)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("CHILD-OK"), "{text}");
 }
