@@ -42,7 +42,11 @@ fn model_dir(preset: &'static str) -> PathBuf {
         return d.clone();
     }
     let seed = 7;
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+    let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    if dirs.is_empty() {
+        remove_stale_dirs(&base);
+    }
+    let dir = base
         .join(format!("omnitokenc-{}", std::process::id()))
         .join(preset);
     let _ = std::fs::remove_dir_all(&dir);
@@ -65,6 +69,21 @@ fn model_dir(preset: &'static str) -> PathBuf {
     omnitok_export::write(ex, &dir).unwrap();
     dirs.push((preset, dir.clone()));
     dir
+}
+
+/// Removes the model directories of earlier test processes that are gone.
+fn remove_stale_dirs(base: &Path) {
+    if !Path::new("/proc/self").exists() {
+        return;
+    }
+    for entry in std::fs::read_dir(base).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(pid) = name.strip_prefix("omnitokenc-")
+            && !Path::new("/proc").join(pid).exists()
+        {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 fn encoder(preset: &'static str) -> PathBuf {

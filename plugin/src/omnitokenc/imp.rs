@@ -502,7 +502,7 @@ impl OmnitokEnc {
 
     fn sink_chain(&self, buffer: gst::Buffer) -> Result<gst::FlowSuccess, gst::FlowError> {
         let settings = self.settings();
-        let job = {
+        {
             let mut state = self.state();
             let Some(stream) = state.stream.as_mut() else {
                 gst::element_imp_error!(
@@ -547,15 +547,21 @@ impl OmnitokEnc {
             }) {
                 stream.ready.push(chunk);
             }
-            if stream.ready.len() >= settings.batch_size as usize {
-                Self::take_job(&mut state, Some(settings.batch_size as usize))
-            } else {
-                None
-            }
-        };
-        match job {
-            Some(job) => self.run_job(job, &settings),
-            None => Ok(gst::FlowSuccess::Ok),
+        }
+        // Full batches go out (several when batch-size was lowered while chunks waited).
+        let batch = settings.batch_size as usize;
+        loop {
+            let job = {
+                let mut state = self.state();
+                match state.stream.as_ref() {
+                    Some(s) if s.ready.len() >= batch => Self::take_job(&mut state, Some(batch)),
+                    _ => None,
+                }
+            };
+            match job {
+                Some(job) => self.run_job(job, &settings)?,
+                None => return Ok(gst::FlowSuccess::Ok),
+            };
         }
     }
 
