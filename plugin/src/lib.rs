@@ -4,12 +4,15 @@
 use gst::glib;
 
 pub mod caps;
+pub mod chunker;
 pub mod format;
 mod omnitokdec;
+pub mod omnitokenc;
 mod omnitokparse;
 pub mod runtime;
 
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
+    omnitokenc::register(plugin)?;
     omnitokparse::register(plugin)?;
     omnitokdec::register(plugin)?;
     Ok(())

@@ -1,0 +1,1053 @@
+use std::path::PathBuf;
+use std::sync::{LazyLock, Mutex, MutexGuard};
+
+use gst::glib;
+use gst::prelude::*;
+use gst::subclass::prelude::*;
+use gst_video::prelude::*;
+use ort::session::Session;
+
+use crate::chunker::{self, Chunk, Chunker, FrameTime};
+use crate::format::{ChunkRecord, Payload, PayloadType, StreamHeader};
+use crate::runtime::{self, ExecutionProvider, Kind, ModelInfo, Role, SessionSettings};
+
+static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
+    gst::DebugCategory::new(
+        "omnitokenc",
+        gst::DebugColorFlags::empty(),
+        Some("OmniTokenizer video encoder (video to token chunks)"),
+    )
+});
+
+/// Payload type of VAE latents (the `latent-format` property).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, glib::Enum, Default)]
+#[repr(u32)]
+#[enum_type(name = "GstOmnitokLatentFormat")]
+pub enum LatentFormat {
+    #[default]
+    #[enum_value(name = "32-bit float (exact)", nick = "f32")]
+    F32 = 0,
+    #[enum_value(name = "16-bit float (half the size, rounded)", nick = "f16")]
+    F16 = 1,
+}
+
+const DEFAULT_PROVIDER: ExecutionProvider = ExecutionProvider::Cpu;
+const DEFAULT_DEVICE_ID: i32 = 0;
+const DEFAULT_FALLBACK: bool = false;
+const DEFAULT_CHUNK_FRAMES: u32 = 0;
+const DEFAULT_BATCH_SIZE: u32 = 1;
+const MAX_BATCH_SIZE: u32 = 1024;
+const DEFAULT_INTRA_OP_THREADS: u32 = 0;
+const DEFAULT_SAMPLE: bool = false;
+const DEFAULT_SEED: u64 = 0;
+const DEFAULT_LATENT_FORMAT: LatentFormat = LatentFormat::F32;
+
+#[derive(Debug, Clone, PartialEq)]
+struct Settings {
+    model_file: Option<PathBuf>,
+    provider: ExecutionProvider,
+    device_id: i32,
+    fallback: bool,
+    chunk_frames: u32,
+    batch_size: u32,
+    intra_op_threads: u32,
+    model_cache_dir: Option<PathBuf>,
+    sample: bool,
+    seed: u64,
+    latent_format: LatentFormat,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            model_file: None,
+            provider: DEFAULT_PROVIDER,
+            device_id: DEFAULT_DEVICE_ID,
+            fallback: DEFAULT_FALLBACK,
+            chunk_frames: DEFAULT_CHUNK_FRAMES,
+            batch_size: DEFAULT_BATCH_SIZE,
+            intra_op_threads: DEFAULT_INTRA_OP_THREADS,
+            model_cache_dir: None,
+            sample: DEFAULT_SAMPLE,
+            seed: DEFAULT_SEED,
+            latent_format: DEFAULT_LATENT_FORMAT,
+        }
+    }
+}
+
+impl Settings {
+    /// What loading the session depends on (a change reloads it).
+    fn model_key(
+        &self,
+    ) -> (
+        Option<PathBuf>,
+        ExecutionProvider,
+        i32,
+        bool,
+        u32,
+        Option<PathBuf>,
+    ) {
+        (
+            self.model_file.clone(),
+            self.provider,
+            self.device_id,
+            self.fallback,
+            self.intra_op_threads,
+            self.model_cache_dir.clone(),
+        )
+    }
+}
+
+type ModelKey = (
+    Option<PathBuf>,
+    ExecutionProvider,
+    i32,
+    bool,
+    u32,
+    Option<PathBuf>,
+);
+
+/// The loaded encoder graph.
+struct Model {
+    key: ModelKey,
+    info: ModelInfo,
+    /// `None` while a streaming thread runs it (taken out, run without the lock, put back).
+    session: Option<Session>,
+    active_provider: ExecutionProvider,
+}
+
+/// Per-caps stream state.
+struct Stream {
+    video_info: gst_video::VideoInfo,
+    header: StreamHeader,
+    /// The encoded header (flagged HEADER), also in the caps' `streamheader`.
+    header_buffer: gst::Buffer,
+    header_sent: bool,
+    chunker: Chunker,
+    /// Complete chunks waiting for a batch.
+    ready: Vec<Chunk>,
+    frame_duration: Option<u64>,
+    /// Index of the next chunk to encode (seeds the VAE sampling noise).
+    next_index: u64,
+}
+
+#[derive(Default)]
+struct State {
+    model: Option<Model>,
+    /// Effective chunk length (chunk-frames resolved against the model), set at start.
+    chunk_frames: u32,
+    stream: Option<Stream>,
+}
+
+/// Work taken out of the state to run without the lock.
+struct Job {
+    chunks: Vec<Chunk>,
+    first_index: u64,
+    header: StreamHeader,
+    header_buffer: Option<gst::Buffer>,
+    frame_duration: Option<u64>,
+    kind: Kind,
+    frame_shape: [usize; 3],
+}
+
+pub struct OmnitokEnc {
+    sinkpad: gst::Pad,
+    srcpad: gst::Pad,
+    settings: Mutex<Settings>,
+    state: Mutex<State>,
+}
+
+impl OmnitokEnc {
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap()
+    }
+
+    fn settings(&self) -> Settings {
+        self.settings.lock().unwrap().clone()
+    }
+
+    /// Loads (or reloads, when the model settings changed) the encoder graph and
+    /// resolves chunk-frames. Errors are posted on the bus.
+    fn start(&self) -> Result<(), gst::StateChangeError> {
+        let settings = self.settings();
+        let key = settings.model_key();
+        let loaded_info = {
+            let state = self.state();
+            state
+                .model
+                .as_ref()
+                .filter(|m| m.key == key)
+                .map(|m| m.info.clone())
+        };
+        let info = match loaded_info {
+            Some(info) => info,
+            None => {
+                let model = self.load(&settings)?;
+                let info = model.info.clone();
+                self.state().model = Some(model);
+                info
+            }
+        };
+        let chunk_frames = match settings.chunk_frames {
+            0 => info.clip_frames(),
+            n => n,
+        };
+        if !info.valid_frames(chunk_frames) {
+            let tp = info.temporal_patch();
+            gst::element_imp_error!(
+                self,
+                gst::LibraryError::Settings,
+                (
+                    "invalid chunk-frames {}: it must be 1 + k x {tp} (the model's temporal patch), e.g. 1, {}, {} (0 = the model's clip length {})",
+                    chunk_frames,
+                    1 + tp,
+                    1 + 2 * tp,
+                    info.clip_frames()
+                )
+            );
+            return Err(gst::StateChangeError);
+        }
+        gst::info!(
+            CAT,
+            imp = self,
+            "{} ({:?}), {chunk_frames} frames per chunk, sizes padded to multiples of {}",
+            info.path.display(),
+            info.kind,
+            info.size_multiple()
+        );
+        self.state().chunk_frames = chunk_frames;
+        Ok(())
+    }
+
+    fn load(&self, settings: &Settings) -> Result<Model, gst::StateChangeError> {
+        let Some(path) = settings.model_file.clone() else {
+            gst::element_imp_error!(
+                self,
+                gst::ResourceError::NotFound,
+                ("no model-file set: set model-file to an encoder.onnx written by omnitok-export")
+            );
+            return Err(gst::StateChangeError);
+        };
+        if let Err(e) = runtime::init() {
+            gst::element_imp_error!(self, gst::LibraryError::Init, ("{}", e));
+            return Err(gst::StateChangeError);
+        }
+        if !path.is_file() {
+            gst::element_imp_error!(
+                self,
+                gst::ResourceError::NotFound,
+                ("model-file {} does not exist", path.display())
+            );
+            return Err(gst::StateChangeError);
+        }
+        let session_settings = SessionSettings {
+            provider: settings.provider,
+            device_id: settings.device_id,
+            intra_op_threads: settings.intra_op_threads as usize,
+            cache_dir: settings.model_cache_dir.clone(),
+            fallback: settings.fallback,
+        };
+        let loaded = match runtime::load(&path, Role::Encoder, &session_settings) {
+            Ok(l) => l,
+            Err(e) => {
+                // runtime::load names the file in most of its errors: do not repeat it.
+                let msg = format!("{e:#}");
+                let shown = path.display().to_string();
+                if msg.contains(&shown) {
+                    gst::element_imp_error!(self, gst::LibraryError::Settings, ("{}", msg));
+                } else {
+                    gst::element_imp_error!(
+                        self,
+                        gst::LibraryError::Settings,
+                        ("cannot use model-file {}: {}", shown, msg)
+                    );
+                }
+                return Err(gst::StateChangeError);
+            }
+        };
+        if let Some(why) = &loaded.fallback_reason {
+            gst::element_imp_warning!(self, gst::LibraryError::Settings, ("{}", why));
+        }
+        gst::info!(
+            CAT,
+            imp = self,
+            "loaded {} on {}",
+            path.display(),
+            loaded.active_provider.nick()
+        );
+        Ok(Model {
+            key: settings.model_key(),
+            info: loaded.info,
+            session: Some(loaded.session),
+            active_provider: loaded.active_provider,
+        })
+    }
+
+    /// Builds the stream state for new input caps.
+    fn configure(&self, caps: &gst::CapsRef) -> Result<(gst::Caps, Stream), String> {
+        let video_info = gst_video::VideoInfo::from_caps(caps)
+            .map_err(|_| format!("cannot parse input caps {caps}"))?;
+        if video_info.format() != gst_video::VideoFormat::Rgb {
+            return Err(format!(
+                "input format {} is not RGB (put videoconvert before omnitokenc)",
+                video_info.format()
+            ));
+        }
+        let settings = self.settings();
+        let state = self.state();
+        let model = state
+            .model
+            .as_ref()
+            .ok_or("no model loaded (element not started)")?;
+        let info = &model.info;
+        let (w, h) = (video_info.width(), video_info.height());
+        let (pw, ph) = (info.padded(w), info.padded(h));
+        let fps = video_info.fps();
+        let (fps_n, fps_d) = if fps.numer() > 0 && fps.denom() > 0 {
+            (fps.numer() as u32, fps.denom() as u32)
+        } else {
+            (0, 1)
+        };
+        let chunk_frames = state.chunk_frames;
+        let (channels, codebook_size, payload_type) = match info.kind {
+            Kind::Vq => (
+                0,
+                info.codebook_size(),
+                PayloadType::for_codebook(info.codebook_size()),
+            ),
+            Kind::Vae => (
+                info.channels(),
+                0,
+                match settings.latent_format {
+                    LatentFormat::F32 => PayloadType::F32,
+                    LatentFormat::F16 => PayloadType::F16,
+                },
+            ),
+        };
+        let header = StreamHeader {
+            model_id: info.model_id,
+            width: w,
+            height: h,
+            padded_width: pw,
+            padded_height: ph,
+            fps_n,
+            fps_d,
+            chunk_frames,
+            grid: info.grid(chunk_frames, pw, ph),
+            channels,
+            codebook_size,
+            payload_type,
+            model_name: info.short_name(),
+        };
+        let bytes = header
+            .try_encode()
+            .map_err(|e| format!("cannot encode {w}x{h} video ({pw}x{ph} padded): {e}"))?;
+        let mut header_buffer = gst::Buffer::from_mut_slice(bytes);
+        header_buffer
+            .get_mut()
+            .unwrap()
+            .set_flags(gst::BufferFlags::HEADER);
+        let mut out_caps = crate::caps::from_header(&header);
+        out_caps.make_mut().structure_mut(0).unwrap().set(
+            "streamheader",
+            gst::Array::new([header_buffer.to_send_value()]),
+        );
+        let frame_bytes = pw as usize * ph as usize * 3;
+        let stream = Stream {
+            video_info,
+            header,
+            header_buffer,
+            header_sent: false,
+            chunker: Chunker::new(chunk_frames as usize, frame_bytes),
+            ready: Vec::new(),
+            frame_duration: chunker::frame_duration(fps_n, fps_d),
+            next_index: 0,
+        };
+        Ok((out_caps, stream))
+    }
+
+    /// Takes `n` ready chunks (all when `n` is `None`) and what running them needs.
+    fn take_job(state: &mut State, n: Option<usize>) -> Option<Job> {
+        let kind = state.model.as_ref()?.info.kind;
+        let stream = state.stream.as_mut()?;
+        let n = n.unwrap_or(stream.ready.len()).min(stream.ready.len());
+        if n == 0 {
+            return None;
+        }
+        let chunks: Vec<Chunk> = stream.ready.drain(..n).collect();
+        let first_index = stream.next_index;
+        stream.next_index += n as u64;
+        let header_buffer = (!stream.header_sent).then(|| stream.header_buffer.copy());
+        stream.header_sent = true;
+        Some(Job {
+            chunks,
+            first_index,
+            header: stream.header.clone(),
+            header_buffer,
+            frame_duration: stream.frame_duration,
+            kind,
+            frame_shape: [
+                stream.header.padded_height as usize,
+                stream.header.padded_width as usize,
+                3,
+            ],
+        })
+    }
+
+    /// Runs the encoder on a job without holding the state lock, then pushes the header
+    /// (if not sent yet) and one buffer per chunk.
+    fn run_job(&self, job: Job, settings: &Settings) -> Result<gst::FlowSuccess, gst::FlowError> {
+        let session = self.state().model.as_mut().and_then(|m| m.session.take());
+        let Some(mut session) = session else {
+            gst::element_imp_error!(
+                self,
+                gst::CoreError::Failed,
+                ("the encoder session is not available (element not started)")
+            );
+            return Err(gst::FlowError::Error);
+        };
+        let result = encode(&mut session, &job, settings);
+        if let Some(m) = self.state().model.as_mut() {
+            m.session = Some(session);
+        }
+        let records = match result {
+            Ok(r) => r,
+            Err(e) => {
+                gst::element_imp_error!(
+                    self,
+                    gst::StreamError::Encode,
+                    (
+                        "encoding {} chunk(s) of {} frames failed: {}",
+                        job.chunks.len(),
+                        job.header.chunk_frames,
+                        e
+                    )
+                );
+                return Err(gst::FlowError::Error);
+            }
+        };
+        if let Some(h) = job.header_buffer {
+            gst::debug!(
+                CAT,
+                imp = self,
+                "pushing stream header ({} bytes)",
+                h.size()
+            );
+            self.srcpad.push(h)?;
+        }
+        for (bytes, timing) in records {
+            let mut buffer = gst::Buffer::from_mut_slice(bytes);
+            {
+                let b = buffer.get_mut().unwrap();
+                b.set_pts(timing.pts.map(gst::ClockTime::from_nseconds));
+                b.set_duration(timing.duration.map(gst::ClockTime::from_nseconds));
+            }
+            gst::log!(
+                CAT,
+                imp = self,
+                "pushing chunk pts {:?} duration {:?}",
+                timing.pts,
+                timing.duration
+            );
+            self.srcpad.push(buffer)?;
+        }
+        Ok(gst::FlowSuccess::Ok)
+    }
+
+    /// Pushes the header alone when it has not gone out yet (a stream without chunks).
+    fn push_header_if_unsent(&self) -> Result<gst::FlowSuccess, gst::FlowError> {
+        let buffer = {
+            let mut state = self.state();
+            match state.stream.as_mut() {
+                Some(s) if !s.header_sent => {
+                    s.header_sent = true;
+                    Some(s.header_buffer.copy())
+                }
+                _ => None,
+            }
+        };
+        match buffer {
+            Some(b) => self.srcpad.push(b),
+            None => Ok(gst::FlowSuccess::Ok),
+        }
+    }
+
+    /// Encodes everything pending: the partial chunk padded by repeating its last frame.
+    fn drain(&self) -> Result<gst::FlowSuccess, gst::FlowError> {
+        let settings = self.settings();
+        {
+            let mut state = self.state();
+            if let Some(stream) = state.stream.as_mut()
+                && let Some(chunk) = stream.chunker.finish()
+            {
+                gst::debug!(
+                    CAT,
+                    imp = self,
+                    "draining: last chunk has {} real frames",
+                    chunk.real_frames
+                );
+                stream.ready.push(chunk);
+            }
+        }
+        loop {
+            let job = Self::take_job(&mut self.state(), Some(settings.batch_size as usize));
+            match job {
+                Some(job) => {
+                    self.run_job(job, &settings)?;
+                }
+                None => return Ok(gst::FlowSuccess::Ok),
+            }
+        }
+    }
+
+    fn sink_chain(&self, buffer: gst::Buffer) -> Result<gst::FlowSuccess, gst::FlowError> {
+        let settings = self.settings();
+        {
+            let mut state = self.state();
+            let Some(stream) = state.stream.as_mut() else {
+                gst::element_imp_error!(
+                    self,
+                    gst::CoreError::Negotiation,
+                    ("received a buffer before caps")
+                );
+                return Err(gst::FlowError::NotNegotiated);
+            };
+            let frame = match gst_video::VideoFrameRef::from_buffer_ref_readable(
+                &buffer,
+                &stream.video_info,
+            ) {
+                Ok(f) => f,
+                Err(_) => {
+                    gst::element_imp_error!(
+                        self,
+                        gst::StreamError::Format,
+                        (
+                            "cannot map a {} byte buffer as a {}x{} RGB frame",
+                            buffer.size(),
+                            stream.video_info.width(),
+                            stream.video_info.height()
+                        )
+                    );
+                    return Err(gst::FlowError::Error);
+                }
+            };
+            let time = FrameTime {
+                pts: buffer.pts().map(gst::ClockTime::nseconds),
+                duration: buffer.duration().map(gst::ClockTime::nseconds),
+            };
+            let (w, h) = (frame.width() as usize, frame.height() as usize);
+            let (pw, ph) = (
+                stream.header.padded_width as usize,
+                stream.header.padded_height as usize,
+            );
+            let stride = frame.plane_stride()[0] as usize;
+            let data = frame.plane_data(0).map_err(|_| gst::FlowError::Error)?;
+            if let Some(chunk) = stream.chunker.push(time, |dst| {
+                chunker::pad_rgb_frame(data, stride, w, h, pw, ph, dst)
+            }) {
+                stream.ready.push(chunk);
+            }
+        }
+        // Full batches go out (several when batch-size was lowered while chunks waited).
+        let batch = settings.batch_size as usize;
+        loop {
+            let job = {
+                let mut state = self.state();
+                match state.stream.as_ref() {
+                    Some(s) if s.ready.len() >= batch => Self::take_job(&mut state, Some(batch)),
+                    _ => None,
+                }
+            };
+            match job {
+                Some(job) => self.run_job(job, &settings)?,
+                None => return Ok(gst::FlowSuccess::Ok),
+            };
+        }
+    }
+
+    fn sink_event(&self, pad: &gst::Pad, event: gst::Event) -> bool {
+        use gst::EventView;
+        gst::log!(CAT, obj = pad, "handling event {event:?}");
+        match event.view() {
+            EventView::Caps(c) => {
+                let caps = c.caps_owned();
+                let same = self
+                    .state()
+                    .stream
+                    .as_ref()
+                    .and_then(|s| {
+                        gst_video::VideoInfo::from_caps(&caps)
+                            .ok()
+                            .map(|v| v == s.video_info)
+                    })
+                    .unwrap_or(false);
+                if same {
+                    return true;
+                }
+                // Finish the chunks of the old format first.
+                if self.drain().is_err() {
+                    return false;
+                }
+                match self.configure(&caps) {
+                    Ok((out_caps, stream)) => {
+                        gst::debug!(CAT, imp = self, "output caps {out_caps}");
+                        self.state().stream = Some(stream);
+                        self.srcpad.push_event(gst::event::Caps::new(&out_caps))
+                    }
+                    Err(e) => {
+                        gst::element_imp_error!(
+                            self,
+                            gst::CoreError::Negotiation,
+                            ("omnitokenc cannot take caps {}: {}", caps, e)
+                        );
+                        false
+                    }
+                }
+            }
+            EventView::Eos(_) => {
+                if self.drain().is_ok() {
+                    let _ = self.push_header_if_unsent();
+                }
+                self.srcpad.push_event(event)
+            }
+            EventView::FlushStop(_) => {
+                {
+                    let mut state = self.state();
+                    if let Some(s) = state.stream.as_mut() {
+                        gst::debug!(
+                            CAT,
+                            imp = self,
+                            "flush: dropping {} pending frames and {} chunks",
+                            s.chunker.pending(),
+                            s.ready.len()
+                        );
+                        s.chunker.clear();
+                        s.ready.clear();
+                        s.next_index = 0;
+                    }
+                }
+                self.srcpad.push_event(event)
+            }
+            _ => gst::Pad::event_default(pad, Some(&*self.obj()), event),
+        }
+    }
+
+    /// Frames held before a chunk batch goes out.
+    fn buffering_frames(&self) -> (u64, Option<u64>) {
+        let batch = self.settings().batch_size as u64;
+        let state = self.state();
+        let chunk = state.chunk_frames.max(1) as u64;
+        let fd = state.stream.as_ref().and_then(|s| s.frame_duration);
+        (chunk * batch - 1, fd)
+    }
+
+    fn sink_query(&self, pad: &gst::Pad, query: &mut gst::QueryRef) -> bool {
+        match query.view_mut() {
+            // Raw video buffers end here: downstream (token buffers) has nothing to propose.
+            gst::QueryViewMut::Allocation(_) => false,
+            _ => gst::Pad::query_default(pad, Some(&*self.obj()), query),
+        }
+    }
+
+    fn src_query(&self, pad: &gst::Pad, query: &mut gst::QueryRef) -> bool {
+        match query.view_mut() {
+            gst::QueryViewMut::Latency(q) => {
+                let mut upstream = gst::query::Latency::new();
+                if !self.sinkpad.peer_query(&mut upstream) {
+                    return false;
+                }
+                let (live, min, max) = upstream.result();
+                let (frames, fd) = self.buffering_frames();
+                let ours = gst::ClockTime::from_nseconds(frames * fd.unwrap_or(0));
+                gst::debug!(
+                    CAT,
+                    imp = self,
+                    "latency: upstream {min}..{max:?} + {frames} frames of buffering ({ours})"
+                );
+                q.set(live, min + ours, max.map(|m| m + ours));
+                true
+            }
+            _ => gst::Pad::query_default(pad, Some(&*self.obj()), query),
+        }
+    }
+
+    fn post_latency(&self) {
+        let _ = self
+            .obj()
+            .post_message(gst::message::Latency::builder().src(&*self.obj()).build());
+    }
+}
+
+/// A chunk record's bytes and timing.
+type Record = (Vec<u8>, FrameTime);
+
+/// Runs the encoder on a batch of chunks and encodes one record per chunk.
+fn encode(session: &mut Session, job: &Job, settings: &Settings) -> Result<Vec<Record>, String> {
+    let b = job.chunks.len();
+    let f = job.header.chunk_frames as usize;
+    let [h, w, c] = job.frame_shape;
+    let data = chunker::batch_data(&job.chunks);
+    let input = ort::value::Tensor::from_array(([b, f, h, w, c], data))
+        .map_err(|e| format!("cannot build the input tensor: {e}"))?;
+    let outputs = session
+        .run(ort::inputs!["frames" => input])
+        .map_err(|e| format!("ONNX Runtime: {e}"))?;
+    let per_chunk = job.header.elements_per_chunk() as usize;
+    let payloads: Vec<Payload> = match job.kind {
+        Kind::Vq => {
+            let (_, tokens) = outputs["tokens"]
+                .try_extract_tensor::<i64>()
+                .map_err(|e| format!("output 'tokens': {e}"))?;
+            check_len("tokens", tokens.len(), b * per_chunk)?;
+            tokens
+                .chunks_exact(per_chunk)
+                .map(|t| {
+                    t.iter()
+                        .map(|&v| u32::try_from(v).map_err(|_| format!("token {v} is negative")))
+                        .collect::<Result<Vec<u32>, String>>()
+                        .map(Payload::Tokens)
+                })
+                .collect::<Result<_, _>>()?
+        }
+        Kind::Vae => {
+            let (_, mean) = outputs["latent_mean"]
+                .try_extract_tensor::<f32>()
+                .map_err(|e| format!("output 'latent_mean': {e}"))?;
+            check_len("latent_mean", mean.len(), b * per_chunk)?;
+            if settings.sample {
+                let (_, logvar) = outputs["latent_logvar"]
+                    .try_extract_tensor::<f32>()
+                    .map_err(|e| format!("output 'latent_logvar': {e}"))?;
+                check_len("latent_logvar", logvar.len(), b * per_chunk)?;
+                mean.chunks_exact(per_chunk)
+                    .zip(logvar.chunks_exact(per_chunk))
+                    .enumerate()
+                    .map(|(i, (m, lv))| {
+                        let eps = chunker::gaussian_noise(
+                            settings.seed,
+                            job.first_index + i as u64,
+                            per_chunk,
+                        );
+                        Payload::Latents(
+                            m.iter()
+                                .zip(lv)
+                                .zip(eps)
+                                .map(|((&m, &lv), e)| m + (0.5 * lv).exp() * e)
+                                .collect(),
+                        )
+                    })
+                    .collect()
+            } else {
+                mean.chunks_exact(per_chunk)
+                    .map(|m| Payload::Latents(m.to_vec()))
+                    .collect()
+            }
+        }
+    };
+    job.chunks
+        .iter()
+        .zip(payloads)
+        .map(|(chunk, payload)| {
+            let timing = chunk.timing(job.frame_duration);
+            let record = ChunkRecord {
+                pts: timing.pts,
+                duration: timing.duration,
+                real_frames: chunk.real_frames,
+                grid: job.header.grid,
+                payload,
+            };
+            record
+                .encode(&job.header)
+                .map(|bytes| (bytes, timing))
+                .map_err(|e| e.to_string())
+        })
+        .collect()
+}
+
+fn check_len(name: &str, got: usize, want: usize) -> Result<(), String> {
+    if got == want {
+        Ok(())
+    } else {
+        Err(format!(
+            "output '{name}' has {got} elements, expected {want}: the graph does not match its metadata"
+        ))
+    }
+}
+
+#[glib::object_subclass]
+impl ObjectSubclass for OmnitokEnc {
+    const NAME: &'static str = "GstOmnitokEnc";
+    type Type = super::OmnitokEnc;
+    type ParentType = gst::Element;
+
+    fn with_class(klass: &Self::Class) -> Self {
+        let templ = klass.pad_template("sink").unwrap();
+        let sinkpad = gst::Pad::builder_from_template(&templ)
+            .chain_function(|_pad, parent, buffer| {
+                OmnitokEnc::catch_panic_pad_function(
+                    parent,
+                    || Err(gst::FlowError::Error),
+                    |enc| enc.sink_chain(buffer),
+                )
+            })
+            .event_function(|pad, parent, event| {
+                OmnitokEnc::catch_panic_pad_function(
+                    parent,
+                    || false,
+                    |enc| enc.sink_event(pad, event),
+                )
+            })
+            .query_function(|pad, parent, query| {
+                OmnitokEnc::catch_panic_pad_function(
+                    parent,
+                    || false,
+                    |enc| enc.sink_query(pad, query),
+                )
+            })
+            .build();
+        let templ = klass.pad_template("src").unwrap();
+        let srcpad = gst::Pad::builder_from_template(&templ)
+            .query_function(|pad, parent, query| {
+                OmnitokEnc::catch_panic_pad_function(
+                    parent,
+                    || false,
+                    |enc| enc.src_query(pad, query),
+                )
+            })
+            .flags(gst::PadFlags::FIXED_CAPS)
+            .build();
+        OmnitokEnc {
+            sinkpad,
+            srcpad,
+            settings: Mutex::new(Settings::default()),
+            state: Mutex::new(State::default()),
+        }
+    }
+}
+
+impl ObjectImpl for OmnitokEnc {
+    fn properties() -> &'static [glib::ParamSpec] {
+        static PROPS: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
+            vec![
+                glib::ParamSpecString::builder("model-file")
+                    .nick("Model file")
+                    .blurb("Path of the encoder graph (encoder.onnx written by omnitok-export); required")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecEnum::builder_with_default("execution-provider", DEFAULT_PROVIDER)
+                    .nick("Execution provider")
+                    .blurb("Where ONNX Runtime runs the encoder: cpu, cuda or tensorrt")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecInt::builder("device-id")
+                    .nick("Device ID")
+                    .blurb("GPU index for the cuda and tensorrt execution providers")
+                    .minimum(0)
+                    .default_value(DEFAULT_DEVICE_ID)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecBoolean::builder("fallback")
+                    .nick("Fallback to CPU")
+                    .blurb("When the GPU execution provider cannot be used, run on CPU with a warning instead of failing with an error")
+                    .default_value(DEFAULT_FALLBACK)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("chunk-frames")
+                    .nick("Chunk frames")
+                    .blurb("Frames per chunk (each chunk is encoded on its own, like a closed GOP): 1 + k x the model's temporal patch; 1 = image mode (every frame its own chunk); 0 = the model's clip length (17 for the released video models)")
+                    .maximum(i32::MAX as u32)
+                    .default_value(DEFAULT_CHUNK_FRAMES)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("batch-size")
+                    .nick("Batch size")
+                    .blurb("Chunks encoded per ONNX Runtime run (more: better throughput, more latency)")
+                    .minimum(1)
+                    .maximum(MAX_BATCH_SIZE)
+                    .default_value(DEFAULT_BATCH_SIZE)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecUInt::builder("intra-op-threads")
+                    .nick("Intra-op threads")
+                    .blurb("ONNX Runtime threads per operator (0 = ONNX Runtime's default: one per physical core)")
+                    .maximum(1024)
+                    .default_value(DEFAULT_INTRA_OP_THREADS)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("model-cache-dir")
+                    .nick("Model cache directory")
+                    .blurb("Directory for the TensorRT engine and timing caches (unset: no caching)")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecEnum::builder_with_default(
+                    "active-execution-provider",
+                    DEFAULT_PROVIDER,
+                )
+                .nick("Active execution provider")
+                .blurb("The execution provider the loaded encoder really runs on (cpu after a fallback)")
+                .read_only()
+                .build(),
+                glib::ParamSpecBoolean::builder("sample")
+                    .nick("Sample latents")
+                    .blurb("VAE models only: emit a sample mean + exp(0.5 x logvar) x noise (seeded by seed) instead of the mean")
+                    .default_value(DEFAULT_SAMPLE)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt64::builder("seed")
+                    .nick("Seed")
+                    .blurb("VAE models with sample=true: seed of the noise; the same seed gives the same latents")
+                    .default_value(DEFAULT_SEED)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecEnum::builder_with_default("latent-format", DEFAULT_LATENT_FORMAT)
+                    .nick("Latent format")
+                    .blurb("VAE models only: payload type of the latents, f32 (exact) or f16 (half the size)")
+                    .mutable_ready()
+                    .build(),
+            ]
+        });
+        PROPS.as_ref()
+    }
+
+    fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
+        let mut s = self.settings.lock().unwrap();
+        let path = |v: &glib::Value| {
+            v.get::<Option<String>>()
+                .unwrap()
+                .filter(|s| !s.is_empty())
+                .map(PathBuf::from)
+        };
+        let mut latency_changed = false;
+        match pspec.name() {
+            "model-file" => s.model_file = path(value),
+            "execution-provider" => s.provider = value.get().unwrap(),
+            "device-id" => s.device_id = value.get().unwrap(),
+            "fallback" => s.fallback = value.get().unwrap(),
+            "chunk-frames" => {
+                let v = value.get().unwrap();
+                latency_changed = v != s.chunk_frames;
+                s.chunk_frames = v;
+            }
+            "batch-size" => {
+                let v = value.get().unwrap();
+                latency_changed = v != s.batch_size;
+                s.batch_size = v;
+            }
+            "intra-op-threads" => s.intra_op_threads = value.get().unwrap(),
+            "model-cache-dir" => s.model_cache_dir = path(value),
+            "sample" => s.sample = value.get().unwrap(),
+            "seed" => s.seed = value.get().unwrap(),
+            "latent-format" => s.latent_format = value.get().unwrap(),
+            other => unreachable!("unknown property {other}"),
+        }
+        gst::debug!(CAT, imp = self, "set {} to {:?}", pspec.name(), value);
+        drop(s);
+        if latency_changed {
+            self.post_latency();
+        }
+    }
+
+    fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
+        let s = self.settings.lock().unwrap();
+        let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
+        match pspec.name() {
+            "model-file" => path(&s.model_file).to_value(),
+            "execution-provider" => s.provider.to_value(),
+            "device-id" => s.device_id.to_value(),
+            "fallback" => s.fallback.to_value(),
+            "chunk-frames" => s.chunk_frames.to_value(),
+            "batch-size" => s.batch_size.to_value(),
+            "intra-op-threads" => s.intra_op_threads.to_value(),
+            "model-cache-dir" => path(&s.model_cache_dir).to_value(),
+            "active-execution-provider" => {
+                let configured = s.provider;
+                drop(s);
+                self.state()
+                    .model
+                    .as_ref()
+                    .map(|m| m.active_provider)
+                    .unwrap_or(configured)
+                    .to_value()
+            }
+            "sample" => s.sample.to_value(),
+            "seed" => s.seed.to_value(),
+            "latent-format" => s.latent_format.to_value(),
+            other => unreachable!("unknown property {other}"),
+        }
+    }
+
+    fn constructed(&self) {
+        self.parent_constructed();
+        let obj = self.obj();
+        obj.add_pad(&self.sinkpad).unwrap();
+        obj.add_pad(&self.srcpad).unwrap();
+    }
+}
+
+impl GstObjectImpl for OmnitokEnc {}
+
+impl ElementImpl for OmnitokEnc {
+    fn metadata() -> Option<&'static gst::subclass::ElementMetadata> {
+        static META: LazyLock<gst::subclass::ElementMetadata> = LazyLock::new(|| {
+            gst::subclass::ElementMetadata::new(
+                "OmniTokenizer encoder",
+                "Encoder/Video",
+                "Turns RGB video into OmniTokenizer token chunks (VQ) or latents (VAE) with an \
+                 ONNX graph run by ONNX Runtime: frames are padded to the model's size multiple, \
+                 grouped into self-contained chunks of chunk-frames frames, and written as a \
+                 video/x-omnitok stream (header, then one record per chunk)",
+                "omnitok developers",
+            )
+        });
+        Some(&*META)
+    }
+
+    fn pad_templates() -> &'static [gst::PadTemplate] {
+        static TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
+            let sink_caps = gst_video::VideoCapsBuilder::new()
+                .format(gst_video::VideoFormat::Rgb)
+                .build();
+            let src_caps = gst::Caps::new_empty_simple(crate::caps::MEDIA_TYPE);
+            vec![
+                gst::PadTemplate::new(
+                    "sink",
+                    gst::PadDirection::Sink,
+                    gst::PadPresence::Always,
+                    &sink_caps,
+                )
+                .unwrap(),
+                gst::PadTemplate::new(
+                    "src",
+                    gst::PadDirection::Src,
+                    gst::PadPresence::Always,
+                    &src_caps,
+                )
+                .unwrap(),
+            ]
+        });
+        TEMPLATES.as_ref()
+    }
+
+    fn change_state(
+        &self,
+        transition: gst::StateChange,
+    ) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
+        gst::trace!(CAT, imp = self, "changing state {transition:?}");
+        match transition {
+            gst::StateChange::NullToReady | gst::StateChange::ReadyToPaused => {
+                self.start()?;
+                if transition == gst::StateChange::ReadyToPaused {
+                    self.state().stream = None;
+                }
+            }
+            _ => {}
+        }
+        let ret = self.parent_change_state(transition)?;
+        match transition {
+            gst::StateChange::PausedToReady => self.state().stream = None,
+            gst::StateChange::ReadyToNull => *self.state() = State::default(),
+            _ => {}
+        }
+        Ok(ret)
+    }
+}

@@ -1,0 +1,772 @@
+//! `omnitokenc` end to end: tiny models exported at test time, frames pushed through a
+//! Harness (or a real pipeline for start-up errors), records checked against ONNX Runtime
+//! run directly on independently padded frames.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use gst::prelude::*;
+use gst_check::Harness;
+use gstomnitok::format::{ChunkRecord, Payload, PayloadType, StreamHeader};
+use ndarray::{Array5, ArrayD};
+use ort::value::Tensor;
+
+const W: usize = 34; // stride 104 (> 3 x 34): exercises the input stride
+const H: usize = 20;
+const PW: usize = 40; // tiny: sizes are multiples of 8
+const PH: usize = 24;
+const FRAME_NS: u64 = 40_000_000; // 25 fps
+
+fn init_gst() {
+    static ONCE: OnceLock<()> = OnceLock::new();
+    ONCE.get_or_init(|| {
+        gst::init().unwrap();
+        gstomnitok::plugin_register_static().unwrap();
+    });
+}
+
+/// GStreamer, the plugin and ONNX Runtime (a start failure under the Harness aborts).
+fn init() {
+    init_gst();
+    if let Err(e) = gstomnitok::runtime::init() {
+        panic!("ONNX Runtime is needed for these tests: {e}");
+    }
+}
+
+/// Exports a tiny preset once per process; returns its directory.
+fn model_dir(preset: &'static str) -> PathBuf {
+    static DIRS: Mutex<Vec<(&'static str, PathBuf)>> = Mutex::new(Vec::new());
+    let mut dirs = DIRS.lock().unwrap();
+    if let Some((_, d)) = dirs.iter().find(|(p, _)| *p == preset) {
+        return d.clone();
+    }
+    let seed = 7;
+    let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    if dirs.is_empty() {
+        remove_stale_dirs(&base);
+    }
+    let dir = base
+        .join(format!("omnitokenc-{}", std::process::id()))
+        .join(preset);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = omnitok_export::preset(preset).unwrap();
+    let w = omnitok_export::Weights::new(omnitok_export::Source::Random(seed));
+    let ex = omnitok_export::build(
+        &p.config(),
+        &w,
+        omnitok_export::ExportOptions {
+            attention: p.attention,
+            intermediates: false,
+        },
+        &omnitok_export::Provenance::Random {
+            preset: preset.into(),
+            seed,
+        },
+    )
+    .unwrap();
+    omnitok_export::write(ex, &dir).unwrap();
+    dirs.push((preset, dir.clone()));
+    dir
+}
+
+/// Removes the model directories of earlier test processes that are gone.
+fn remove_stale_dirs(base: &Path) {
+    if !Path::new("/proc/self").exists() {
+        return;
+    }
+    for entry in std::fs::read_dir(base).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(pid) = name.strip_prefix("omnitokenc-")
+            && !Path::new("/proc").join(pid).exists()
+        {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+fn encoder(preset: &'static str) -> PathBuf {
+    model_dir(preset).join("encoder.onnx")
+}
+
+/// Pixel (x, y) of test frame `i`: varied content so that tokens differ.
+fn pixel(i: usize, x: usize, y: usize) -> [u8; 3] {
+    let v = (x * 37 + y * 91 + i * 53) as u32;
+    [
+        (v.wrapping_mul(2_654_435_761) >> 24) as u8,
+        ((x * 255) / W) as u8 ^ (i as u8 * 17),
+        ((y * 255) / H) as u8,
+    ]
+}
+
+fn video_info(w: usize, h: usize) -> gst_video::VideoInfo {
+    gst_video::VideoInfo::builder(gst_video::VideoFormat::Rgb, w as u32, h as u32)
+        .fps(gst::Fraction::new(25, 1))
+        .build()
+        .unwrap()
+}
+
+/// Frame `i` as a GStreamer buffer laid out with the video info's stride.
+fn frame_buffer(i: usize, pts: u64) -> gst::Buffer {
+    frame_buffer_sized(i, pts, W, H)
+}
+
+fn frame_buffer_sized(i: usize, pts: u64, w: usize, h: usize) -> gst::Buffer {
+    let info = video_info(w, h);
+    let stride = info.stride()[0] as usize;
+    assert!(stride >= w * 3);
+    let mut data = vec![0xAAu8; info.size()];
+    for y in 0..h {
+        for x in 0..w {
+            data[y * stride + x * 3..y * stride + x * 3 + 3].copy_from_slice(&pixel(i, x, y));
+        }
+    }
+    let mut buffer = gst::Buffer::from_mut_slice(data);
+    {
+        let b = buffer.get_mut().unwrap();
+        b.set_pts(gst::ClockTime::from_nseconds(pts));
+        b.set_duration(gst::ClockTime::from_nseconds(FRAME_NS));
+    }
+    buffer
+}
+
+/// The padded input of one chunk, built independently of the element: frame indices
+/// (repeat the last for EOS padding), edge replication by clamping coordinates.
+fn reference_input(frames: &[usize]) -> Array5<u8> {
+    reference_input_sized(frames, (W, H), (PW, PH))
+}
+
+fn reference_input_sized(
+    frames: &[usize],
+    (w, h): (usize, usize),
+    (pw, ph): (usize, usize),
+) -> Array5<u8> {
+    Array5::from_shape_fn((1, frames.len(), ph, pw, 3), |(_, f, y, x, c)| {
+        pixel(frames[f], x.min(w - 1), y.min(h - 1))[c]
+    })
+}
+
+/// Runs encoder.onnx directly; returns the named outputs, flattened.
+fn run_direct(model: &Path, input: Array5<u8>, outputs: &[&str]) -> Vec<ArrayD<f64>> {
+    let mut session = gstomnitok::runtime::cpu_session(model, 0).unwrap();
+    let out = session
+        .run(ort::inputs!["frames" => Tensor::from_array(input).unwrap()])
+        .unwrap();
+    outputs
+        .iter()
+        .map(|name| {
+            if *name == "tokens" {
+                out[*name]
+                    .try_extract_array::<i64>()
+                    .unwrap()
+                    .mapv(|v| v as f64)
+            } else {
+                out[*name]
+                    .try_extract_array::<f32>()
+                    .unwrap()
+                    .mapv(|v| v as f64)
+            }
+        })
+        .collect()
+}
+
+fn make_enc(model: &Path, props: &[(&str, &dyn ToValue)]) -> gst::Element {
+    let mut b =
+        gst::ElementFactory::make("omnitokenc").property("model-file", model.to_str().unwrap());
+    for (k, v) in props {
+        b = b.property(k, v.to_value());
+    }
+    b.build().unwrap()
+}
+
+fn harness(enc: gst::Element) -> Harness {
+    let mut h = Harness::with_element(&enc, Some("sink"), Some("src"));
+    h.set_src_caps_str(&format!(
+        "video/x-raw,format=RGB,width={W},height={H},framerate=25/1"
+    ));
+    h
+}
+
+/// Pushes frames `0..n` (pts i x 40 ms), then EOS; returns the output buffers.
+fn encode_frames(h: &mut Harness, n: usize) -> Vec<gst::Buffer> {
+    for i in 0..n {
+        assert_eq!(
+            h.push(frame_buffer(i, i as u64 * FRAME_NS)),
+            Ok(gst::FlowSuccess::Ok)
+        );
+    }
+    assert!(h.push_event(gst::event::Eos::new()));
+    pull_all(h)
+}
+
+fn pull_all(h: &mut Harness) -> Vec<gst::Buffer> {
+    let mut out = Vec::new();
+    while let Some(b) = h.try_pull() {
+        out.push(b);
+    }
+    out
+}
+
+/// Checks the header buffer and the caps; returns the header and the decoded records.
+fn parse(h: &Harness, buffers: &[gst::Buffer]) -> (StreamHeader, Vec<(ChunkRecord, gst::Buffer)>) {
+    let first = &buffers[0];
+    assert!(first.flags().contains(gst::BufferFlags::HEADER));
+    let header_bytes = first.map_readable().unwrap();
+    let (header, used) = StreamHeader::decode(&header_bytes).unwrap();
+    assert_eq!(used, header_bytes.len());
+
+    let caps = h.sinkpad().unwrap().current_caps().unwrap();
+    let s = caps.structure(0).unwrap();
+    assert_eq!(s.name(), "video/x-omnitok");
+    let mut from_caps = gstomnitok::caps::to_header(&caps).unwrap();
+    from_caps.model_name = header.model_name.clone();
+    assert_eq!(from_caps, header);
+    let sh = s.get::<gst::Array>("streamheader").unwrap();
+    let sh_buf = sh.as_slice()[0].get::<gst::Buffer>().unwrap();
+    assert_eq!(&*sh_buf.map_readable().unwrap(), &*header_bytes);
+    assert!(sh_buf.flags().contains(gst::BufferFlags::HEADER));
+
+    let records = buffers[1..]
+        .iter()
+        .map(|b| {
+            assert!(!b.flags().contains(gst::BufferFlags::HEADER));
+            assert!(!b.flags().contains(gst::BufferFlags::DELTA_UNIT));
+            let bytes = b.map_readable().unwrap();
+            let (rec, used) = ChunkRecord::decode(&bytes, &header).unwrap();
+            assert_eq!(used, bytes.len());
+            assert_eq!(b.pts().map(|t| t.nseconds()), rec.pts);
+            assert_eq!(b.duration().map(|t| t.nseconds()), rec.duration);
+            (rec, b.clone())
+        })
+        .collect();
+    (header, records)
+}
+
+fn tokens(rec: &ChunkRecord) -> Vec<f64> {
+    match &rec.payload {
+        Payload::Tokens(t) => t.iter().map(|&v| v as f64).collect(),
+        Payload::Latents(_) => panic!("expected tokens"),
+    }
+}
+
+fn latents(rec: &ChunkRecord) -> Vec<f64> {
+    match &rec.payload {
+        Payload::Latents(v) => v.iter().map(|&v| v as f64).collect(),
+        Payload::Tokens(_) => panic!("expected latents"),
+    }
+}
+
+/// Frame indices of chunk `c` of `chunk` frames when `n` frames were pushed (EOS padding).
+fn chunk_frame_indices(c: usize, chunk: usize, n: usize) -> Vec<usize> {
+    (0..chunk).map(|f| (c * chunk + f).min(n - 1)).collect()
+}
+
+#[test]
+fn vq_chunks_match_direct_onnx_runtime() {
+    init();
+    let model = encoder("tiny");
+    assert!(
+        video_info(W, H).stride()[0] as usize > W * 3,
+        "rows are padded"
+    );
+    let mut h = harness(make_enc(&model, &[("chunk-frames", &5u32)]));
+    let buffers = encode_frames(&mut h, 12);
+    assert_eq!(buffers.len(), 1 + 3, "header + 3 chunks (5 + 5 + 2 frames)");
+    let (header, records) = parse(&h, &buffers);
+
+    assert_eq!((header.width, header.height), (W as u32, H as u32));
+    assert_eq!(
+        (header.padded_width, header.padded_height),
+        (PW as u32, PH as u32)
+    );
+    assert_eq!((header.fps_n, header.fps_d), (25, 1));
+    assert_eq!(header.chunk_frames, 5);
+    assert_eq!(header.grid, [3, PH as u32 / 4, PW as u32 / 4]);
+    assert_eq!(header.payload_type, PayloadType::U16);
+    assert_eq!(header.codebook_size, 512);
+    assert_eq!(header.channels, 0);
+    let caps = h.sinkpad().unwrap().current_caps().unwrap();
+    let s = caps.structure(0).unwrap();
+    assert_eq!(s.get::<i32>("width").unwrap(), W as i32);
+    assert_eq!(s.get::<i32>("padded-width").unwrap(), PW as i32);
+    assert_eq!(s.get::<i32>("padded-height").unwrap(), PH as i32);
+    assert_eq!(s.get::<&str>("payload").unwrap(), "u16");
+
+    let expect_real = [5, 5, 2];
+    let expect_time = [(0, 5), (5, 5), (10, 2)];
+    for (c, (rec, _)) in records.iter().enumerate() {
+        assert_eq!(rec.real_frames, expect_real[c], "chunk {c}");
+        let (first, n) = expect_time[c];
+        assert_eq!(rec.pts, Some(first * FRAME_NS), "chunk {c} pts");
+        assert_eq!(rec.duration, Some(n * FRAME_NS), "chunk {c} duration");
+        let reference = run_direct(
+            &model,
+            reference_input(&chunk_frame_indices(c, 5, 12)),
+            &["tokens"],
+        );
+        let reference: Vec<f64> = reference[0].iter().copied().collect();
+        assert_eq!(
+            tokens(rec),
+            reference,
+            "chunk {c}: tokens differ from ONNX Runtime"
+        );
+    }
+    // The chunks differ from each other (the frames do).
+    assert_ne!(tokens(&records[0].0), tokens(&records[1].0));
+}
+
+#[test]
+fn image_mode_every_frame_is_a_chunk() {
+    init();
+    let model = encoder("tiny");
+    let mut h = harness(make_enc(&model, &[("chunk-frames", &1u32)]));
+    let buffers = encode_frames(&mut h, 3);
+    assert_eq!(buffers.len(), 1 + 3);
+    let (header, records) = parse(&h, &buffers);
+    assert_eq!(header.chunk_frames, 1);
+    assert_eq!(header.grid[0], 1);
+    for (i, (rec, _)) in records.iter().enumerate() {
+        assert_eq!(rec.real_frames, 1);
+        assert_eq!(rec.pts, Some(i as u64 * FRAME_NS));
+        assert_eq!(rec.duration, Some(FRAME_NS));
+        let reference = run_direct(&model, reference_input(&[i]), &["tokens"]);
+        assert_eq!(
+            tokens(rec),
+            reference[0].iter().copied().collect::<Vec<_>>()
+        );
+    }
+}
+
+#[test]
+fn default_chunk_frames_is_the_clip_length() {
+    init();
+    let model = encoder("tiny");
+    let mut h = harness(make_enc(&model, &[]));
+    let buffers = encode_frames(&mut h, 6);
+    let (header, records) = parse(&h, &buffers);
+    assert_eq!(header.chunk_frames, 5, "tiny's clip length");
+    assert_eq!(
+        records
+            .iter()
+            .map(|(r, _)| r.real_frames)
+            .collect::<Vec<_>>(),
+        [5, 1]
+    );
+}
+
+fn vae_records(props: &[(&str, &dyn ToValue)]) -> (StreamHeader, Vec<ChunkRecord>) {
+    let model = encoder("tiny_vae");
+    let mut all: Vec<(&str, &dyn ToValue)> = vec![("chunk-frames", &5u32)];
+    all.extend_from_slice(props);
+    let mut h = harness(make_enc(&model, &all));
+    let buffers = encode_frames(&mut h, 7);
+    let (header, records) = parse(&h, &buffers);
+    (header, records.into_iter().map(|(r, _)| r).collect())
+}
+
+#[test]
+fn vae_mean_and_seeded_samples() {
+    init();
+    let model = encoder("tiny_vae");
+    let (header, mean) = vae_records(&[]);
+    assert_eq!(header.payload_type, PayloadType::F32);
+    assert_eq!(header.codebook_size, 0);
+    assert!(header.channels > 0);
+    assert_eq!(mean.len(), 2);
+    assert_eq!(mean[1].real_frames, 2);
+    for (c, rec) in mean.iter().enumerate() {
+        let reference = run_direct(
+            &model,
+            reference_input(&chunk_frame_indices(c, 5, 7)),
+            &["latent_mean"],
+        );
+        let reference: Vec<f64> = reference[0].iter().copied().collect();
+        assert_eq!(
+            latents(rec),
+            reference,
+            "chunk {c}: latents differ from latent_mean"
+        );
+    }
+
+    let seeded = [("sample", &true as &dyn ToValue), ("seed", &42u64)];
+    let (_, a) = vae_records(&seeded);
+    let (_, b) = vae_records(&seeded);
+    assert_eq!(a, b, "the same seed gives the same samples");
+    let (_, other) = vae_records(&[("sample", &true as &dyn ToValue), ("seed", &43u64)]);
+    for c in 0..2 {
+        assert_ne!(
+            latents(&a[c]),
+            latents(&mean[c]),
+            "a sample is not the mean"
+        );
+        assert_ne!(
+            latents(&a[c]),
+            latents(&other[c]),
+            "another seed, other samples"
+        );
+        // mean + sigma x eps: close to the mean where the variance is small.
+        let (s, m) = (latents(&a[c]), latents(&mean[c]));
+        assert_eq!(s.len(), m.len());
+        assert!(s.iter().all(|v| v.is_finite()));
+    }
+
+    // f16 latents: the same values, rounded.
+    let (h16, half) = vae_records(&[(
+        "latent-format",
+        &gstomnitok::omnitokenc::LatentFormat::F16 as &dyn ToValue,
+    )]);
+    assert_eq!(h16.payload_type, PayloadType::F16);
+    for c in 0..2 {
+        for (x, y) in latents(&half[c]).iter().zip(latents(&mean[c])) {
+            assert!(
+                (x - y).abs() <= y.abs() * 2f64.powi(-11) + 2f64.powi(-24),
+                "{x} vs {y}"
+            );
+        }
+    }
+}
+
+#[test]
+fn batch_size_does_not_change_records() {
+    init();
+    let model = encoder("tiny");
+    let run = |batch: u32| {
+        let mut h = harness(make_enc(
+            &model,
+            &[("chunk-frames", &3u32), ("batch-size", &batch)],
+        ));
+        let buffers = encode_frames(&mut h, 11); // 4 chunks: 3 + 3 + 3 + 2
+        let (header, records) = parse(&h, &buffers);
+        (
+            header,
+            records
+                .into_iter()
+                .map(|(_, b)| b.map_readable().unwrap().to_vec())
+                .collect::<Vec<_>>(),
+        )
+    };
+    let one = run(1);
+    assert_eq!(one.1.len(), 4);
+    assert_eq!(run(2), one);
+    assert_eq!(run(3), one, "a partial last batch at EOS");
+}
+
+#[test]
+fn flush_drops_pending_frames() {
+    init();
+    let model = encoder("tiny");
+    let mut h = harness(make_enc(&model, &[("chunk-frames", &3u32)]));
+    for i in 0..2 {
+        h.push(frame_buffer(i, i as u64 * FRAME_NS)).unwrap();
+    }
+    assert!(h.try_pull().is_none(), "no chunk yet");
+    assert!(h.push_event(gst::event::FlushStart::new()));
+    assert!(h.push_event(gst::event::FlushStop::new(true)));
+    let mut segment = gst::FormattedSegment::<gst::ClockTime>::new();
+    segment.set_start(gst::ClockTime::from_seconds(1));
+    segment.set_time(gst::ClockTime::from_seconds(1));
+    assert!(h.push_event(gst::event::Segment::new(&segment)));
+    let base = 1_000_000_000;
+    for i in 0..3 {
+        h.push(frame_buffer(5 + i, base + i as u64 * FRAME_NS))
+            .unwrap();
+    }
+    assert!(h.push_event(gst::event::Eos::new()));
+    let buffers = pull_all(&mut h);
+    let (_, records) = parse(&h, &buffers);
+    assert_eq!(records.len(), 1, "only the frames after the flush");
+    let rec = &records[0].0;
+    assert_eq!(rec.real_frames, 3);
+    assert_eq!(rec.pts, Some(base));
+    let reference = run_direct(&model, reference_input(&[5, 6, 7]), &["tokens"]);
+    assert_eq!(
+        tokens(rec),
+        reference[0].iter().copied().collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn latency_covers_chunk_buffering() {
+    init();
+    let model = encoder("tiny");
+    let enc = make_enc(&model, &[("chunk-frames", &5u32), ("batch-size", &2u32)]);
+    let bus = gst::Bus::new();
+    enc.set_bus(Some(&bus));
+    let mut h = harness(enc.clone());
+    h.set_upstream_latency(gst::ClockTime::from_mseconds(10));
+    // 5 x 2 - 1 frames at 25 fps.
+    assert_eq!(
+        h.query_latency(),
+        Some(gst::ClockTime::from_mseconds(10 + 9 * 40))
+    );
+    while bus.pop().is_some() {}
+    enc.set_property("batch-size", 1u32);
+    let msg = bus
+        .timed_pop_filtered(
+            gst::ClockTime::from_seconds(1),
+            &[gst::MessageType::Latency],
+        )
+        .expect("a latency message when batch-size changes");
+    assert_eq!(msg.src(), Some(enc.upcast_ref::<gst::Object>()));
+    assert_eq!(
+        h.query_latency(),
+        Some(gst::ClockTime::from_mseconds(10 + 4 * 40))
+    );
+    enc.set_bus(None);
+}
+
+/// Runs `videotestsrc ! RGB 34x20 ! enc ! fakesink`; returns the bus messages
+/// (errors, warnings) as text, whether it reached EOS, and the buffers the sink got.
+fn run_pipeline(
+    configure: impl FnOnce(&gst::Element),
+) -> (
+    Vec<String>,
+    Vec<String>,
+    bool,
+    usize,
+    gstomnitok::runtime::ExecutionProvider,
+) {
+    run_pipeline_sized(W, H, configure)
+}
+
+fn run_pipeline_sized(
+    w: usize,
+    h: usize,
+    configure: impl FnOnce(&gst::Element),
+) -> (
+    Vec<String>,
+    Vec<String>,
+    bool,
+    usize,
+    gstomnitok::runtime::ExecutionProvider,
+) {
+    init_gst();
+    let pipeline = gst::parse::launch(&format!(
+        "videotestsrc num-buffers=7 ! video/x-raw,format=RGB,width={w},height={h},framerate=25/1 ! omnitokenc name=enc ! fakesink name=sink signal-handoffs=true"
+    ))
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    let enc = pipeline.by_name("enc").unwrap();
+    configure(&enc);
+    let count = Arc::new(Mutex::new(0usize));
+    let c = count.clone();
+    pipeline
+        .by_name("sink")
+        .unwrap()
+        .connect("handoff", false, move |_| {
+            *c.lock().unwrap() += 1;
+            None
+        });
+    let bus = pipeline.bus().unwrap();
+    let started = pipeline.set_state(gst::State::Playing);
+    let (mut errors, mut warnings, mut eos) = (vec![], vec![], false);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let Some(msg) = bus.timed_pop(gst::ClockTime::from_mseconds(100)) else {
+            if started.is_err() || std::time::Instant::now() > deadline {
+                break;
+            }
+            continue;
+        };
+        match msg.view() {
+            gst::MessageView::Error(e) => {
+                errors.push(format!("{} ({:?})", e.error(), e.debug()));
+                break;
+            }
+            gst::MessageView::Warning(w) => {
+                warnings.push(format!("{} ({:?})", w.error(), w.debug()))
+            }
+            gst::MessageView::Eos(_) => {
+                eos = true;
+                break;
+            }
+            _ => {}
+        }
+    }
+    eprintln!("errors: {errors:#?}\nwarnings: {warnings:#?}");
+    // Read while the model is loaded (NULL unloads it).
+    let active: gstomnitok::runtime::ExecutionProvider = enc.property("active-execution-provider");
+    pipeline.set_state(gst::State::Null).unwrap();
+    let n = *count.lock().unwrap();
+    (errors, warnings, eos, n, active)
+}
+
+#[test]
+fn error_missing_model_file() {
+    let (errors, _, eos, _, _) =
+        run_pipeline(|e| e.set_property("model-file", "/nonexistent/encoder.onnx"));
+    assert!(!eos);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].contains("/nonexistent/encoder.onnx"),
+        "{errors:?}"
+    );
+    assert!(errors[0].contains("does not exist"), "{errors:?}");
+
+    let (errors, _, _, _, _) = run_pipeline(|_| {});
+    assert!(errors[0].contains("no model-file set"), "{errors:?}");
+}
+
+#[test]
+fn error_decoder_graph() {
+    let decoder = model_dir("tiny").join("decoder.onnx");
+    let (errors, _, eos, _, _) =
+        run_pipeline(|e| e.set_property("model-file", decoder.to_str().unwrap()));
+    assert!(!eos);
+    assert!(errors[0].contains("decoder graph"), "{errors:?}");
+    assert!(errors[0].contains("needs an encoder graph"), "{errors:?}");
+}
+
+#[test]
+fn error_invalid_chunk_frames() {
+    let model = encoder("tiny");
+    let (errors, _, eos, _, _) = run_pipeline(|e| {
+        e.set_property("model-file", model.to_str().unwrap());
+        e.set_property("chunk-frames", 4u32);
+    });
+    assert!(!eos);
+    assert!(errors[0].contains("invalid chunk-frames 4"), "{errors:?}");
+    assert!(errors[0].contains("1 + k x 2"), "{errors:?}");
+}
+
+#[test]
+fn cuda_without_gpu_errors_or_falls_back() {
+    let model = encoder("tiny");
+    let (errors, _, eos, _, _) = run_pipeline(|e| {
+        e.set_property("model-file", model.to_str().unwrap());
+        e.set_property_from_str("execution-provider", "cuda");
+    });
+    if errors.is_empty() && eos {
+        eprintln!("CUDA is usable on this machine: nothing to check");
+        return;
+    }
+    assert!(!eos);
+    assert!(errors[0].contains("'cuda'"), "{errors:?}");
+    assert!(errors[0].contains("fallback=true"), "{errors:?}");
+
+    let (errors, warnings, eos, buffers, active) = run_pipeline(|e| {
+        e.set_property("model-file", model.to_str().unwrap());
+        e.set_property_from_str("execution-provider", "cuda");
+        e.set_property("fallback", true);
+    });
+    assert!(errors.is_empty(), "{errors:?}");
+    assert!(eos);
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].contains("'cuda'") && warnings[0].contains("CPU"),
+        "{warnings:?}"
+    );
+    assert_eq!(active, gstomnitok::runtime::ExecutionProvider::Cpu);
+    // 7 frames, 5-frame chunks: header + 2 chunks.
+    assert_eq!(buffers, 3);
+}
+
+#[test]
+fn caps_change_drains_then_new_header() {
+    init();
+    let model = encoder("tiny");
+    let mut h = harness(make_enc(&model, &[("chunk-frames", &5u32)]));
+    for i in 0..3 {
+        h.push(frame_buffer(i, i as u64 * FRAME_NS)).unwrap();
+    }
+    assert!(h.try_pull().is_none());
+    h.set_src_caps_str("video/x-raw,format=RGB,width=16,height=16,framerate=25/1");
+    // The pending 3 frames went out as a padded chunk under the old header.
+    let old = pull_all(&mut h);
+    assert_eq!(old.len(), 2, "header + drained chunk");
+    let (h1, _) = StreamHeader::decode(&old[0].map_readable().unwrap()).unwrap();
+    assert_eq!((h1.width, h1.padded_width), (W as u32, PW as u32));
+    let (r1, _) = ChunkRecord::decode(&old[1].map_readable().unwrap(), &h1).unwrap();
+    assert_eq!(r1.real_frames, 3);
+    assert_eq!(r1.duration, Some(3 * FRAME_NS));
+    let reference = run_direct(&model, reference_input(&[0, 1, 2, 2, 2]), &["tokens"]);
+    assert_eq!(
+        tokens(&r1),
+        reference[0].iter().copied().collect::<Vec<_>>()
+    );
+
+    for i in 0..2 {
+        h.push(frame_buffer_sized(
+            10 + i,
+            (3 + i as u64) * FRAME_NS,
+            16,
+            16,
+        ))
+        .unwrap();
+    }
+    assert!(h.push_event(gst::event::Eos::new()));
+    let new = pull_all(&mut h);
+    let (h2, records) = parse(&h, &new);
+    assert_eq!(
+        (h2.width, h2.height, h2.padded_width, h2.padded_height),
+        (16, 16, 16, 16)
+    );
+    assert_eq!(h2.model_id, h1.model_id);
+    assert_eq!(records.len(), 1);
+    let r2 = &records[0].0;
+    assert_eq!((r2.real_frames, r2.pts), (2, Some(3 * FRAME_NS)));
+    let reference = run_direct(
+        &model,
+        reference_input_sized(&[10, 11, 11, 11, 11], (16, 16), (16, 16)),
+        &["tokens"],
+    );
+    assert_eq!(tokens(r2), reference[0].iter().copied().collect::<Vec<_>>());
+}
+
+#[test]
+fn eos_without_frames_writes_the_header() {
+    init();
+    let model = encoder("tiny");
+    let mut h = harness(make_enc(&model, &[]));
+    let buffers = encode_frames(&mut h, 0);
+    let (header, records) = parse(&h, &buffers);
+    assert_eq!(header.width, W as u32);
+    assert!(records.is_empty());
+}
+
+#[test]
+fn error_caps_it_cannot_take() {
+    // VAE, f32 latents, 4096 x 4096 in 17-frame chunks: 8 x 9 x 1024 x 1024 floats =
+    // 288 MiB per record, over the format's 256 MiB limit.
+    let model = encoder("tiny_vae");
+    let (errors, _, eos, _, _) = run_pipeline_sized(4096, 4096, |e| {
+        e.set_property("model-file", model.to_str().unwrap());
+        e.set_property("chunk-frames", 17u32);
+    });
+    assert!(!eos);
+    assert!(errors[0].contains("cannot take caps"), "{errors:?}");
+    assert!(errors[0].contains("4096x4096"), "{errors:?}");
+}
+
+/// ONNX Runtime is found once per process: this test re-runs itself in a child
+/// process where ORT_DYLIB_PATH points nowhere.
+#[test]
+fn error_onnx_runtime_not_found() {
+    const CHILD: &str = "OMNITOK_ENC_TEST_CHILD";
+    const MISSING: &str = "/nonexistent/omnitok/libonnxruntime.so";
+    if std::env::var_os(CHILD).is_some() {
+        let (errors, _, eos, _, _) = run_pipeline(|e| {
+            e.set_property("model-file", "/nonexistent/encoder.onnx");
+        });
+        assert!(!eos);
+        assert!(errors[0].contains("no usable ONNX Runtime"), "{errors:?}");
+        assert!(errors[0].contains(MISSING), "{errors:?}");
+        println!("CHILD-OK");
+        return;
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "error_onnx_runtime_not_found", "--nocapture"])
+        .env(CHILD, "1")
+        .env("ORT_DYLIB_PATH", MISSING)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("CHILD-OK"), "{text}");
+}
