@@ -26,7 +26,7 @@ done
 "$ROOT/scripts/setup.sh"
 export XDG_CACHE_HOME="$ROOT/.deps/cache"
 export ORT_DYLIB_PATH="${ORT_DYLIB_PATH:-$ROOT/.deps/onnxruntime/libonnxruntime.so}"
-cargo build --release --locked -p omnitok-export --example demo
+cargo build --release --locked -p omnitok-export -p omnitok --example demo
 
 MODEL="$ROOT/out/model"
 if [ -n "$CHECKPOINT" ]; then

@@ -25,7 +25,11 @@ fn golden() -> Option<PathBuf> {
     if dir.join("cases.json").is_file() {
         return Some(dir);
     }
-    assert!(std::env::var("CI").as_deref() != Ok("true"), "CI=true but golden data missing at {}", dir.display());
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "CI=true but golden data missing at {}",
+        dir.display()
+    );
     eprintln!("skipped: golden parity data not found at {}", dir.display());
     None
 }
@@ -34,7 +38,11 @@ fn golden() -> Option<PathBuf> {
 fn fails(args: &[&str]) -> String {
     let out = bin().args(args).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(!out.status.success(), "expected failure for {args:?}, stdout: {}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        !out.status.success(),
+        "expected failure for {args:?}, stdout: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     assert!(!err.contains("panicked"), "panic for {args:?}: {err}");
     err
 }
@@ -42,15 +50,30 @@ fn fails(args: &[&str]) -> String {
 fn succeeds(args: &[&str]) -> String {
     let out = bin().args(args).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "{args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     text
 }
 
 #[test]
 fn random_init_writes_both_graphs_with_metadata() {
     let dir = scratch("tiny");
-    let out = succeeds(&["--preset", "tiny", "--random-init", "3", "--output", dir.to_str().unwrap(), "-q"]);
-    assert!(out.contains("params") && out.contains("model id") && out.contains("encoder.onnx"), "{out}");
+    let out = succeeds(&[
+        "--preset",
+        "tiny",
+        "--random-init",
+        "3",
+        "--output",
+        dir.to_str().unwrap(),
+        "-q",
+    ]);
+    assert!(
+        out.contains("params") && out.contains("model id") && out.contains("encoder.onnx"),
+        "{out}"
+    );
     let enc = onnx::load(&dir.join("encoder.onnx")).unwrap();
     let dec = onnx::load(&dir.join("decoder.onnx")).unwrap();
     assert_eq!(enc.metadata("omnitok.role"), Some("encoder"));
@@ -61,28 +84,64 @@ fn random_init_writes_both_graphs_with_metadata() {
     assert_eq!(cfg["embedding_dim"], 32);
     assert_eq!(cfg["attention"], "sdpa");
     assert!(enc.ir_version.unwrap() >= 8 && enc.opset("").unwrap() >= 17);
-    let inputs: Vec<_> = enc.graph.as_ref().unwrap().input.iter().map(|i| i.name.clone().unwrap()).collect();
-    let outputs: Vec<_> = enc.graph.as_ref().unwrap().output.iter().map(|i| i.name.clone().unwrap()).collect();
-    assert_eq!((inputs, outputs), (vec!["frames".to_string()], vec!["tokens".to_string()]));
+    let inputs: Vec<_> = enc
+        .graph
+        .as_ref()
+        .unwrap()
+        .input
+        .iter()
+        .map(|i| i.name.clone().unwrap())
+        .collect();
+    let outputs: Vec<_> = enc
+        .graph
+        .as_ref()
+        .unwrap()
+        .output
+        .iter()
+        .map(|i| i.name.clone().unwrap())
+        .collect();
+    assert_eq!(
+        (inputs, outputs),
+        (vec!["frames".to_string()], vec!["tokens".to_string()])
+    );
 }
 
 #[test]
 fn onnx_checker_accepts_the_graphs() {
     let Some(python) = std::env::var_os("OMNITOK_PYTHON") else {
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "CI=true needs OMNITOK_PYTHON");
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true needs OMNITOK_PYTHON"
+        );
         eprintln!("skipped: OMNITOK_PYTHON not set");
         return;
     };
     for preset in ["tiny", "tiny_vae"] {
         let dir = scratch(&format!("checker-{preset}"));
-        succeeds(&["--preset", preset, "--random-init", "1", "--intermediates", "--output", dir.to_str().unwrap(), "-q"]);
+        succeeds(&[
+            "--preset",
+            preset,
+            "--random-init",
+            "1",
+            "--intermediates",
+            "--output",
+            dir.to_str().unwrap(),
+            "-q",
+        ]);
         for g in ["encoder.onnx", "decoder.onnx"] {
             let out = Command::new(&python)
-                .args(["-c", "import onnx,sys; onnx.checker.check_model(sys.argv[1], full_check=True)"])
+                .args([
+                    "-c",
+                    "import onnx,sys; onnx.checker.check_model(sys.argv[1], full_check=True)",
+                ])
                 .arg(dir.join(g))
                 .output()
                 .unwrap();
-            assert!(out.status.success(), "onnx.checker rejected {preset}/{g}: {}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "onnx.checker rejected {preset}/{g}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
     }
 }
@@ -92,7 +151,13 @@ fn ckpt_and_safetensors_export_identical_weights() {
     let Some(golden) = golden() else { return };
     let a = scratch("from-ckpt");
     let b = scratch("from-safetensors");
-    succeeds(&["--checkpoint", golden.join("rope_vq.ckpt").to_str().unwrap(), "--output", a.to_str().unwrap(), "-q"]);
+    succeeds(&[
+        "--checkpoint",
+        golden.join("rope_vq.ckpt").to_str().unwrap(),
+        "--output",
+        a.to_str().unwrap(),
+        "-q",
+    ]);
     // the safetensors file has no config: give it the checkpoint's own
     let enc = onnx::load(&a.join("encoder.onnx")).unwrap();
     let mut cfg: serde_json::Value = serde_json::from_str(enc.metadata("omnitok.config").unwrap()).unwrap();
@@ -100,7 +165,15 @@ fn ckpt_and_safetensors_export_identical_weights() {
     let cfg_path = b.join("config.json");
     std::fs::write(&cfg_path, cfg.to_string()).unwrap();
     let st = golden.join("rope_vq.weights.safetensors");
-    succeeds(&["--checkpoint", st.to_str().unwrap(), "--config", cfg_path.to_str().unwrap(), "--output", b.to_str().unwrap(), "-q"]);
+    succeeds(&[
+        "--checkpoint",
+        st.to_str().unwrap(),
+        "--config",
+        cfg_path.to_str().unwrap(),
+        "--output",
+        b.to_str().unwrap(),
+        "-q",
+    ]);
     for g in ["encoder.onnx", "decoder.onnx"] {
         let x = onnx::load(&a.join(g)).unwrap();
         let y = onnx::load(&b.join(g)).unwrap();
@@ -120,7 +193,10 @@ fn bad_inputs_are_clear_errors() {
     let out = scratch("errors");
     let o = out.to_str().unwrap();
     let err = fails(&["--preset", "nope", "--random-init", "1", "--output", o]);
-    assert!(err.contains("unknown preset 'nope'") && err.contains("imagenet_k600"), "{err}");
+    assert!(
+        err.contains("unknown preset 'nope'") && err.contains("imagenet_k600"),
+        "{err}"
+    );
 
     let missing = out.join("missing.ckpt");
     let err = fails(&["--checkpoint", missing.to_str().unwrap(), "--output", o]);
@@ -141,15 +217,34 @@ fn bad_inputs_are_clear_errors() {
     // safetensors carry no config
     let st = golden.join("rope_vq.weights.safetensors");
     let err = fails(&["--checkpoint", st.to_str().unwrap(), "--output", o]);
-    assert!(err.contains("--preset") && err.contains("rope_vq.weights.safetensors"), "{err}");
+    assert!(
+        err.contains("--preset") && err.contains("rope_vq.weights.safetensors"),
+        "{err}"
+    );
     // shape mismatch: the narrow golden weights under the released (512 wide) config
-    let err = fails(&["--checkpoint", st.to_str().unwrap(), "--preset", "imagenet_k600", "--output", o]);
-    assert!(err.contains("rope_vq.weights.safetensors") && err.contains("has shape") && err.contains("512"), "{err}");
+    let err = fails(&[
+        "--checkpoint",
+        st.to_str().unwrap(),
+        "--preset",
+        "imagenet_k600",
+        "--output",
+        o,
+    ]);
+    assert!(
+        err.contains("rope_vq.weights.safetensors") && err.contains("has shape") && err.contains("512"),
+        "{err}"
+    );
     // missing tensors: RoPE weights under math semantics with a rel-position config need the bias MLP
     let mut cfg: serde_json::Value = serde_json::from_str(
         onnx::load(&{
             let d = scratch("for-config");
-            succeeds(&["--checkpoint", golden.join("rope_vq.ckpt").to_str().unwrap(), "--output", d.to_str().unwrap(), "-q"]);
+            succeeds(&[
+                "--checkpoint",
+                golden.join("rope_vq.ckpt").to_str().unwrap(),
+                "--output",
+                d.to_str().unwrap(),
+                "-q",
+            ]);
             d.join("encoder.onnx")
         })
         .unwrap()
@@ -161,6 +256,18 @@ fn bad_inputs_are_clear_errors() {
     cfg.as_object_mut().unwrap().remove("attention");
     let cfg_path = out.join("rel.json");
     std::fs::write(&cfg_path, cfg.to_string()).unwrap();
-    let err = fails(&["--checkpoint", st.to_str().unwrap(), "--config", cfg_path.to_str().unwrap(), "--attention", "math", "--output", o]);
-    assert!(err.contains("is missing from the checkpoint") && err.contains("spatial_rel_pos_bias"), "{err}");
+    let err = fails(&[
+        "--checkpoint",
+        st.to_str().unwrap(),
+        "--config",
+        cfg_path.to_str().unwrap(),
+        "--attention",
+        "math",
+        "--output",
+        o,
+    ]);
+    assert!(
+        err.contains("is missing from the checkpoint") && err.contains("spatial_rel_pos_bias"),
+        "{err}"
+    );
 }

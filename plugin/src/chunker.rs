@@ -22,10 +22,7 @@ pub fn pad_rgb_frame(
     assert!(width >= 1 && height >= 1, "empty frame");
     assert!(padded_width >= width && padded_height >= height);
     assert!(stride >= width * 3, "stride {stride} < 3 x width {width}");
-    assert!(
-        src.len() >= (height - 1) * stride + width * 3,
-        "source too short"
-    );
+    assert!(src.len() >= (height - 1) * stride + width * 3, "source too short");
     let row_out = padded_width * 3;
     assert_eq!(dst.len(), row_out * padded_height, "destination size");
 
@@ -227,8 +224,7 @@ mod tests {
         let mut v = vec![0xEE; stride * h];
         for y in 0..h {
             for x in 0..w {
-                v[y * stride + x * 3..y * stride + x * 3 + 3]
-                    .copy_from_slice(&[x as u8, y as u8, 7]);
+                v[y * stride + x * 3..y * stride + x * 3 + 3].copy_from_slice(&[x as u8, y as u8, 7]);
             }
         }
         v

@@ -46,10 +46,7 @@ fn check_output(samples: &[gst::Sample], stream: &TokenStream, reference: &[Vec<
                 "frame {k}"
             );
             assert_eq!(b.duration().unwrap().nseconds(), 40_000_000, "frame {k}");
-            assert!(
-                rgb_bytes(&samples[k]) == reference[k],
-                "pixels of frame {k} differ"
-            );
+            assert!(rgb_bytes(&samples[k]) == reference[k], "pixels of frame {k} differ");
             k += 1;
         }
     }
@@ -61,25 +58,16 @@ fn vq_frames_equal_the_graph_run_directly() {
     let dir = export("tiny", 1);
     // 36x20 needs padding to 40x24; 3 chunks, the last one with 2 real frames.
     let stream = make_stream(&dir, 36, 20, 3, 2, None);
-    assert_eq!(
-        (stream.header.padded_width, stream.header.padded_height),
-        (40, 24)
-    );
+    assert_eq!((stream.header.padded_width, stream.header.padded_height), (40, 24));
     let decoder = dir.join("decoder.onnx");
     let reference = reference_frames(&decoder, &stream);
     let (caps, bufs) = framed(&stream);
-    let r = run(
-        &dec_launch(&decoder, ""),
-        Some((Some(caps.clone()), bufs.clone())),
-    );
+    let r = run(&dec_launch(&decoder, ""), Some((Some(caps.clone()), bufs.clone())));
     assert!(r.error.is_none(), "{:?}", r.error);
     check_output(&r.samples, &stream, &reference);
 
     // batch-size 2: one batch of two chunks, the third drained at EOS; same frames.
-    let r2 = run(
-        &dec_launch(&decoder, "batch-size=2"),
-        Some((Some(caps), bufs)),
-    );
+    let r2 = run(&dec_launch(&decoder, "batch-size=2"), Some((Some(caps), bufs)));
     assert!(r2.error.is_none(), "{:?}", r2.error);
     check_output(&r2.samples, &stream, &reference);
 }
@@ -93,10 +81,7 @@ fn vae_latents_f32_and_f16_decode() {
         let stream = make_stream(&dir, 36, 20, 2, 3, Some(pt));
         let reference = reference_frames(&decoder, &stream);
         let (caps, bufs) = framed(&stream);
-        let r = run(
-            &dec_launch(&decoder, "batch-size=2"),
-            Some((Some(caps), bufs)),
-        );
+        let r = run(&dec_launch(&decoder, "batch-size=2"), Some((Some(caps), bufs)));
         assert!(r.error.is_none(), "{pt}: {:?}", r.error);
         check_output(&r.samples, &stream, &reference);
     }
@@ -111,10 +96,7 @@ fn model_identity_mismatch_names_both_ids() {
     let other = model_info(&b.join("decoder.onnx"), gstomnitok::runtime::Role::Decoder);
     assert_ne!(other.model_id, stream.header.model_id);
     let (caps, bufs) = framed(&stream);
-    let r = run(
-        &dec_launch(&b.join("decoder.onnx"), ""),
-        Some((Some(caps), bufs)),
-    );
+    let r = run(&dec_launch(&b.join("decoder.onnx"), ""), Some((Some(caps), bufs)));
     let (msg, _) = r.error.expect("mismatch must be an error");
     assert!(msg.contains("model identity mismatch"), "{msg}");
     assert!(msg.contains(&stream.header.model_id_hex()), "{msg}");
@@ -132,16 +114,9 @@ fn vq_stream_refused_by_vae_decoder() {
     let vae = export("tiny_vae", 3);
     let mut stream = make_stream(&vq, 16, 16, 1, 5, None);
     // Same identity as the VAE graph, so the payload check is what refuses it.
-    stream.header.model_id = model_info(
-        &vae.join("decoder.onnx"),
-        gstomnitok::runtime::Role::Decoder,
-    )
-    .model_id;
+    stream.header.model_id = model_info(&vae.join("decoder.onnx"), gstomnitok::runtime::Role::Decoder).model_id;
     let (caps, _) = framed(&stream);
-    let r = run(
-        &dec_launch(&vae.join("decoder.onnx"), ""),
-        Some((Some(caps), vec![])),
-    );
+    let r = run(&dec_launch(&vae.join("decoder.onnx"), ""), Some((Some(caps), vec![])));
     let (msg, _) = r.error.expect("error");
     assert!(msg.contains("VAE (latent) decoder"), "{msg}");
 }
@@ -186,19 +161,13 @@ fn corrupt_record_is_an_error() {
         Some((Some(caps.clone()), bufs.clone())),
     );
     let (msg, _) = r.error.expect("error");
-    assert!(
-        msg.contains("chunk CRC mismatch") && msg.contains("chunk 1"),
-        "{msg}"
-    );
+    assert!(msg.contains("chunk CRC mismatch") && msg.contains("chunk 1"), "{msg}");
     assert_eq!(r.samples.len(), 5, "chunk 0 decodes before the error");
 
     // A truncated record (an unparsed byte stream fed straight in).
     let short = bufs[1].map_readable().unwrap()[..100].to_vec();
     bufs[1] = gst::Buffer::from_slice(short);
-    let r = run(
-        &dec_launch(&dir.join("decoder.onnx"), ""),
-        Some((Some(caps), bufs)),
-    );
+    let r = run(&dec_launch(&dir.join("decoder.onnx"), ""), Some((Some(caps), bufs)));
     let (msg, _) = r.error.expect("error");
     assert!(msg.contains("truncated chunk record"), "{msg}");
 }
@@ -233,11 +202,7 @@ fn flush_drops_pending_chunks_and_latency_counts_the_batch() {
     assert_eq!(h.buffers_in_queue(), 0);
     assert!(h.push_event(gst::event::FlushStart::new()));
     assert!(h.push_event(gst::event::FlushStop::new(true)));
-    assert!(
-        h.push_event(gst::event::Segment::new(&gst::FormattedSegment::<
-            gst::ClockTime,
-        >::new()))
-    );
+    assert!(h.push_event(gst::event::Segment::new(&gst::FormattedSegment::<gst::ClockTime>::new())));
     h.push(bufs[2].clone()).unwrap();
     h.push(bufs[3].clone()).unwrap();
     let mut out = Vec::new();
@@ -246,10 +211,7 @@ fn flush_drops_pending_chunks_and_latency_counts_the_batch() {
     }
     // Chunk 0 was dropped by the flush; chunks 1 and 2 decoded in one batch.
     assert_eq!(out.len(), 10);
-    assert_eq!(
-        out[0].pts().unwrap().nseconds(),
-        stream.records[1].pts.unwrap()
-    );
+    assert_eq!(out[0].pts().unwrap().nseconds(), stream.records[1].pts.unwrap());
     assert!(out[0].flags().contains(gst::BufferFlags::DISCONT));
     assert_eq!(
         out[9].pts().unwrap().nseconds(),
@@ -292,10 +254,7 @@ fn gpu_provider_fallback() {
     );
     let gpu_usable = match &r.error {
         Some((msg, _)) => {
-            assert!(
-                msg.contains("execution provider 'cuda' is not usable"),
-                "{msg}"
-            );
+            assert!(msg.contains("execution provider 'cuda' is not usable"), "{msg}");
             assert!(msg.contains("fallback=true"), "{msg}");
             false
         }

@@ -46,9 +46,7 @@ fn model_dir(preset: &'static str) -> PathBuf {
     if dirs.is_empty() {
         remove_stale_dirs(&base);
     }
-    let dir = base
-        .join(format!("omnitokenc-{}", std::process::id()))
-        .join(preset);
+    let dir = base.join(format!("omnitokenc-{}", std::process::id())).join(preset);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let p = omnitok_export::preset(preset).unwrap();
@@ -137,11 +135,7 @@ fn reference_input(frames: &[usize]) -> Array5<u8> {
     reference_input_sized(frames, (W, H), (PW, PH))
 }
 
-fn reference_input_sized(
-    frames: &[usize],
-    (w, h): (usize, usize),
-    (pw, ph): (usize, usize),
-) -> Array5<u8> {
+fn reference_input_sized(frames: &[usize], (w, h): (usize, usize), (pw, ph): (usize, usize)) -> Array5<u8> {
     Array5::from_shape_fn((1, frames.len(), ph, pw, 3), |(_, f, y, x, c)| {
         pixel(frames[f], x.min(w - 1), y.min(h - 1))[c]
     })
@@ -157,23 +151,16 @@ fn run_direct(model: &Path, input: Array5<u8>, outputs: &[&str]) -> Vec<ArrayD<f
         .iter()
         .map(|name| {
             if *name == "tokens" {
-                out[*name]
-                    .try_extract_array::<i64>()
-                    .unwrap()
-                    .mapv(|v| v as f64)
+                out[*name].try_extract_array::<i64>().unwrap().mapv(|v| v as f64)
             } else {
-                out[*name]
-                    .try_extract_array::<f32>()
-                    .unwrap()
-                    .mapv(|v| v as f64)
+                out[*name].try_extract_array::<f32>().unwrap().mapv(|v| v as f64)
             }
         })
         .collect()
 }
 
 fn make_enc(model: &Path, props: &[(&str, &dyn ToValue)]) -> gst::Element {
-    let mut b =
-        gst::ElementFactory::make("omnitokenc").property("model-file", model.to_str().unwrap());
+    let mut b = gst::ElementFactory::make("omnitokenc").property("model-file", model.to_str().unwrap());
     for (k, v) in props {
         b = b.property(k, v.to_value());
     }
@@ -182,19 +169,14 @@ fn make_enc(model: &Path, props: &[(&str, &dyn ToValue)]) -> gst::Element {
 
 fn harness(enc: gst::Element) -> Harness {
     let mut h = Harness::with_element(&enc, Some("sink"), Some("src"));
-    h.set_src_caps_str(&format!(
-        "video/x-raw,format=RGB,width={W},height={H},framerate=25/1"
-    ));
+    h.set_src_caps_str(&format!("video/x-raw,format=RGB,width={W},height={H},framerate=25/1"));
     h
 }
 
 /// Pushes frames `0..n` (pts i x 40 ms), then EOS; returns the output buffers.
 fn encode_frames(h: &mut Harness, n: usize) -> Vec<gst::Buffer> {
     for i in 0..n {
-        assert_eq!(
-            h.push(frame_buffer(i, i as u64 * FRAME_NS)),
-            Ok(gst::FlowSuccess::Ok)
-        );
+        assert_eq!(h.push(frame_buffer(i, i as u64 * FRAME_NS)), Ok(gst::FlowSuccess::Ok));
     }
     assert!(h.push_event(gst::event::Eos::new()));
     pull_all(h)
@@ -266,20 +248,14 @@ fn chunk_frame_indices(c: usize, chunk: usize, n: usize) -> Vec<usize> {
 fn vq_chunks_match_direct_onnx_runtime() {
     init();
     let model = encoder("tiny");
-    assert!(
-        video_info(W, H).stride()[0] as usize > W * 3,
-        "rows are padded"
-    );
+    assert!(video_info(W, H).stride()[0] as usize > W * 3, "rows are padded");
     let mut h = harness(make_enc(&model, &[("chunk-frames", &5u32)]));
     let buffers = encode_frames(&mut h, 12);
     assert_eq!(buffers.len(), 1 + 3, "header + 3 chunks (5 + 5 + 2 frames)");
     let (header, records) = parse(&h, &buffers);
 
     assert_eq!((header.width, header.height), (W as u32, H as u32));
-    assert_eq!(
-        (header.padded_width, header.padded_height),
-        (PW as u32, PH as u32)
-    );
+    assert_eq!((header.padded_width, header.padded_height), (PW as u32, PH as u32));
     assert_eq!((header.fps_n, header.fps_d), (25, 1));
     assert_eq!(header.chunk_frames, 5);
     assert_eq!(header.grid, [3, PH as u32 / 4, PW as u32 / 4]);
@@ -300,17 +276,9 @@ fn vq_chunks_match_direct_onnx_runtime() {
         let (first, n) = expect_time[c];
         assert_eq!(rec.pts, Some(first * FRAME_NS), "chunk {c} pts");
         assert_eq!(rec.duration, Some(n * FRAME_NS), "chunk {c} duration");
-        let reference = run_direct(
-            &model,
-            reference_input(&chunk_frame_indices(c, 5, 12)),
-            &["tokens"],
-        );
+        let reference = run_direct(&model, reference_input(&chunk_frame_indices(c, 5, 12)), &["tokens"]);
         let reference: Vec<f64> = reference[0].iter().copied().collect();
-        assert_eq!(
-            tokens(rec),
-            reference,
-            "chunk {c}: tokens differ from ONNX Runtime"
-        );
+        assert_eq!(tokens(rec), reference, "chunk {c}: tokens differ from ONNX Runtime");
     }
     // The chunks differ from each other (the frames do).
     assert_ne!(tokens(&records[0].0), tokens(&records[1].0));
@@ -331,10 +299,7 @@ fn image_mode_every_frame_is_a_chunk() {
         assert_eq!(rec.pts, Some(i as u64 * FRAME_NS));
         assert_eq!(rec.duration, Some(FRAME_NS));
         let reference = run_direct(&model, reference_input(&[i]), &["tokens"]);
-        assert_eq!(
-            tokens(rec),
-            reference[0].iter().copied().collect::<Vec<_>>()
-        );
+        assert_eq!(tokens(rec), reference[0].iter().copied().collect::<Vec<_>>());
     }
 }
 
@@ -346,13 +311,7 @@ fn default_chunk_frames_is_the_clip_length() {
     let buffers = encode_frames(&mut h, 6);
     let (header, records) = parse(&h, &buffers);
     assert_eq!(header.chunk_frames, 5, "tiny's clip length");
-    assert_eq!(
-        records
-            .iter()
-            .map(|(r, _)| r.real_frames)
-            .collect::<Vec<_>>(),
-        [5, 1]
-    );
+    assert_eq!(records.iter().map(|(r, _)| r.real_frames).collect::<Vec<_>>(), [5, 1]);
 }
 
 fn vae_records(props: &[(&str, &dyn ToValue)]) -> (StreamHeader, Vec<ChunkRecord>) {
@@ -376,17 +335,9 @@ fn vae_mean_and_seeded_samples() {
     assert_eq!(mean.len(), 2);
     assert_eq!(mean[1].real_frames, 2);
     for (c, rec) in mean.iter().enumerate() {
-        let reference = run_direct(
-            &model,
-            reference_input(&chunk_frame_indices(c, 5, 7)),
-            &["latent_mean"],
-        );
+        let reference = run_direct(&model, reference_input(&chunk_frame_indices(c, 5, 7)), &["latent_mean"]);
         let reference: Vec<f64> = reference[0].iter().copied().collect();
-        assert_eq!(
-            latents(rec),
-            reference,
-            "chunk {c}: latents differ from latent_mean"
-        );
+        assert_eq!(latents(rec), reference, "chunk {c}: latents differ from latent_mean");
     }
 
     let seeded = [("sample", &true as &dyn ToValue), ("seed", &42u64)];
@@ -395,16 +346,8 @@ fn vae_mean_and_seeded_samples() {
     assert_eq!(a, b, "the same seed gives the same samples");
     let (_, other) = vae_records(&[("sample", &true as &dyn ToValue), ("seed", &43u64)]);
     for c in 0..2 {
-        assert_ne!(
-            latents(&a[c]),
-            latents(&mean[c]),
-            "a sample is not the mean"
-        );
-        assert_ne!(
-            latents(&a[c]),
-            latents(&other[c]),
-            "another seed, other samples"
-        );
+        assert_ne!(latents(&a[c]), latents(&mean[c]), "a sample is not the mean");
+        assert_ne!(latents(&a[c]), latents(&other[c]), "another seed, other samples");
         // mean + sigma x eps: close to the mean where the variance is small.
         let (s, m) = (latents(&a[c]), latents(&mean[c]));
         assert_eq!(s.len(), m.len());
@@ -419,10 +362,7 @@ fn vae_mean_and_seeded_samples() {
     assert_eq!(h16.payload_type, PayloadType::F16);
     for c in 0..2 {
         for (x, y) in latents(&half[c]).iter().zip(latents(&mean[c])) {
-            assert!(
-                (x - y).abs() <= y.abs() * 2f64.powi(-11) + 2f64.powi(-24),
-                "{x} vs {y}"
-            );
+            assert!((x - y).abs() <= y.abs() * 2f64.powi(-11) + 2f64.powi(-24), "{x} vs {y}");
         }
     }
 }
@@ -432,10 +372,7 @@ fn batch_size_does_not_change_records() {
     init();
     let model = encoder("tiny");
     let run = |batch: u32| {
-        let mut h = harness(make_enc(
-            &model,
-            &[("chunk-frames", &3u32), ("batch-size", &batch)],
-        ));
+        let mut h = harness(make_enc(&model, &[("chunk-frames", &3u32), ("batch-size", &batch)]));
         let buffers = encode_frames(&mut h, 11); // 4 chunks: 3 + 3 + 3 + 2
         let (header, records) = parse(&h, &buffers);
         (
@@ -469,8 +406,7 @@ fn flush_drops_pending_frames() {
     assert!(h.push_event(gst::event::Segment::new(&segment)));
     let base = 1_000_000_000;
     for i in 0..3 {
-        h.push(frame_buffer(5 + i, base + i as u64 * FRAME_NS))
-            .unwrap();
+        h.push(frame_buffer(5 + i, base + i as u64 * FRAME_NS)).unwrap();
     }
     assert!(h.push_event(gst::event::Eos::new()));
     let buffers = pull_all(&mut h);
@@ -480,10 +416,7 @@ fn flush_drops_pending_frames() {
     assert_eq!(rec.real_frames, 3);
     assert_eq!(rec.pts, Some(base));
     let reference = run_direct(&model, reference_input(&[5, 6, 7]), &["tokens"]);
-    assert_eq!(
-        tokens(rec),
-        reference[0].iter().copied().collect::<Vec<_>>()
-    );
+    assert_eq!(tokens(rec), reference[0].iter().copied().collect::<Vec<_>>());
 }
 
 #[test]
@@ -496,23 +429,14 @@ fn latency_covers_chunk_buffering() {
     let mut h = harness(enc.clone());
     h.set_upstream_latency(gst::ClockTime::from_mseconds(10));
     // 5 x 2 - 1 frames at 25 fps.
-    assert_eq!(
-        h.query_latency(),
-        Some(gst::ClockTime::from_mseconds(10 + 9 * 40))
-    );
+    assert_eq!(h.query_latency(), Some(gst::ClockTime::from_mseconds(10 + 9 * 40)));
     while bus.pop().is_some() {}
     enc.set_property("batch-size", 1u32);
     let msg = bus
-        .timed_pop_filtered(
-            gst::ClockTime::from_seconds(1),
-            &[gst::MessageType::Latency],
-        )
+        .timed_pop_filtered(gst::ClockTime::from_seconds(1), &[gst::MessageType::Latency])
         .expect("a latency message when batch-size changes");
     assert_eq!(msg.src(), Some(enc.upcast_ref::<gst::Object>()));
-    assert_eq!(
-        h.query_latency(),
-        Some(gst::ClockTime::from_mseconds(10 + 4 * 40))
-    );
+    assert_eq!(h.query_latency(), Some(gst::ClockTime::from_mseconds(10 + 4 * 40)));
     enc.set_bus(None);
 }
 
@@ -552,13 +476,10 @@ fn run_pipeline_sized(
     configure(&enc);
     let count = Arc::new(Mutex::new(0usize));
     let c = count.clone();
-    pipeline
-        .by_name("sink")
-        .unwrap()
-        .connect("handoff", false, move |_| {
-            *c.lock().unwrap() += 1;
-            None
-        });
+    pipeline.by_name("sink").unwrap().connect("handoff", false, move |_| {
+        *c.lock().unwrap() += 1;
+        None
+    });
     let bus = pipeline.bus().unwrap();
     let started = pipeline.set_state(gst::State::Playing);
     let (mut errors, mut warnings, mut eos) = (vec![], vec![], false);
@@ -575,9 +496,7 @@ fn run_pipeline_sized(
                 errors.push(format!("{} ({:?})", e.error(), e.debug()));
                 break;
             }
-            gst::MessageView::Warning(w) => {
-                warnings.push(format!("{} ({:?})", w.error(), w.debug()))
-            }
+            gst::MessageView::Warning(w) => warnings.push(format!("{} ({:?})", w.error(), w.debug())),
             gst::MessageView::Eos(_) => {
                 eos = true;
                 break;
@@ -595,14 +514,10 @@ fn run_pipeline_sized(
 
 #[test]
 fn error_missing_model_file() {
-    let (errors, _, eos, _, _) =
-        run_pipeline(|e| e.set_property("model-file", "/nonexistent/encoder.onnx"));
+    let (errors, _, eos, _, _) = run_pipeline(|e| e.set_property("model-file", "/nonexistent/encoder.onnx"));
     assert!(!eos);
     assert_eq!(errors.len(), 1, "{errors:?}");
-    assert!(
-        errors[0].contains("/nonexistent/encoder.onnx"),
-        "{errors:?}"
-    );
+    assert!(errors[0].contains("/nonexistent/encoder.onnx"), "{errors:?}");
     assert!(errors[0].contains("does not exist"), "{errors:?}");
 
     let (errors, _, _, _, _) = run_pipeline(|_| {});
@@ -612,8 +527,7 @@ fn error_missing_model_file() {
 #[test]
 fn error_decoder_graph() {
     let decoder = model_dir("tiny").join("decoder.onnx");
-    let (errors, _, eos, _, _) =
-        run_pipeline(|e| e.set_property("model-file", decoder.to_str().unwrap()));
+    let (errors, _, eos, _, _) = run_pipeline(|e| e.set_property("model-file", decoder.to_str().unwrap()));
     assert!(!eos);
     assert!(errors[0].contains("decoder graph"), "{errors:?}");
     assert!(errors[0].contains("needs an encoder graph"), "{errors:?}");
@@ -682,19 +596,11 @@ fn caps_change_drains_then_new_header() {
     assert_eq!(r1.real_frames, 3);
     assert_eq!(r1.duration, Some(3 * FRAME_NS));
     let reference = run_direct(&model, reference_input(&[0, 1, 2, 2, 2]), &["tokens"]);
-    assert_eq!(
-        tokens(&r1),
-        reference[0].iter().copied().collect::<Vec<_>>()
-    );
+    assert_eq!(tokens(&r1), reference[0].iter().copied().collect::<Vec<_>>());
 
     for i in 0..2 {
-        h.push(frame_buffer_sized(
-            10 + i,
-            (3 + i as u64) * FRAME_NS,
-            16,
-            16,
-        ))
-        .unwrap();
+        h.push(frame_buffer_sized(10 + i, (3 + i as u64) * FRAME_NS, 16, 16))
+            .unwrap();
     }
     assert!(h.push_event(gst::event::Eos::new()));
     let new = pull_all(&mut h);

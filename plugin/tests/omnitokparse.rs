@@ -72,11 +72,7 @@ fn any_block_size_gives_the_same_chunks_and_caps() {
         // One buffer per record, exact raw bytes, timestamps from the record.
         for (i, (rec, raw)) in s.records.iter().zip(&s.record_bytes).enumerate() {
             let b = r.samples[i + 1].buffer().unwrap();
-            assert_eq!(
-                &*b.map_readable().unwrap(),
-                &raw[..],
-                "block {block} chunk {i}"
-            );
+            assert_eq!(&*b.map_readable().unwrap(), &raw[..], "block {block} chunk {i}");
             assert_eq!(b.pts().map(|t| t.nseconds()), rec.pts);
             assert_eq!(b.duration().map(|t| t.nseconds()), rec.duration);
             assert!(!b.flags().contains(gst::BufferFlags::HEADER));
@@ -90,10 +86,7 @@ fn expect_error(bytes: Vec<u8>, block: usize, needle: &str) {
     let (msg, debug) = r
         .error
         .unwrap_or_else(|| panic!("no error for '{needle}' ({} samples)", r.samples.len()));
-    assert!(
-        msg.contains(needle),
-        "'{msg}' ({debug}) does not name '{needle}'"
-    );
+    assert!(msg.contains(needle), "'{msg}' ({debug}) does not name '{needle}'");
 }
 
 #[test]
@@ -168,17 +161,13 @@ fn empty_input_is_an_error() {
 fn typefinder_recognises_token_streams() {
     init();
     let bytes = synthetic().bytes();
-    let (caps, prob) =
-        gst_base::functions::type_find_helper_for_data(None::<&gst::Object>, &bytes[..]).unwrap();
+    let (caps, prob) = gst_base::functions::type_find_helper_for_data(None::<&gst::Object>, &bytes[..]).unwrap();
     assert_eq!(prob, gst::TypeFindProbability::Maximum);
     assert_eq!(caps.structure(0).unwrap().name(), "video/x-omnitok");
     assert!(
-        gst_base::functions::type_find_helper_for_data(
-            None::<&gst::Object>,
-            &b"RIFF1234abcdefgh"[..]
-        )
-        .map(|(c, _)| c.structure(0).unwrap().name() != "video/x-omnitok")
-        .unwrap_or(true)
+        gst_base::functions::type_find_helper_for_data(None::<&gst::Object>, &b"RIFF1234abcdefgh"[..])
+            .map(|(c, _)| c.structure(0).unwrap().name() != "video/x-omnitok")
+            .unwrap_or(true)
     );
 }
 
@@ -192,15 +181,12 @@ fn flush_restarts_at_a_new_stream() {
     let bytes = s.bytes();
     // Half of the stream, then a flush, then the whole stream again from byte 0.
     let half = s.header_bytes.len() + s.record_bytes[0].len() + 20;
-    h.push(gst::Buffer::from_slice(bytes[..half].to_vec()))
-        .unwrap();
+    h.push(gst::Buffer::from_slice(bytes[..half].to_vec())).unwrap();
     assert!(h.push_event(gst::event::FlushStart::new()));
     assert!(h.push_event(gst::event::FlushStop::new(true)));
-    assert!(
-        h.push_event(gst::event::Segment::new(&gst::FormattedSegment::<
-            gst::format::Bytes,
-        >::new()))
-    );
+    assert!(h.push_event(gst::event::Segment::new(
+        &gst::FormattedSegment::<gst::format::Bytes>::new()
+    )));
     h.push(gst::Buffer::from_slice(bytes.clone())).unwrap();
     h.push_event(gst::event::Eos::new());
     let mut got = Vec::new();
@@ -220,8 +206,7 @@ fn resumes_at_a_chunk_boundary_after_a_seek() {
     let elem = gst::ElementFactory::make("omnitokparse").build().unwrap();
     let mut h = gst_check::Harness::with_element(&elem, Some("sink"), Some("src"));
     h.set_src_caps_str("video/x-omnitok");
-    h.push(gst::Buffer::from_slice(s.header_bytes.clone()))
-        .unwrap();
+    h.push(gst::Buffer::from_slice(s.header_bytes.clone())).unwrap();
     assert!(h.push_event(gst::event::FlushStart::new()));
     assert!(h.push_event(gst::event::FlushStop::new(true)));
     let start = (s.header_bytes.len() + 2 * s.record_bytes[0].len()) as u64;

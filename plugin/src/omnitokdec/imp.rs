@@ -17,9 +17,7 @@ use ndarray::{Array, ArrayD, IxDyn};
 
 use crate::caps;
 use crate::format::{ChunkRecord, Payload, PayloadType, StreamHeader, model_id_to_hex};
-use crate::runtime::{
-    self, ExecutionProvider, Kind, LoadedModel, ModelInfo, Role, SessionSettings,
-};
+use crate::runtime::{self, ExecutionProvider, Kind, LoadedModel, ModelInfo, Role, SessionSettings};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -168,11 +166,7 @@ fn check_stream(header: &StreamHeader, info: &ModelInfo) -> Result<(), String> {
             info.temporal_patch()
         ));
     }
-    let grid = info.grid(
-        header.chunk_frames,
-        header.padded_width,
-        header.padded_height,
-    );
+    let grid = info.grid(header.chunk_frames, header.padded_width, header.padded_height);
     if header.grid != grid {
         return Err(format!(
             "grid {:?} of the stream does not match the model's grid {:?} for {} frames at {}x{}",
@@ -183,10 +177,7 @@ fn check_stream(header: &StreamHeader, info: &ModelInfo) -> Result<(), String> {
 }
 
 /// Decoder input for a batch of chunks.
-fn build_input(
-    header: &StreamHeader,
-    batch: &[Pending],
-) -> anyhow::Result<(&'static str, ort::value::DynValue)> {
+fn build_input(header: &StreamHeader, batch: &[Pending]) -> anyhow::Result<(&'static str, ort::value::DynValue)> {
     let [t, h, w] = header.grid.map(|v| v as usize);
     let b = batch.len();
     if header.payload_type.is_tokens() {
@@ -214,11 +205,7 @@ fn build_input(
 }
 
 /// Runs the decoder graph: frames `[B, F, Hp, Wp, 3]`.
-fn run_model(
-    model: &mut LoadedModel,
-    header: &StreamHeader,
-    batch: &[Pending],
-) -> anyhow::Result<ArrayD<u8>> {
+fn run_model(model: &mut LoadedModel, header: &StreamHeader, batch: &[Pending]) -> anyhow::Result<ArrayD<u8>> {
     let (name, input) = build_input(header, batch)?;
     let outputs = model
         .session
@@ -236,11 +223,7 @@ fn run_model(
         3,
     ];
     if frames.shape() != want {
-        bail!(
-            "decoder output has shape {:?}, expected {:?}",
-            frames.shape(),
-            want
-        );
+        bail!("decoder output has shape {:?}, expected {:?}", frames.shape(), want);
     }
     Ok(frames)
 }
@@ -261,11 +244,7 @@ impl OmnitokDec {
             return Err(gst::StateChangeError);
         };
         if let Err(e) = runtime::init() {
-            gst::element_imp_error!(
-                self,
-                gst::LibraryError::Init,
-                ("ONNX Runtime not found: {}", e)
-            );
+            gst::element_imp_error!(self, gst::LibraryError::Init, ("ONNX Runtime not found: {}", e));
             return Err(gst::StateChangeError);
         }
         let settings = SessionSettings {
@@ -318,11 +297,7 @@ impl OmnitokDec {
         let header = match caps::to_header(caps) {
             Ok(h) => h,
             Err(e) => {
-                gst::element_imp_error!(
-                    self,
-                    gst::StreamError::Format,
-                    ("cannot take caps {}: {}", caps, e)
-                );
+                gst::element_imp_error!(self, gst::StreamError::Format, ("cannot take caps {}: {}", caps, e));
                 return false;
             }
         };
@@ -355,26 +330,17 @@ impl OmnitokDec {
         } else {
             gst::Fraction::new(0, 1)
         };
-        let info = match gst_video::VideoInfo::builder(
-            gst_video::VideoFormat::Rgb,
-            header.width,
-            header.height,
-        )
-        .fps(fps)
-        .par(gst::Fraction::new(1, 1))
-        .build()
+        let info = match gst_video::VideoInfo::builder(gst_video::VideoFormat::Rgb, header.width, header.height)
+            .fps(fps)
+            .par(gst::Fraction::new(1, 1))
+            .build()
         {
             Ok(i) => i,
             Err(e) => {
                 gst::element_imp_error!(
                     self,
                     gst::CoreError::Negotiation,
-                    (
-                        "cannot describe {}x{} RGB output: {}",
-                        header.width,
-                        header.height,
-                        e
-                    )
+                    ("cannot describe {}x{} RGB output: {}", header.width, header.height, e)
                 );
                 return false;
             }
@@ -441,11 +407,7 @@ impl OmnitokDec {
         None
     }
 
-    fn chain(
-        &self,
-        _pad: &gst::Pad,
-        buffer: gst::Buffer,
-    ) -> Result<gst::FlowSuccess, gst::FlowError> {
+    fn chain(&self, _pad: &gst::Pad, buffer: gst::Buffer) -> Result<gst::FlowSuccess, gst::FlowError> {
         let batch_size = self.settings.lock().unwrap().batch_size.max(1) as usize;
         let map = buffer.map_readable().map_err(|_| {
             gst::element_imp_error!(self, gst::CoreError::Failed, ("cannot map input buffer"));
@@ -577,26 +539,19 @@ impl OmnitokDec {
                 let mut guard = self.state.lock().unwrap();
                 let state = guard.as_mut().ok_or(gst::FlowError::Flushing)?;
                 let d = std::mem::replace(&mut state.discont, false) || p.discont;
-                (
-                    rec.pts
-                        .map(gst::ClockTime::from_nseconds)
-                        .or(state.next_pts),
-                    d,
-                )
+                (rec.pts.map(gst::ClockTime::from_nseconds).or(state.next_pts), d)
             };
             let real = rec.real_frames as u64;
             let frame_time = |i: u64| -> Option<u64> {
                 if header.fps_n > 0 {
-                    (i * header.fps_d as u64)
-                        .mul_div_floor(gst::ClockTime::SECOND.nseconds(), header.fps_n as u64)
+                    (i * header.fps_d as u64).mul_div_floor(gst::ClockTime::SECOND.nseconds(), header.fps_n as u64)
                 } else {
                     rec.duration.and_then(|d| (i * d).checked_div(real))
                 }
             };
             let mut end = None;
             for i in 0..real {
-                let pts =
-                    base.and_then(|b| frame_time(i).map(|o| b + gst::ClockTime::from_nseconds(o)));
+                let pts = base.and_then(|b| frame_time(i).map(|o| b + gst::ClockTime::from_nseconds(o)));
                 let duration = match (frame_time(i), frame_time(i + 1)) {
                     (Some(a), Some(c)) => Some(gst::ClockTime::from_nseconds(c - a)),
                     _ => None,
@@ -634,16 +589,14 @@ impl OmnitokDec {
             Some(p) => p.acquire_buffer(None)?,
             None => gst::Buffer::with_size(info.size()).map_err(|_| gst::FlowError::Error)?,
         };
-        let mut vf = gst_video::VideoFrame::from_buffer_writable(buffer, info)
-            .map_err(|_| gst::FlowError::Error)?;
+        let mut vf = gst_video::VideoFrame::from_buffer_writable(buffer, info).map_err(|_| gst::FlowError::Error)?;
         let stride = vf.plane_stride()[0] as usize;
         let (w, h) = (info.width() as usize, info.height() as usize);
         let data = vf.plane_data_mut(0).map_err(|_| gst::FlowError::Error)?;
         let src = frame.as_slice().ok_or(gst::FlowError::Error)?;
         let src_stride = frame.shape()[1] * 3;
         for y in 0..h {
-            data[y * stride..y * stride + w * 3]
-                .copy_from_slice(&src[y * src_stride..y * src_stride + w * 3]);
+            data[y * stride..y * stride + w * 3].copy_from_slice(&src[y * src_stride..y * src_stride + w * 3]);
         }
         Ok(vf.into_buffer())
     }
@@ -694,11 +647,7 @@ impl OmnitokDec {
                 })
                 .map(gst::ClockTime::from_nseconds)
                 .unwrap_or(gst::ClockTime::ZERO);
-            gst::debug!(
-                CAT,
-                imp = self,
-                "latency: upstream {min}, batching adds {extra}"
-            );
+            gst::debug!(CAT, imp = self, "latency: upstream {min}, batching adds {extra}");
             q.set(live, min + extra, max.map(|m| m + extra));
             return true;
         }
@@ -715,11 +664,7 @@ impl ObjectSubclass for OmnitokDec {
     fn with_class(klass: &Self::Class) -> Self {
         let sinkpad = gst::Pad::builder_from_template(&klass.pad_template("sink").unwrap())
             .chain_function(|pad, parent, buffer| {
-                OmnitokDec::catch_panic_pad_function(
-                    parent,
-                    || Err(gst::FlowError::Error),
-                    |d| d.chain(pad, buffer),
-                )
+                OmnitokDec::catch_panic_pad_function(parent, || Err(gst::FlowError::Error), |d| d.chain(pad, buffer))
             })
             .event_function(|pad, parent, event| {
                 OmnitokDec::catch_panic_pad_function(parent, || false, |d| d.sink_event(pad, event))
@@ -809,17 +754,14 @@ impl ObjectImpl for OmnitokDec {
                     )
                     .flags(ready)
                     .build(),
-                glib::ParamSpecEnum::builder_with_default(
-                    "active-execution-provider",
-                    DEFAULT_PROVIDER,
-                )
-                .nick("Active execution provider")
-                .blurb(
-                    "Execution provider the loaded decoder really runs on (cpu after a \
+                glib::ParamSpecEnum::builder_with_default("active-execution-provider", DEFAULT_PROVIDER)
+                    .nick("Active execution provider")
+                    .blurb(
+                        "Execution provider the loaded decoder really runs on (cpu after a \
                      fallback); valid from READY on (read-only)",
-                )
-                .read_only()
-                .build(),
+                    )
+                    .read_only()
+                    .build(),
             ]
         });
         P.as_ref()
@@ -828,9 +770,7 @@ impl ObjectImpl for OmnitokDec {
     fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
         let mut s = self.settings.lock().unwrap();
         match pspec.name() {
-            "model-file" => {
-                s.model_file = value.get::<Option<String>>().unwrap().map(PathBuf::from)
-            }
+            "model-file" => s.model_file = value.get::<Option<String>>().unwrap().map(PathBuf::from),
             "execution-provider" => s.provider = value.get().unwrap(),
             "device-id" => s.device_id = value.get().unwrap(),
             "fallback" => s.fallback = value.get().unwrap(),
@@ -847,9 +787,7 @@ impl ObjectImpl for OmnitokDec {
                 }
             }
             "intra-op-threads" => s.intra_op_threads = value.get().unwrap(),
-            "model-cache-dir" => {
-                s.model_cache_dir = value.get::<Option<String>>().unwrap().map(PathBuf::from)
-            }
+            "model-cache-dir" => s.model_cache_dir = value.get::<Option<String>>().unwrap().map(PathBuf::from),
             other => unimplemented!("property {other}"),
         }
     }
@@ -857,21 +795,13 @@ impl ObjectImpl for OmnitokDec {
     fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
         let s = self.settings.lock().unwrap();
         match pspec.name() {
-            "model-file" => s
-                .model_file
-                .as_ref()
-                .map(|p| p.display().to_string())
-                .to_value(),
+            "model-file" => s.model_file.as_ref().map(|p| p.display().to_string()).to_value(),
             "execution-provider" => s.provider.to_value(),
             "device-id" => s.device_id.to_value(),
             "fallback" => s.fallback.to_value(),
             "batch-size" => s.batch_size.to_value(),
             "intra-op-threads" => s.intra_op_threads.to_value(),
-            "model-cache-dir" => s
-                .model_cache_dir
-                .as_ref()
-                .map(|p| p.display().to_string())
-                .to_value(),
+            "model-cache-dir" => s.model_cache_dir.as_ref().map(|p| p.display().to_string()).to_value(),
             "active-execution-provider" => self.active_provider.lock().unwrap().to_value(),
             other => unimplemented!("property {other}"),
         }
@@ -915,22 +845,14 @@ impl ElementImpl for OmnitokDec {
             let src_caps = gst_video::VideoCapsBuilder::new()
                 .format(gst_video::VideoFormat::Rgb)
                 .build();
-            let src = gst::PadTemplate::new(
-                "src",
-                gst::PadDirection::Src,
-                gst::PadPresence::Always,
-                &src_caps,
-            )
-            .unwrap();
+            let src =
+                gst::PadTemplate::new("src", gst::PadDirection::Src, gst::PadPresence::Always, &src_caps).unwrap();
             vec![src, sink]
         });
         T.as_ref()
     }
 
-    fn change_state(
-        &self,
-        transition: gst::StateChange,
-    ) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
+    fn change_state(&self, transition: gst::StateChange) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
         if transition == gst::StateChange::NullToReady {
             self.load()?;
         }

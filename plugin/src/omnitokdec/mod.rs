@@ -13,10 +13,5 @@ glib::wrapper! {
 
 pub fn register(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     // Rank NONE: the element needs a model-file, so it is never auto-plugged.
-    gst::Element::register(
-        Some(plugin),
-        "omnitokdec",
-        gst::Rank::NONE,
-        OmnitokDec::static_type(),
-    )
+    gst::Element::register(Some(plugin), "omnitokdec", gst::Rank::NONE, OmnitokDec::static_type())
 }

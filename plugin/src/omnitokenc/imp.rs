@@ -77,16 +77,7 @@ impl Default for Settings {
 
 impl Settings {
     /// What loading the session depends on (a change reloads it).
-    fn model_key(
-        &self,
-    ) -> (
-        Option<PathBuf>,
-        ExecutionProvider,
-        i32,
-        bool,
-        u32,
-        Option<PathBuf>,
-    ) {
+    fn model_key(&self) -> (Option<PathBuf>, ExecutionProvider, i32, bool, u32, Option<PathBuf>) {
         (
             self.model_file.clone(),
             self.provider,
@@ -98,14 +89,7 @@ impl Settings {
     }
 }
 
-type ModelKey = (
-    Option<PathBuf>,
-    ExecutionProvider,
-    i32,
-    bool,
-    u32,
-    Option<PathBuf>,
-);
+type ModelKey = (Option<PathBuf>, ExecutionProvider, i32, bool, u32, Option<PathBuf>);
 
 /// The loaded encoder graph.
 struct Model {
@@ -173,11 +157,7 @@ impl OmnitokEnc {
         let key = settings.model_key();
         let loaded_info = {
             let state = self.state();
-            state
-                .model
-                .as_ref()
-                .filter(|m| m.key == key)
-                .map(|m| m.info.clone())
+            state.model.as_ref().filter(|m| m.key == key).map(|m| m.info.clone())
         };
         let info = match loaded_info {
             Some(info) => info,
@@ -285,8 +265,8 @@ impl OmnitokEnc {
 
     /// Builds the stream state for new input caps.
     fn configure(&self, caps: &gst::CapsRef) -> Result<(gst::Caps, Stream), String> {
-        let video_info = gst_video::VideoInfo::from_caps(caps)
-            .map_err(|_| format!("cannot parse input caps {caps}"))?;
+        let video_info =
+            gst_video::VideoInfo::from_caps(caps).map_err(|_| format!("cannot parse input caps {caps}"))?;
         if video_info.format() != gst_video::VideoFormat::Rgb {
             return Err(format!(
                 "input format {} is not RGB (put videoconvert before omnitokenc)",
@@ -295,10 +275,7 @@ impl OmnitokEnc {
         }
         let settings = self.settings();
         let state = self.state();
-        let model = state
-            .model
-            .as_ref()
-            .ok_or("no model loaded (element not started)")?;
+        let model = state.model.as_ref().ok_or("no model loaded (element not started)")?;
         let info = &model.info;
         let (w, h) = (video_info.width(), video_info.height());
         let (pw, ph) = (info.padded(w), info.padded(h));
@@ -310,11 +287,7 @@ impl OmnitokEnc {
         };
         let chunk_frames = state.chunk_frames;
         let (channels, codebook_size, payload_type) = match info.kind {
-            Kind::Vq => (
-                0,
-                info.codebook_size(),
-                PayloadType::for_codebook(info.codebook_size()),
-            ),
+            Kind::Vq => (0, info.codebook_size(), PayloadType::for_codebook(info.codebook_size())),
             Kind::Vae => (
                 info.channels(),
                 0,
@@ -343,15 +316,13 @@ impl OmnitokEnc {
             .try_encode()
             .map_err(|e| format!("cannot encode {w}x{h} video ({pw}x{ph} padded): {e}"))?;
         let mut header_buffer = gst::Buffer::from_mut_slice(bytes);
-        header_buffer
-            .get_mut()
-            .unwrap()
-            .set_flags(gst::BufferFlags::HEADER);
+        header_buffer.get_mut().unwrap().set_flags(gst::BufferFlags::HEADER);
         let mut out_caps = crate::caps::from_header(&header);
-        out_caps.make_mut().structure_mut(0).unwrap().set(
-            "streamheader",
-            gst::Array::new([header_buffer.to_send_value()]),
-        );
+        out_caps
+            .make_mut()
+            .structure_mut(0)
+            .unwrap()
+            .set("streamheader", gst::Array::new([header_buffer.to_send_value()]));
         let frame_bytes = pw as usize * ph as usize * 3;
         let stream = Stream {
             video_info,
@@ -427,12 +398,7 @@ impl OmnitokEnc {
             }
         };
         if let Some(h) = job.header_buffer {
-            gst::debug!(
-                CAT,
-                imp = self,
-                "pushing stream header ({} bytes)",
-                h.size()
-            );
+            gst::debug!(CAT, imp = self, "pushing stream header ({} bytes)", h.size());
             self.srcpad.push(h)?;
         }
         for (bytes, timing) in records {
@@ -505,17 +471,10 @@ impl OmnitokEnc {
         {
             let mut state = self.state();
             let Some(stream) = state.stream.as_mut() else {
-                gst::element_imp_error!(
-                    self,
-                    gst::CoreError::Negotiation,
-                    ("received a buffer before caps")
-                );
+                gst::element_imp_error!(self, gst::CoreError::Negotiation, ("received a buffer before caps"));
                 return Err(gst::FlowError::NotNegotiated);
             };
-            let frame = match gst_video::VideoFrameRef::from_buffer_ref_readable(
-                &buffer,
-                &stream.video_info,
-            ) {
+            let frame = match gst_video::VideoFrameRef::from_buffer_ref_readable(&buffer, &stream.video_info) {
                 Ok(f) => f,
                 Err(_) => {
                     gst::element_imp_error!(
@@ -542,9 +501,10 @@ impl OmnitokEnc {
             );
             let stride = frame.plane_stride()[0] as usize;
             let data = frame.plane_data(0).map_err(|_| gst::FlowError::Error)?;
-            if let Some(chunk) = stream.chunker.push(time, |dst| {
-                chunker::pad_rgb_frame(data, stride, w, h, pw, ph, dst)
-            }) {
+            if let Some(chunk) = stream
+                .chunker
+                .push(time, |dst| chunker::pad_rgb_frame(data, stride, w, h, pw, ph, dst))
+            {
                 stream.ready.push(chunk);
             }
         }
@@ -575,11 +535,7 @@ impl OmnitokEnc {
                     .state()
                     .stream
                     .as_ref()
-                    .and_then(|s| {
-                        gst_video::VideoInfo::from_caps(&caps)
-                            .ok()
-                            .map(|v| v == s.video_info)
-                    })
+                    .and_then(|s| gst_video::VideoInfo::from_caps(&caps).ok().map(|v| v == s.video_info))
                     .unwrap_or(false);
                 if same {
                     return true;
@@ -723,11 +679,7 @@ fn encode(session: &mut Session, job: &Job, settings: &Settings) -> Result<Vec<R
                     .zip(logvar.chunks_exact(per_chunk))
                     .enumerate()
                     .map(|(i, (m, lv))| {
-                        let eps = chunker::gaussian_noise(
-                            settings.seed,
-                            job.first_index + i as u64,
-                            per_chunk,
-                        );
+                        let eps = chunker::gaussian_noise(settings.seed, job.first_index + i as u64, per_chunk);
                         Payload::Latents(
                             m.iter()
                                 .zip(lv)
@@ -791,28 +743,16 @@ impl ObjectSubclass for OmnitokEnc {
                 )
             })
             .event_function(|pad, parent, event| {
-                OmnitokEnc::catch_panic_pad_function(
-                    parent,
-                    || false,
-                    |enc| enc.sink_event(pad, event),
-                )
+                OmnitokEnc::catch_panic_pad_function(parent, || false, |enc| enc.sink_event(pad, event))
             })
             .query_function(|pad, parent, query| {
-                OmnitokEnc::catch_panic_pad_function(
-                    parent,
-                    || false,
-                    |enc| enc.sink_query(pad, query),
-                )
+                OmnitokEnc::catch_panic_pad_function(parent, || false, |enc| enc.sink_query(pad, query))
             })
             .build();
         let templ = klass.pad_template("src").unwrap();
         let srcpad = gst::Pad::builder_from_template(&templ)
             .query_function(|pad, parent, query| {
-                OmnitokEnc::catch_panic_pad_function(
-                    parent,
-                    || false,
-                    |enc| enc.src_query(pad, query),
-                )
+                OmnitokEnc::catch_panic_pad_function(parent, || false, |enc| enc.src_query(pad, query))
             })
             .flags(gst::PadFlags::FIXED_CAPS)
             .build();
@@ -1009,29 +949,14 @@ impl ElementImpl for OmnitokEnc {
                 .build();
             let src_caps = gst::Caps::new_empty_simple(crate::caps::MEDIA_TYPE);
             vec![
-                gst::PadTemplate::new(
-                    "sink",
-                    gst::PadDirection::Sink,
-                    gst::PadPresence::Always,
-                    &sink_caps,
-                )
-                .unwrap(),
-                gst::PadTemplate::new(
-                    "src",
-                    gst::PadDirection::Src,
-                    gst::PadPresence::Always,
-                    &src_caps,
-                )
-                .unwrap(),
+                gst::PadTemplate::new("sink", gst::PadDirection::Sink, gst::PadPresence::Always, &sink_caps).unwrap(),
+                gst::PadTemplate::new("src", gst::PadDirection::Src, gst::PadPresence::Always, &src_caps).unwrap(),
             ]
         });
         TEMPLATES.as_ref()
     }
 
-    fn change_state(
-        &self,
-        transition: gst::StateChange,
-    ) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
+    fn change_state(&self, transition: gst::StateChange) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
         gst::trace!(CAT, imp = self, "changing state {transition:?}");
         match transition {
             gst::StateChange::NullToReady | gst::StateChange::ReadyToPaused => {

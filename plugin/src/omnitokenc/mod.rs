@@ -19,12 +19,6 @@ glib::wrapper! {
 
 pub fn register(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     LatentFormat::static_type().mark_as_plugin_api(gst::PluginAPIFlags::empty());
-    crate::runtime::ExecutionProvider::static_type()
-        .mark_as_plugin_api(gst::PluginAPIFlags::empty());
-    gst::Element::register(
-        Some(plugin),
-        "omnitokenc",
-        gst::Rank::NONE,
-        OmnitokEnc::static_type(),
-    )
+    crate::runtime::ExecutionProvider::static_type().mark_as_plugin_api(gst::PluginAPIFlags::empty());
+    gst::Element::register(Some(plugin), "omnitokenc", gst::Rank::NONE, OmnitokEnc::static_type())
 }

@@ -75,18 +75,11 @@ impl OmnitokParse {
 
     fn post_format_error(&self, e: &FormatError) {
         let kind = match e {
-            FormatError::BadMagic { .. } | FormatError::UnsupportedVersion { .. } => {
-                gst::StreamError::WrongType
-            }
+            FormatError::BadMagic { .. } | FormatError::UnsupportedVersion { .. } => gst::StreamError::WrongType,
             _ => gst::StreamError::Decode,
         };
         let msg = format!("corrupt token stream: {e}");
-        gst::element_imp_error!(
-            self,
-            kind,
-            ("{}", msg),
-            ["omnitok token stream, format version 1"]
-        );
+        gst::element_imp_error!(self, kind, ("{}", msg), ["omnitok token stream, format version 1"]);
     }
 
     /// Drains the reader into `out`; returns the first format error.
@@ -147,17 +140,12 @@ impl OmnitokParse {
                 state.segment_sent = true;
             } else if !state.segment_sent {
                 // Upstream sent no segment at all: a default TIME one.
-                out.push(Out::Segment(
-                    gst::FormattedSegment::<gst::ClockTime>::new().upcast(),
-                ));
+                out.push(Out::Segment(gst::FormattedSegment::<gst::ClockTime>::new().upcast()));
                 state.segment_sent = true;
             }
             if state.discont {
                 state.discont = false;
-                buffer
-                    .get_mut()
-                    .unwrap()
-                    .set_flags(gst::BufferFlags::DISCONT);
+                buffer.get_mut().unwrap().set_flags(gst::BufferFlags::DISCONT);
             }
             out.push(Out::Buffer(buffer));
         }
@@ -183,11 +171,7 @@ impl OmnitokParse {
         Ok(gst::FlowSuccess::Ok)
     }
 
-    fn chain(
-        &self,
-        _pad: &gst::Pad,
-        buffer: gst::Buffer,
-    ) -> Result<gst::FlowSuccess, gst::FlowError> {
+    fn chain(&self, _pad: &gst::Pad, buffer: gst::Buffer) -> Result<gst::FlowSuccess, gst::FlowError> {
         let map = buffer.map_readable().map_err(|_| {
             gst::element_imp_error!(self, gst::CoreError::Failed, ("cannot map input buffer"));
             gst::FlowError::Error
@@ -315,18 +299,10 @@ impl ObjectSubclass for OmnitokParse {
     fn with_class(klass: &Self::Class) -> Self {
         let sinkpad = gst::Pad::builder_from_template(&klass.pad_template("sink").unwrap())
             .chain_function(|pad, parent, buffer| {
-                OmnitokParse::catch_panic_pad_function(
-                    parent,
-                    || Err(gst::FlowError::Error),
-                    |p| p.chain(pad, buffer),
-                )
+                OmnitokParse::catch_panic_pad_function(parent, || Err(gst::FlowError::Error), |p| p.chain(pad, buffer))
             })
             .event_function(|pad, parent, event| {
-                OmnitokParse::catch_panic_pad_function(
-                    parent,
-                    || false,
-                    |p| p.sink_event(pad, event),
-                )
+                OmnitokParse::catch_panic_pad_function(parent, || false, |p| p.sink_event(pad, event))
             })
             .build();
         let srcpad = gst::Pad::builder_from_template(&klass.pad_template("src").unwrap())
@@ -381,9 +357,7 @@ impl ElementImpl for OmnitokParse {
                 "src",
                 gst::PadDirection::Src,
                 gst::PadPresence::Always,
-                &gst::Caps::builder(caps::MEDIA_TYPE)
-                    .field("parsed", true)
-                    .build(),
+                &gst::Caps::builder(caps::MEDIA_TYPE).field("parsed", true).build(),
             )
             .unwrap();
             vec![src, sink]
@@ -391,10 +365,7 @@ impl ElementImpl for OmnitokParse {
         T.as_ref()
     }
 
-    fn change_state(
-        &self,
-        transition: gst::StateChange,
-    ) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
+    fn change_state(&self, transition: gst::StateChange) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
         if transition == gst::StateChange::ReadyToPaused {
             *self.state.lock().unwrap() = State::default();
         }

@@ -62,9 +62,7 @@ pub fn export(preset: &str, seed: u64) -> PathBuf {
 }
 
 pub fn model_info(path: &Path, role: Role) -> ModelInfo {
-    runtime::load(path, role, &SessionSettings::default())
-        .unwrap()
-        .info
+    runtime::load(path, role, &SessionSettings::default()).unwrap().info
 }
 
 /// Synthetic RGB frames `[1, F, H, W, 3]`: gradients plus a little noise, padded by
@@ -152,16 +150,8 @@ pub fn make_stream(
         fps_d: 1,
         chunk_frames: cf,
         grid,
-        channels: if info.kind == Kind::Vae {
-            info.channels()
-        } else {
-            0
-        },
-        codebook_size: if info.kind == Kind::Vq {
-            info.codebook_size()
-        } else {
-            0
-        },
+        channels: if info.kind == Kind::Vae { info.channels() } else { 0 },
+        codebook_size: if info.kind == Kind::Vq { info.codebook_size() } else { 0 },
         payload_type,
         model_name: info.short_name(),
     };
@@ -226,17 +216,12 @@ pub fn reference_frames(decoder: &Path, stream: &TokenStream) -> Vec<Vec<u8>> {
     for rec in stream.decoded_records() {
         let res = match &rec.payload {
             Payload::Tokens(tok) => {
-                let a = Array::from_shape_vec(
-                    IxDyn(&[1, t, gh, gw]),
-                    tok.iter().map(|&x| i64::from(x)).collect(),
-                )
-                .unwrap();
+                let a =
+                    Array::from_shape_vec(IxDyn(&[1, t, gh, gw]), tok.iter().map(|&x| i64::from(x)).collect()).unwrap();
                 session.run(ort::inputs!["tokens" => Tensor::from_array(a).unwrap()])
             }
             Payload::Latents(l) => {
-                let a =
-                    Array::from_shape_vec(IxDyn(&[1, h.channels as usize, t, gh, gw]), l.clone())
-                        .unwrap();
+                let a = Array::from_shape_vec(IxDyn(&[1, h.channels as usize, t, gh, gw]), l.clone()).unwrap();
                 session.run(ort::inputs!["latent" => Tensor::from_array(a).unwrap()])
             }
         }
@@ -284,10 +269,7 @@ pub struct Run {
 /// Runs `launch` (which must contain `appsink name=out`, and `appsrc name=in` when
 /// `input` is given) until EOS or an error. `input` buffers are pushed, then EOS.
 pub fn run(launch: &str, input: Option<(Option<gst::Caps>, Vec<gst::Buffer>)>) -> Run {
-    let pipeline = gst::parse::launch(launch)
-        .unwrap()
-        .downcast::<gst::Pipeline>()
-        .unwrap();
+    let pipeline = gst::parse::launch(launch).unwrap().downcast::<gst::Pipeline>().unwrap();
     let sink = pipeline.by_name("out").unwrap();
     sink.set_property("sync", false);
     sink.set_property("emit-signals", true);
@@ -358,11 +340,7 @@ pub fn blocks(bytes: &[u8], block: usize) -> Vec<gst::Buffer> {
 /// omnitokparse push them, and their caps.
 pub fn framed(stream: &TokenStream) -> (gst::Caps, Vec<gst::Buffer>) {
     let mut caps = gstomnitok::caps::from_header(&stream.header);
-    caps.get_mut()
-        .unwrap()
-        .structure_mut(0)
-        .unwrap()
-        .set("parsed", true);
+    caps.get_mut().unwrap().structure_mut(0).unwrap().set("parsed", true);
     let mut v = Vec::new();
     let mut hb = gst::Buffer::from_slice(stream.header_bytes.clone());
     hb.get_mut().unwrap().set_flags(gst::BufferFlags::HEADER);
