@@ -16,48 +16,50 @@ pub fn rope_frequencies(dim_head: usize) -> Vec<f32> {
         .collect()
 }
 
-/// `cos` and `sin` of the rotation angles, shaped `[h*w, 1, d/2, 1]` to broadcast against
-/// `[b, n, heads, d/2, 2]`. Channel pair j rotates by `col * f[j/2]` when j is even and by
-/// `row * f[j/2]` when j is odd; token n of the frame has `col = n % w`, `row = n / w`.
+/// `cos` and `sin` of the rotation angle of every channel, shaped `[h*w, 1, d]` to
+/// broadcast against `[b, n, heads, d]`. Channel pair `(2j, 2j+1)` rotates by `col * f[j/2]`
+/// when j is even and by `row * f[j/2]` when j is odd; token n of the frame has
+/// `col = n % w`, `row = n / w` (both channels of a pair share the angle).
 pub fn rope_tables(cx: &mut Ctx, h: &Dim, w: &Dim, dim_head: usize) -> Result<(Value, Value)> {
     let g = &mut *cx.g;
     let f = rope_frequencies(dim_head);
-    let half = dim_head / 2;
-    let fx: Vec<f32> = (0..half).map(|j| if j % 2 == 0 { f[j / 2] } else { 0.0 }).collect();
-    let fy: Vec<f32> = (0..half).map(|j| if j % 2 == 1 { f[j / 2] } else { 0.0 }).collect();
-    let fx = g.const_f32(&[half as i64], &fx)?;
-    let fy = g.const_f32(&[half as i64], &fy)?;
+    let per_channel = |col: bool| -> Vec<f32> {
+        (0..dim_head)
+            .map(|c| {
+                let j = c / 2;
+                if (j % 2 == 0) == col { f[j / 2] } else { 0.0 }
+            })
+            .collect()
+    };
+    let fx = g.const_f32(&[dim_head as i64], &per_channel(true))?;
+    let fy = g.const_f32(&[dim_head as i64], &per_channel(false))?;
     let cols = g.range(w)?;
     let cols = g.cast(&cols, DType::F32)?;
     let cols = g.reshape(&cols, &[Dim::Fixed(1), w.clone(), Dim::Fixed(1)])?;
     let rows = g.range(h)?;
     let rows = g.cast(&rows, DType::F32)?;
     let rows = g.reshape(&rows, &[h.clone(), Dim::Fixed(1), Dim::Fixed(1)])?;
-    let a = g.mul(&cols, &fx)?; // [1, w, d/2]
-    let b = g.mul(&rows, &fy)?; // [h, 1, d/2]
-    let angle = g.add(&a, &b)?; // [h, w, d/2]: adding exact zeros keeps each angle exact
+    let a = g.mul(&cols, &fx)?; // [1, w, d]
+    let b = g.mul(&rows, &fy)?; // [h, 1, d]
+    let angle = g.add(&a, &b)?; // [h, w, d]: adding exact zeros keeps each angle exact
     let n = g.dim_mul(h, w)?;
-    let angle = g.reshape(&angle, &[n, Dim::Fixed(1), Dim::Fixed(half as i64), Dim::Fixed(1)])?;
+    let angle = g.reshape(&angle, &[n, Dim::Fixed(1), Dim::Fixed(dim_head as i64)])?;
     Ok((g.cos(&angle)?, g.sin(&angle)?))
 }
 
-/// Rotates `x` (`[b, n, heads, d]`) by the tables: channel pairs `(2j, 2j+1)` as complex numbers.
-pub fn apply_rope(cx: &mut Ctx, x: &Value, cos: &Value, sin: &Value) -> Result<Value> {
-    let g = &mut *cx.g;
-    let d = x.dim(-1).fixed().expect("head dim is known");
-    let mut pairs = x.dims.clone();
-    pairs.pop();
-    pairs.push(Dim::Fixed(d / 2));
-    pairs.push(Dim::Fixed(2));
-    let xp = g.reshape(x, &pairs)?;
-    let re = g.slice_const(&xp, -1, 0, 1)?;
-    let im = g.slice_const(&xp, -1, 1, 2)?;
-    let (rc, is) = (g.mul(&re, cos)?, g.mul(&im, sin)?);
-    let out_re = g.sub(&rc, &is)?;
-    let (rs, ic) = (g.mul(&re, sin)?, g.mul(&im, cos)?);
-    let out_im = g.add(&rs, &ic)?;
-    let out = g.concat(&[&out_re, &out_im], -1)?;
-    g.reshape(&out, &x.dims)
+/// The rows that turn a projection into its pair-swapped twin: output `2j` is `-row(2j+1)`,
+/// output `2j+1` is `row(2j)`. Then `rope(x W) = (x W) * cos + (x W_swapped) * sin`, the
+/// complex product `(a + ib)(cos + i sin)` of the official `apply_rotary_emb`, without
+/// strided slicing in the graph.
+pub fn pair_swap_rows(width: usize) -> Vec<(usize, f32)> {
+    (0..width).map(|i| if i % 2 == 0 { (i + 1, -1.0) } else { (i - 1, 1.0) }).collect()
+}
+
+/// Rotates `x` (`[b, n, heads, d]`) given its pair-swapped twin `xs` and the tables.
+pub fn apply_rope(cx: &mut Ctx, x: &Value, xs: &Value, cos: &Value, sin: &Value) -> Result<Value> {
+    let a = cx.g.mul(x, cos)?;
+    let b = cx.g.mul(xs, sin)?;
+    cx.g.add(&a, &b)
 }
 
 /// `ContinuousPositionBias`: an MLP over log-scaled 2-D offsets, one logit bias per head.
@@ -214,5 +216,12 @@ mod tests {
         assert_eq!(f.len(), 16);
         assert_eq!(f[0], 1.0);
         assert!((f[1] - 10000f32.powf(-4.0 / 64.0)).abs() < 1e-9);
+    }
+
+    #[test]
+    fn pair_swap_is_multiplication_by_i() {
+        // (a + ib) * i = -b + ia
+        let rows = pair_swap_rows(4);
+        assert_eq!(rows, vec![(1, -1.0), (0, 1.0), (3, -1.0), (2, 1.0)]);
     }
 }
