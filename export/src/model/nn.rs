@@ -19,15 +19,35 @@ impl Linear {
 
     /// Rows `[r0, r1)` of a `[d_out, d_in]` weight (and bias) as their own layer: how
     /// `to_kv` becomes K and V, `qkv` becomes Q, K, V and the GEGLU projection its value and gate.
-    pub fn load_rows(cx: &mut Ctx, prefix: &str, d_in: usize, d_out: usize, r0: usize, r1: usize, bias: bool) -> Result<Self> {
+    pub fn load_rows(
+        cx: &mut Ctx,
+        prefix: &str,
+        d_in: usize,
+        d_out: usize,
+        r0: usize,
+        r1: usize,
+        bias: bool,
+    ) -> Result<Self> {
         let rows: Vec<(usize, f32)> = (r0..r1).map(|r| (r, 1.0)).collect();
-        let suffix = if r1 - r0 == d_out { String::new() } else { format!("[{r0}:{r1}]") };
+        let suffix = if r1 - r0 == d_out {
+            String::new()
+        } else {
+            format!("[{r0}:{r1}]")
+        };
         Self::load_mapped(cx, prefix, d_in, d_out, &rows, &suffix, bias)
     }
 
     /// A layer whose output `i` is `sign * output row src` of the stored `[d_out, d_in]`
     /// layer, for `(src, sign) = rows[i]`; `suffix` names the derived initializers.
-    pub fn load_mapped(cx: &mut Ctx, prefix: &str, d_in: usize, d_out: usize, rows: &[(usize, f32)], suffix: &str, bias: bool) -> Result<Self> {
+    pub fn load_mapped(
+        cx: &mut Ctx,
+        prefix: &str,
+        d_in: usize,
+        d_out: usize,
+        rows: &[(usize, f32)],
+        suffix: &str,
+        bias: bool,
+    ) -> Result<Self> {
         let wkey = key(prefix, "weight");
         let w = cx.w.get(&wkey, &[d_out, d_in])?;
         let n = rows.len();
@@ -37,7 +57,8 @@ impl Linear {
                 t[c * n + r] = sign * w[src * d_in + c];
             }
         }
-        let weight = cx.g.initializer_f32(&format!("{wkey}{suffix}"), &[d_in as i64, n as i64], &t)?;
+        let weight =
+            cx.g.initializer_f32(&format!("{wkey}{suffix}"), &[d_in as i64, n as i64], &t)?;
         let bias = if bias {
             let bkey = key(prefix, "bias");
             let b = cx.w.get(&bkey, &[d_out])?;

@@ -52,7 +52,9 @@ pub fn rope_tables(cx: &mut Ctx, h: &Dim, w: &Dim, dim_head: usize) -> Result<(V
 /// complex product `(a + ib)(cos + i sin)` of the official `apply_rotary_emb`, without
 /// strided slicing in the graph.
 pub fn pair_swap_rows(width: usize) -> Vec<(usize, f32)> {
-    (0..width).map(|i| if i % 2 == 0 { (i + 1, -1.0) } else { (i - 1, 1.0) }).collect()
+    (0..width)
+        .map(|i| if i % 2 == 0 { (i + 1, -1.0) } else { (i - 1, 1.0) })
+        .collect()
 }
 
 /// Rotates `x` (`[b, n, heads, d]`) given its pair-swapped twin `xs` and the tables.
