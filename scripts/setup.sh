@@ -51,7 +51,7 @@ fetch_wheel() { # spec file sha256 [pip platform args...]
   if [ ! -f "$path" ] || ! echo "$sha  $path" | sha256sum -c --quiet - 2>/dev/null; then
     say "downloading $file"
     rm -f "$path"
-    "$PYTHON" -m pip download --quiet --no-deps --only-binary=:all: "$@" -d "$DEPS/downloads" "$spec"
+    "$PYTHON" -m pip download --quiet --no-cache-dir --no-deps --only-binary=:all: "$@" -d "$DEPS/downloads" "$spec"
     [ -f "$path" ] || { echo "setup.sh: pip did not produce $file" >&2; exit 1; }
   fi
   echo "$sha  $path" | sha256sum -c --quiet - || { echo "setup.sh: sha256 mismatch for $path" >&2; exit 1; }
@@ -84,7 +84,7 @@ if [ "$WITH_TEST_TOOLS" = 1 ]; then
     say "creating .deps/venv (${PY_TEST_PACKAGES[*]})"
     rm -rf "$DEPS/venv"
     "$PYTHON" -m venv "$DEPS/venv"
-    "$DEPS/venv/bin/pip" install --quiet --disable-pip-version-check "${PY_TEST_PACKAGES[@]}"
+    "$DEPS/venv/bin/pip" install --quiet --no-cache-dir --disable-pip-version-check "${PY_TEST_PACKAGES[@]}"
     touch "$stamp"
   fi
 fi
