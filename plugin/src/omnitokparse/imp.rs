@@ -45,6 +45,8 @@ struct State {
     next_chunk: u64,
     /// Stream byte offset of the reader's first byte (resuming mid-stream).
     reader_base: u64,
+    /// A format error was already posted: EOS must not report it a second time.
+    failed: bool,
 }
 
 pub struct OmnitokParse {
@@ -189,6 +191,7 @@ impl OmnitokParse {
         // Push what was complete before the error, then report it.
         let flow = self.push_out(out);
         if let Err(e) = res {
+            self.state.lock().unwrap().failed = true;
             self.post_format_error(&e);
             return Err(gst::FlowError::Error);
         }
@@ -198,6 +201,7 @@ impl OmnitokParse {
     /// Resets parsing for a new BYTES position `start` (after a flush).
     fn reset_reader(&self, state: &mut State, start: u64) {
         state.reader = StreamReader::new();
+        state.failed = false;
         state.reader_base = 0;
         state.discont = true;
         if start == 0 {
@@ -264,6 +268,8 @@ impl OmnitokParse {
                     let mut state = self.state.lock().unwrap();
                     let has_header = state.header.is_some() || state.reader.header().is_some();
                     match state.reader.finish() {
+                        // already reported from chain
+                        Err(_) if state.failed => return false,
                         Err(e) => Err(Some(e)),
                         Ok(()) if !has_header => Err(None),
                         Ok(()) => Ok(()),
