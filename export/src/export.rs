@@ -152,26 +152,20 @@ pub fn build(cfg: &Config, weights: &Weights, opts: ExportOptions, provenance: &
         provenance,
         id: &id,
     };
-    let mut g = Graph::new();
-    let mut cx = Ctx {
-        g: &mut g,
-        w: weights,
-        cfg,
-        semantics: opts.attention,
+    let trace = |what: &str, f: &dyn Fn(&mut Ctx) -> Result<()>| -> Result<Graph> {
+        let mut g = Graph::new();
+        let mut cx = Ctx {
+            g: &mut g,
+            w: weights,
+            cfg,
+            semantics: opts.attention,
+        };
+        f(&mut cx).with_context(|| format!("tracing the {what}"))?;
+        Ok(g)
     };
-    let enc = Encoder::load(&mut cx).context("loading the encoder weights")?;
-    enc.trace(&mut cx, opts.intermediates).context("tracing the encoder")?;
+    let g = trace("encoder", &|cx| Encoder::load(cx)?.trace(cx, opts.intermediates))?;
     let encoder = finish(g, "omnitok_encoder", "encoder", &meta)?;
-
-    let mut g = Graph::new();
-    let mut cx = Ctx {
-        g: &mut g,
-        w: weights,
-        cfg,
-        semantics: opts.attention,
-    };
-    let dec = Decoder::load(&mut cx).context("loading the decoder weights")?;
-    dec.trace(&mut cx, opts.intermediates).context("tracing the decoder")?;
+    let g = trace("decoder", &|cx| Decoder::load(cx)?.trace(cx, opts.intermediates))?;
     let decoder = finish(g, "omnitok_decoder", "decoder", &meta)?;
 
     Ok(Exported {
