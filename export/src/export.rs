@@ -185,6 +185,21 @@ pub fn write(exported: Exported, dir: &Path) -> Result<[SaveReport; 2]> {
     Ok([e, d])
 }
 
+/// Exports preset `name` with seeded random weights into `dir` (tests, benchmarks, demos).
+pub fn write_random_preset(name: &str, seed: u64, intermediates: bool, dir: &Path) -> Result<[SaveReport; 2]> {
+    let p = crate::config::preset(name)?;
+    let weights = Weights::new(crate::weights::Source::Random(seed));
+    let opts = ExportOptions {
+        attention: p.attention,
+        intermediates,
+    };
+    let provenance = Provenance::Random {
+        preset: name.into(),
+        seed,
+    };
+    write(build(&p.config(), &weights, opts, &provenance)?, dir)
+}
+
 #[cfg(test)]
 mod tests {
     use super::model_identity;

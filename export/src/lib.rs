@@ -10,5 +10,5 @@ pub mod onnx;
 pub mod weights;
 
 pub use config::{AttentionSemantics, Config, PRESETS, preset};
-pub use export::{ExportOptions, Exported, Provenance, build, write};
+pub use export::{ExportOptions, Exported, Provenance, build, write, write_random_preset};
 pub use weights::{Source, Weights};

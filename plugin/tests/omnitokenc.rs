@@ -49,22 +49,7 @@ fn model_dir(preset: &'static str) -> PathBuf {
     let dir = base.join(format!("omnitokenc-{}", std::process::id())).join(preset);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let p = omnitok_export::preset(preset).unwrap();
-    let w = omnitok_export::Weights::new(omnitok_export::Source::Random(seed));
-    let ex = omnitok_export::build(
-        &p.config(),
-        &w,
-        omnitok_export::ExportOptions {
-            attention: p.attention,
-            intermediates: false,
-        },
-        &omnitok_export::Provenance::Random {
-            preset: preset.into(),
-            seed,
-        },
-    )
-    .unwrap();
-    omnitok_export::write(ex, &dir).unwrap();
+    omnitok_export::write_random_preset(preset, seed, false, &dir).unwrap();
     dirs.push((preset, dir.clone()));
     dir
 }

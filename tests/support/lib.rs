@@ -125,17 +125,6 @@ pub fn export_preset(preset: &str, seed: u64, intermediates: bool) -> Result<Pat
         if intermediates { "-int" } else { "" },
         std::process::id()
     ));
-    let p = omnitok_export::preset(preset)?;
-    let weights = omnitok_export::Weights::new(omnitok_export::Source::Random(seed));
-    let opts = omnitok_export::ExportOptions {
-        attention: p.attention,
-        intermediates,
-    };
-    let prov = omnitok_export::Provenance::Random {
-        preset: preset.into(),
-        seed,
-    };
-    let exported = omnitok_export::build(&p.config(), &weights, opts, &prov)?;
-    omnitok_export::write(exported, &dir)?;
+    omnitok_export::write_random_preset(preset, seed, intermediates, &dir)?;
     Ok(dir)
 }

@@ -42,22 +42,7 @@ pub fn export(preset: &str, seed: u64) -> PathBuf {
     if dir.join("decoder.onnx").is_file() {
         return dir;
     }
-    let p = omnitok_export::preset(preset).unwrap();
-    let w = omnitok_export::Weights::new(omnitok_export::Source::Random(seed));
-    let ex = omnitok_export::build(
-        &p.config(),
-        &w,
-        omnitok_export::ExportOptions {
-            attention: p.attention,
-            intermediates: false,
-        },
-        &omnitok_export::Provenance::Random {
-            preset: preset.into(),
-            seed,
-        },
-    )
-    .unwrap();
-    omnitok_export::write(ex, &dir).unwrap();
+    omnitok_export::write_random_preset(preset, seed, false, &dir).unwrap();
     dir
 }
 
