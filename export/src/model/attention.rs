@@ -5,7 +5,7 @@
 use anyhow::Result;
 
 use super::nn::{LayerNorm, Linear, NormKeys, l2_normalize};
-use super::position::{ContinuousPositionBias, alibi_causal_bias, apply_rope, pair_swap_rows, rope_tables};
+use super::position::{ContinuousPositionBias, alibi_causal_bias, apply_rope, rope_tables};
 use super::{Ctx, VideoShape, key};
 use crate::config::{AttentionSemantics, SpatialPos};
 use crate::graph::{DType, Dim, Value};
@@ -16,8 +16,8 @@ pub struct Attention {
     to_q: Linear,
     to_k: Linear,
     to_v: Linear,
-    /// With 2-D RoPE: the pair-swapped twins of `to_q` and K (see `position::pair_swap_rows`).
-    rope_twins: Option<(Linear, Linear)>,
+    /// 2-D RoPE on the spatial tokens.
+    rope: bool,
     q_scale: Value,
     k_scale: Value,
     to_out: Linear,
@@ -68,18 +68,9 @@ impl Attention {
         // `context_norm` serves cross-attention, which these transformers do not have.
         cx.w.expect_unused(&key(prefix, "context_norm.gamma"));
         cx.w.expect_unused(&key(prefix, "context_norm.beta"));
-        let rope_twins = if spatial_pos == SpatialPos::Rope {
-            let swap = pair_swap_rows(inner);
-            Some((
-                Linear::load_mapped(cx, &key(prefix, "to_q"), dim, inner, &swap, "[rope_swap]", false)?,
-                Linear::load_mapped(cx, &key(prefix, "to_kv"), dim, 2 * inner, &swap, "[k_rope_swap]", false)?,
-            ))
-        } else {
-            None
-        };
         Ok(Attention {
             norm: LayerNorm::load(cx, &key(prefix, "norm"), dim, NormKeys::GammaBeta)?,
-            rope_twins,
+            rope: spatial_pos == SpatialPos::Rope,
             to_q: Linear::load(cx, &key(prefix, "to_q"), dim, inner, false)?,
             to_k: Linear::load_rows(cx, &key(prefix, "to_kv"), dim, 2 * inner, 0, inner, false)?,
             to_v: Linear::load_rows(cx, &key(prefix, "to_kv"), dim, 2 * inner, inner, 2 * inner, false)?,
@@ -110,14 +101,10 @@ impl Attention {
         ];
         let mut q = cx.g.reshape(&q, &per_head)?;
         let mut k = cx.g.reshape(&k, &per_head)?;
-        if let (true, Some((q_twin, k_twin))) = (is_spatial, &self.rope_twins) {
+        if is_spatial && self.rope {
             let (cos, sin) = rope_tables(cx, &shape.h, &shape.w, self.dim_head)?;
-            let qs = q_twin.forward(cx, &normed)?;
-            let qs = cx.g.reshape(&qs, &per_head)?;
-            let ks = k_twin.forward(cx, x)?;
-            let ks = cx.g.reshape(&ks, &per_head)?;
-            q = apply_rope(cx, &q, &qs, &cos, &sin)?;
-            k = apply_rope(cx, &k, &ks, &cos, &sin)?;
+            q = apply_rope(cx, &q, &cos, &sin)?;
+            k = apply_rope(cx, &k, &cos, &sin)?;
         }
         let q = l2norm_scaled(cx, &q, &self.q_scale)?;
         let k = l2norm_scaled(cx, &k, &self.k_scale)?;

@@ -47,21 +47,24 @@ pub fn rope_tables(cx: &mut Ctx, h: &Dim, w: &Dim, dim_head: usize) -> Result<(V
     Ok((g.cos(&angle)?, g.sin(&angle)?))
 }
 
-/// The rows that turn a projection into its pair-swapped twin: output `2j` is `-row(2j+1)`,
-/// output `2j+1` is `row(2j)`. Then `rope(x W) = (x W) * cos + (x W_swapped) * sin`, the
-/// complex product `(a + ib)(cos + i sin)` of the official `apply_rotary_emb`, without
-/// strided slicing in the graph.
-pub fn pair_swap_rows(width: usize) -> Vec<(usize, f32)> {
-    (0..width)
-        .map(|i| if i % 2 == 0 { (i + 1, -1.0) } else { (i - 1, 1.0) })
-        .collect()
-}
-
-/// Rotates `x` (`[b, n, heads, d]`) given its pair-swapped twin `xs` and the tables.
-pub fn apply_rope(cx: &mut Ctx, x: &Value, xs: &Value, cos: &Value, sin: &Value) -> Result<Value> {
-    let a = cx.g.mul(x, cos)?;
-    let b = cx.g.mul(xs, sin)?;
-    cx.g.add(&a, &b)
+/// Rotates `x` (`[b, n, heads, d]`) by the tables: channel pairs `(2j, 2j+1)` are the
+/// complex numbers `a + ib` of the official `apply_rotary_emb`, and
+/// `(a + ib)(cos + i sin) = (a, b) * cos + (-b, a) * sin`, where `(-b, a)` comes from one
+/// small MatMul of the pairs with `[[0, 1], [-1, 0]]` (no strided slicing).
+pub fn apply_rope(cx: &mut Ctx, x: &Value, cos: &Value, sin: &Value) -> Result<Value> {
+    let g = &mut *cx.g;
+    let d = x.dim(-1).fixed().expect("head dim is known");
+    let mut pairs = x.dims.clone();
+    pairs.pop();
+    pairs.push(Dim::Fixed(d / 2));
+    pairs.push(Dim::Fixed(2));
+    let xp = g.reshape(x, &pairs)?;
+    let times_i = g.const_f32(&[2, 2], &[0.0, 1.0, -1.0, 0.0])?;
+    let swapped = g.matmul(&xp, &times_i)?;
+    let swapped = g.reshape(&swapped, &x.dims)?;
+    let a = g.mul(x, cos)?;
+    let b = g.mul(&swapped, sin)?;
+    g.add(&a, &b)
 }
 
 /// `ContinuousPositionBias`: an MLP over log-scaled 2-D offsets, one logit bias per head.
@@ -218,12 +221,5 @@ mod tests {
         assert_eq!(f.len(), 16);
         assert_eq!(f[0], 1.0);
         assert!((f[1] - 10000f32.powf(-4.0 / 64.0)).abs() < 1e-9);
-    }
-
-    #[test]
-    fn pair_swap_is_multiplication_by_i() {
-        // (a + ib) * i = -b + ia
-        let rows = pair_swap_rows(4);
-        assert_eq!(rows, vec![(1, -1.0), (0, 1.0), (3, -1.0), (2, 1.0)]);
     }
 }

@@ -7,6 +7,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use gst::glib;
 use ort::ep;
 use ort::session::Session;
+use ort::session::builder::GraphOptimizationLevel;
 use serde::Deserialize;
 
 use super::init;
@@ -210,6 +211,8 @@ pub(crate) fn build_session(path: &Path, settings: &SessionSettings, provider: E
         .map_err(err)?
         .with_intra_op_spinning(false)
         .map_err(err)?;
+    // Every ONNX Runtime fusion (LayerNorm, GELU, MatMul+scale, ...), whatever `ort` defaults to.
+    b = b.with_optimization_level(GraphOptimizationLevel::All).map_err(err)?;
     match provider {
         ExecutionProvider::Cpu => {}
         ExecutionProvider::Cuda => {
