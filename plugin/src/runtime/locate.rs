@@ -64,8 +64,9 @@ struct OrtApiBase {
     get_version_string: unsafe extern "C" fn() -> *const c_char,
 }
 
-/// Opens `path` and reads its version string without initialising anything.
-fn probe(path: &Path) -> Result<String, String> {
+/// Opens `path` and reads its version string without initialising anything; errors say why
+/// the file is not a usable ONNX Runtime.
+pub fn probe(path: &Path) -> Result<String, String> {
     if path.components().count() > 1 && !path.exists() {
         return Err("no such file".into());
     }
