@@ -5,7 +5,6 @@
 //! while ONNX Runtime runs and put back afterwards; no lock is held while running the
 //! graph or while pushing.
 
-use std::path::PathBuf;
 use std::sync::{LazyLock, Mutex};
 
 use anyhow::{anyhow, bail};
@@ -17,7 +16,8 @@ use ndarray::{Array, ArrayD, IxDyn};
 
 use crate::caps;
 use crate::format::{ChunkRecord, Payload, PayloadType, StreamHeader, model_id_to_hex};
-use crate::runtime::{self, ExecutionProvider, Kind, LoadedModel, ModelInfo, Role, SessionSettings};
+use crate::runtime::properties::{DEFAULT_PROVIDER, LoadError, ModelSettings};
+use crate::runtime::{ExecutionProvider, Kind, LoadedModel, ModelInfo, Role};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -27,35 +27,20 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     )
 });
 
-const DEFAULT_PROVIDER: ExecutionProvider = ExecutionProvider::Cpu;
-const DEFAULT_DEVICE_ID: i32 = 0;
-const DEFAULT_FALLBACK: bool = false;
 const DEFAULT_BATCH_SIZE: u32 = 1;
 const MAX_BATCH_SIZE: u32 = 64;
-const DEFAULT_INTRA_OP_THREADS: u32 = 0;
-const MAX_INTRA_OP_THREADS: u32 = 1024;
 
 #[derive(Debug, Clone)]
 struct Settings {
-    model_file: Option<PathBuf>,
-    provider: ExecutionProvider,
-    device_id: i32,
-    fallback: bool,
+    model: ModelSettings,
     batch_size: u32,
-    intra_op_threads: u32,
-    model_cache_dir: Option<PathBuf>,
 }
 
 impl Default for Settings {
     fn default() -> Self {
         Self {
-            model_file: None,
-            provider: DEFAULT_PROVIDER,
-            device_id: DEFAULT_DEVICE_ID,
-            fallback: DEFAULT_FALLBACK,
+            model: ModelSettings::default(),
             batch_size: DEFAULT_BATCH_SIZE,
-            intra_op_threads: DEFAULT_INTRA_OP_THREADS,
-            model_cache_dir: None,
         }
     }
 }
@@ -234,45 +219,41 @@ impl OmnitokDec {
     }
 
     fn load(&self) -> Result<(), gst::StateChangeError> {
-        let s = self.settings();
-        let Some(path) = s.model_file.clone() else {
-            gst::element_imp_error!(
-                self,
-                gst::LibraryError::Settings,
-                ("no model-file set: omnitokdec needs the decoder.onnx written by omnitok-export")
-            );
-            return Err(gst::StateChangeError);
-        };
-        if let Err(e) = runtime::init() {
-            gst::element_imp_error!(self, gst::LibraryError::Init, ("ONNX Runtime not found: {}", e));
-            return Err(gst::StateChangeError);
-        }
-        let settings = SessionSettings {
-            provider: s.provider,
-            device_id: s.device_id,
-            intra_op_threads: s.intra_op_threads as usize,
-            cache_dir: s.model_cache_dir.clone(),
-            fallback: s.fallback,
-        };
-        let model = match runtime::load(&path, Role::Decoder, &settings) {
+        let model = match self.settings().model.load(self, Role::Decoder) {
             Ok(m) => m,
             Err(e) => {
-                gst::element_imp_error!(
-                    self,
-                    gst::LibraryError::Settings,
-                    ("cannot use model-file {}: {:#}", path.display(), e)
-                );
+                self.post_error_message(match e {
+                    LoadError::NoModelFile => gst::error_msg!(
+                        gst::LibraryError::Settings,
+                        ("no model-file set: omnitokdec needs the decoder.onnx written by omnitok-export")
+                    ),
+                    LoadError::Runtime(e) => {
+                        gst::error_msg!(gst::LibraryError::Init, ("ONNX Runtime not found: {}", e))
+                    }
+                    // The words of runtime::load for a missing file.
+                    LoadError::NotAFile(p) => gst::error_msg!(
+                        gst::LibraryError::Settings,
+                        (
+                            "cannot use model-file {}: model file {} does not exist",
+                            p.display(),
+                            p.display()
+                        )
+                    ),
+                    LoadError::Load(p, e) => {
+                        gst::error_msg!(
+                            gst::LibraryError::Settings,
+                            ("cannot use model-file {}: {:#}", p.display(), e)
+                        )
+                    }
+                });
                 return Err(gst::StateChangeError);
             }
         };
-        if let Some(why) = &model.fallback_reason {
-            gst::element_imp_warning!(self, gst::LibraryError::Settings, ("{}", why));
-        }
         gst::info!(
             CAT,
             imp = self,
             "loaded {} ({:?}, model {}) on {}",
-            path.display(),
+            model.info.path.display(),
             model.info.kind,
             model_id_to_hex(&model.info.model_id),
             model.active_provider.nick()
@@ -689,41 +670,8 @@ impl ObjectSubclass for OmnitokDec {
 impl ObjectImpl for OmnitokDec {
     fn properties() -> &'static [glib::ParamSpec] {
         static P: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
-            let ready = glib::ParamFlags::READWRITE | gst::PARAM_FLAG_MUTABLE_READY;
-            vec![
-                glib::ParamSpecString::builder("model-file")
-                    .nick("Model file")
-                    .blurb(
-                        "Path of the decoder graph (decoder.onnx) written by omnitok-export; \
-                         required. Its model identity must match the stream's",
-                    )
-                    .flags(ready)
-                    .build(),
-                glib::ParamSpecEnum::builder_with_default("execution-provider", DEFAULT_PROVIDER)
-                    .nick("Execution provider")
-                    .blurb(
-                        "ONNX Runtime execution provider the decoder runs on: cpu, cuda or \
-                         tensorrt (default: cpu)",
-                    )
-                    .flags(ready)
-                    .build(),
-                glib::ParamSpecInt::builder("device-id")
-                    .nick("Device ID")
-                    .blurb("GPU device index for the cuda and tensorrt providers (default: 0)")
-                    .minimum(0)
-                    .maximum(i32::MAX)
-                    .default_value(DEFAULT_DEVICE_ID)
-                    .flags(ready)
-                    .build(),
-                glib::ParamSpecBoolean::builder("fallback")
-                    .nick("Fallback to CPU")
-                    .blurb(
-                        "When the GPU execution provider cannot be used: run on CPU with a \
-                         warning (true) or fail with an error (false, default)",
-                    )
-                    .default_value(DEFAULT_FALLBACK)
-                    .flags(ready)
-                    .build(),
+            let mut props = ModelSettings::param_specs("decoder");
+            props.push(
                 glib::ParamSpecUInt::builder("batch-size")
                     .nick("Batch size")
                     .blurb(
@@ -735,34 +683,8 @@ impl ObjectImpl for OmnitokDec {
                     .default_value(DEFAULT_BATCH_SIZE)
                     .flags(glib::ParamFlags::READWRITE | gst::PARAM_FLAG_MUTABLE_PLAYING)
                     .build(),
-                glib::ParamSpecUInt::builder("intra-op-threads")
-                    .nick("Intra-op threads")
-                    .blurb(
-                        "ONNX Runtime intra-op threads (0-1024; 0 = ONNX Runtime default, one \
-                         per physical core; default 0)",
-                    )
-                    .minimum(0)
-                    .maximum(MAX_INTRA_OP_THREADS)
-                    .default_value(DEFAULT_INTRA_OP_THREADS)
-                    .flags(ready)
-                    .build(),
-                glib::ParamSpecString::builder("model-cache-dir")
-                    .nick("Model cache directory")
-                    .blurb(
-                        "Directory for TensorRT engine and timing caches (created if missing; \
-                         default: none, engines are rebuilt on every start)",
-                    )
-                    .flags(ready)
-                    .build(),
-                glib::ParamSpecEnum::builder_with_default("active-execution-provider", DEFAULT_PROVIDER)
-                    .nick("Active execution provider")
-                    .blurb(
-                        "Execution provider the loaded decoder really runs on (cpu after a \
-                     fallback); valid from READY on (read-only)",
-                    )
-                    .read_only()
-                    .build(),
-            ]
+            );
+            props
         });
         P.as_ref()
     }
@@ -770,10 +692,7 @@ impl ObjectImpl for OmnitokDec {
     fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
         let mut s = self.settings.lock().unwrap();
         match pspec.name() {
-            "model-file" => s.model_file = value.get::<Option<String>>().unwrap().map(PathBuf::from),
-            "execution-provider" => s.provider = value.get().unwrap(),
-            "device-id" => s.device_id = value.get().unwrap(),
-            "fallback" => s.fallback = value.get().unwrap(),
+            name if s.model.set(name, value) => {}
             "batch-size" => {
                 let new = value.get::<u32>().unwrap();
                 let changed = new != s.batch_size;
@@ -786,22 +705,17 @@ impl ObjectImpl for OmnitokDec {
                         .post_message(gst::message::Latency::builder().src(&*self.obj()).build());
                 }
             }
-            "intra-op-threads" => s.intra_op_threads = value.get().unwrap(),
-            "model-cache-dir" => s.model_cache_dir = value.get::<Option<String>>().unwrap().map(PathBuf::from),
             other => unimplemented!("property {other}"),
         }
     }
 
     fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
         let s = self.settings.lock().unwrap();
+        if let Some(v) = s.model.get(pspec.name()) {
+            return v;
+        }
         match pspec.name() {
-            "model-file" => s.model_file.as_ref().map(|p| p.display().to_string()).to_value(),
-            "execution-provider" => s.provider.to_value(),
-            "device-id" => s.device_id.to_value(),
-            "fallback" => s.fallback.to_value(),
             "batch-size" => s.batch_size.to_value(),
-            "intra-op-threads" => s.intra_op_threads.to_value(),
-            "model-cache-dir" => s.model_cache_dir.as_ref().map(|p| p.display().to_string()).to_value(),
             "active-execution-provider" => self.active_provider.lock().unwrap().to_value(),
             other => unimplemented!("property {other}"),
         }

@@ -1,4 +1,3 @@
-use std::path::PathBuf;
 use std::sync::{LazyLock, Mutex, MutexGuard};
 
 use gst::glib;
@@ -9,7 +8,8 @@ use ort::session::Session;
 
 use crate::chunker::{self, Chunk, Chunker, FrameTime};
 use crate::format::{ChunkRecord, Payload, PayloadType, StreamHeader};
-use crate::runtime::{self, ExecutionProvider, Kind, ModelInfo, Role, SessionSettings};
+use crate::runtime::properties::{LoadError, ModelSettings};
+use crate::runtime::{ExecutionProvider, Kind, ModelInfo, Role};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -31,27 +31,19 @@ pub enum LatentFormat {
     F16 = 1,
 }
 
-const DEFAULT_PROVIDER: ExecutionProvider = ExecutionProvider::Cpu;
-const DEFAULT_DEVICE_ID: i32 = 0;
-const DEFAULT_FALLBACK: bool = false;
 const DEFAULT_CHUNK_FRAMES: u32 = 0;
 const DEFAULT_BATCH_SIZE: u32 = 1;
 const MAX_BATCH_SIZE: u32 = 1024;
-const DEFAULT_INTRA_OP_THREADS: u32 = 0;
 const DEFAULT_SAMPLE: bool = false;
 const DEFAULT_SEED: u64 = 0;
 const DEFAULT_LATENT_FORMAT: LatentFormat = LatentFormat::F32;
 
 #[derive(Debug, Clone, PartialEq)]
 struct Settings {
-    model_file: Option<PathBuf>,
-    provider: ExecutionProvider,
-    device_id: i32,
-    fallback: bool,
+    /// What loading the session depends on (a change reloads it).
+    model: ModelSettings,
     chunk_frames: u32,
     batch_size: u32,
-    intra_op_threads: u32,
-    model_cache_dir: Option<PathBuf>,
     sample: bool,
     seed: u64,
     latent_format: LatentFormat,
@@ -60,14 +52,9 @@ struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         Settings {
-            model_file: None,
-            provider: DEFAULT_PROVIDER,
-            device_id: DEFAULT_DEVICE_ID,
-            fallback: DEFAULT_FALLBACK,
+            model: ModelSettings::default(),
             chunk_frames: DEFAULT_CHUNK_FRAMES,
             batch_size: DEFAULT_BATCH_SIZE,
-            intra_op_threads: DEFAULT_INTRA_OP_THREADS,
-            model_cache_dir: None,
             sample: DEFAULT_SAMPLE,
             seed: DEFAULT_SEED,
             latent_format: DEFAULT_LATENT_FORMAT,
@@ -75,25 +62,10 @@ impl Default for Settings {
     }
 }
 
-impl Settings {
-    /// What loading the session depends on (a change reloads it).
-    fn model_key(&self) -> (Option<PathBuf>, ExecutionProvider, i32, bool, u32, Option<PathBuf>) {
-        (
-            self.model_file.clone(),
-            self.provider,
-            self.device_id,
-            self.fallback,
-            self.intra_op_threads,
-            self.model_cache_dir.clone(),
-        )
-    }
-}
-
-type ModelKey = (Option<PathBuf>, ExecutionProvider, i32, bool, u32, Option<PathBuf>);
-
 /// The loaded encoder graph.
 struct Model {
-    key: ModelKey,
+    /// The settings it was loaded with.
+    key: ModelSettings,
     info: ModelInfo,
     /// `None` while a streaming thread runs it (taken out, run without the lock, put back).
     session: Option<Session>,
@@ -154,15 +126,18 @@ impl OmnitokEnc {
     /// resolves chunk-frames. Errors are posted on the bus.
     fn start(&self) -> Result<(), gst::StateChangeError> {
         let settings = self.settings();
-        let key = settings.model_key();
         let loaded_info = {
             let state = self.state();
-            state.model.as_ref().filter(|m| m.key == key).map(|m| m.info.clone())
+            state
+                .model
+                .as_ref()
+                .filter(|m| m.key == settings.model)
+                .map(|m| m.info.clone())
         };
         let info = match loaded_info {
             Some(info) => info,
             None => {
-                let model = self.load(&settings)?;
+                let model = self.load(&settings.model)?;
                 let info = model.info.clone();
                 self.state().model = Some(model);
                 info
@@ -199,64 +174,48 @@ impl OmnitokEnc {
         Ok(())
     }
 
-    fn load(&self, settings: &Settings) -> Result<Model, gst::StateChangeError> {
-        let Some(path) = settings.model_file.clone() else {
-            gst::element_imp_error!(
-                self,
-                gst::ResourceError::NotFound,
-                ("no model-file set: set model-file to an encoder.onnx written by omnitok-export")
-            );
-            return Err(gst::StateChangeError);
-        };
-        if let Err(e) = runtime::init() {
-            gst::element_imp_error!(self, gst::LibraryError::Init, ("{}", e));
-            return Err(gst::StateChangeError);
-        }
-        if !path.is_file() {
-            gst::element_imp_error!(
-                self,
-                gst::ResourceError::NotFound,
-                ("model-file {} does not exist", path.display())
-            );
-            return Err(gst::StateChangeError);
-        }
-        let session_settings = SessionSettings {
-            provider: settings.provider,
-            device_id: settings.device_id,
-            intra_op_threads: settings.intra_op_threads as usize,
-            cache_dir: settings.model_cache_dir.clone(),
-            fallback: settings.fallback,
-        };
-        let loaded = match runtime::load(&path, Role::Encoder, &session_settings) {
+    fn load(&self, settings: &ModelSettings) -> Result<Model, gst::StateChangeError> {
+        let loaded = match settings.load(self, Role::Encoder) {
             Ok(l) => l,
             Err(e) => {
-                // runtime::load names the file in most of its errors: do not repeat it.
-                let msg = format!("{e:#}");
-                let shown = path.display().to_string();
-                if msg.contains(&shown) {
-                    gst::element_imp_error!(self, gst::LibraryError::Settings, ("{}", msg));
-                } else {
-                    gst::element_imp_error!(
-                        self,
-                        gst::LibraryError::Settings,
-                        ("cannot use model-file {}: {}", shown, msg)
-                    );
-                }
+                self.post_error_message(match e {
+                    LoadError::NoModelFile => gst::error_msg!(
+                        gst::ResourceError::NotFound,
+                        ("no model-file set: set model-file to an encoder.onnx written by omnitok-export")
+                    ),
+                    LoadError::Runtime(e) => gst::error_msg!(gst::LibraryError::Init, ("{}", e)),
+                    LoadError::NotAFile(path) => {
+                        gst::error_msg!(
+                            gst::ResourceError::NotFound,
+                            ("model-file {} does not exist", path.display())
+                        )
+                    }
+                    LoadError::Load(path, e) => {
+                        // runtime::load names the file in most of its errors: do not repeat it.
+                        let msg = format!("{e:#}");
+                        let shown = path.display().to_string();
+                        if msg.contains(&shown) {
+                            gst::error_msg!(gst::LibraryError::Settings, ("{}", msg))
+                        } else {
+                            gst::error_msg!(
+                                gst::LibraryError::Settings,
+                                ("cannot use model-file {}: {}", shown, msg)
+                            )
+                        }
+                    }
+                });
                 return Err(gst::StateChangeError);
             }
         };
-        if let Some(why) = &loaded.fallback_reason {
-            gst::element_imp_warning!(self, gst::LibraryError::Settings, ("{}", why));
-        }
         gst::info!(
             CAT,
             imp = self,
             "loaded {} on {}",
-            path.display(),
+            loaded.info.path.display(),
             loaded.active_provider.nick()
         );
         Ok(Model {
-            key: settings.model_key(),
+            key: settings.clone(),
             info: loaded.info,
             session: Some(loaded.session),
             active_provider: loaded.active_provider,
@@ -768,30 +727,8 @@ impl ObjectSubclass for OmnitokEnc {
 impl ObjectImpl for OmnitokEnc {
     fn properties() -> &'static [glib::ParamSpec] {
         static PROPS: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
-            vec![
-                glib::ParamSpecString::builder("model-file")
-                    .nick("Model file")
-                    .blurb("Path of the encoder graph (encoder.onnx written by omnitok-export); required")
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecEnum::builder_with_default("execution-provider", DEFAULT_PROVIDER)
-                    .nick("Execution provider")
-                    .blurb("Where ONNX Runtime runs the encoder: cpu, cuda or tensorrt")
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecInt::builder("device-id")
-                    .nick("Device ID")
-                    .blurb("GPU index for the cuda and tensorrt execution providers")
-                    .minimum(0)
-                    .default_value(DEFAULT_DEVICE_ID)
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecBoolean::builder("fallback")
-                    .nick("Fallback to CPU")
-                    .blurb("When the GPU execution provider cannot be used, run on CPU with a warning instead of failing with an error")
-                    .default_value(DEFAULT_FALLBACK)
-                    .mutable_ready()
-                    .build(),
+            let mut props = ModelSettings::param_specs("encoder");
+            props.extend([
                 glib::ParamSpecUInt::builder("chunk-frames")
                     .nick("Chunk frames")
                     .blurb("Frames per chunk (each chunk is encoded on its own, like a closed GOP): 1 + k x the model's temporal patch; 1 = image mode (every frame its own chunk); 0 = the model's clip length (17 for the released video models)")
@@ -807,26 +744,6 @@ impl ObjectImpl for OmnitokEnc {
                     .default_value(DEFAULT_BATCH_SIZE)
                     .mutable_playing()
                     .build(),
-                glib::ParamSpecUInt::builder("intra-op-threads")
-                    .nick("Intra-op threads")
-                    .blurb("ONNX Runtime threads per operator (0 = ONNX Runtime's default: one per physical core)")
-                    .maximum(1024)
-                    .default_value(DEFAULT_INTRA_OP_THREADS)
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecString::builder("model-cache-dir")
-                    .nick("Model cache directory")
-                    .blurb("Directory for the TensorRT engine and timing caches (unset: no caching)")
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecEnum::builder_with_default(
-                    "active-execution-provider",
-                    DEFAULT_PROVIDER,
-                )
-                .nick("Active execution provider")
-                .blurb("The execution provider the loaded encoder really runs on (cpu after a fallback)")
-                .read_only()
-                .build(),
                 glib::ParamSpecBoolean::builder("sample")
                     .nick("Sample latents")
                     .blurb("VAE models only: emit a sample mean + exp(0.5 x logvar) x noise (seeded by seed) instead of the mean")
@@ -844,25 +761,17 @@ impl ObjectImpl for OmnitokEnc {
                     .blurb("VAE models only: payload type of the latents, f32 (exact) or f16 (half the size)")
                     .mutable_ready()
                     .build(),
-            ]
+            ]);
+            props
         });
         PROPS.as_ref()
     }
 
     fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
         let mut s = self.settings.lock().unwrap();
-        let path = |v: &glib::Value| {
-            v.get::<Option<String>>()
-                .unwrap()
-                .filter(|s| !s.is_empty())
-                .map(PathBuf::from)
-        };
         let mut latency_changed = false;
         match pspec.name() {
-            "model-file" => s.model_file = path(value),
-            "execution-provider" => s.provider = value.get().unwrap(),
-            "device-id" => s.device_id = value.get().unwrap(),
-            "fallback" => s.fallback = value.get().unwrap(),
+            name if s.model.set(name, value) => {}
             "chunk-frames" => {
                 let v = value.get().unwrap();
                 latency_changed = v != s.chunk_frames;
@@ -873,8 +782,6 @@ impl ObjectImpl for OmnitokEnc {
                 latency_changed = v != s.batch_size;
                 s.batch_size = v;
             }
-            "intra-op-threads" => s.intra_op_threads = value.get().unwrap(),
-            "model-cache-dir" => s.model_cache_dir = path(value),
             "sample" => s.sample = value.get().unwrap(),
             "seed" => s.seed = value.get().unwrap(),
             "latent-format" => s.latent_format = value.get().unwrap(),
@@ -889,18 +796,14 @@ impl ObjectImpl for OmnitokEnc {
 
     fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
         let s = self.settings.lock().unwrap();
-        let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
+        if let Some(v) = s.model.get(pspec.name()) {
+            return v;
+        }
         match pspec.name() {
-            "model-file" => path(&s.model_file).to_value(),
-            "execution-provider" => s.provider.to_value(),
-            "device-id" => s.device_id.to_value(),
-            "fallback" => s.fallback.to_value(),
             "chunk-frames" => s.chunk_frames.to_value(),
             "batch-size" => s.batch_size.to_value(),
-            "intra-op-threads" => s.intra_op_threads.to_value(),
-            "model-cache-dir" => path(&s.model_cache_dir).to_value(),
             "active-execution-provider" => {
-                let configured = s.provider;
+                let configured = s.model.provider;
                 drop(s);
                 self.state()
                     .model

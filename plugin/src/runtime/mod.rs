@@ -3,6 +3,7 @@
 
 pub mod locate;
 pub mod model;
+pub(crate) mod properties;
 
 use std::path::Path;
 
