@@ -31,15 +31,9 @@ impl Graph {
     pub fn div(&mut self, a: &Value, b: &Value) -> Result<Value> {
         self.elementwise("Div", a, b)
     }
-    pub fn pow(&mut self, a: &Value, b: &Value) -> Result<Value> {
-        self.node("Pow", &[a, b], vec![], a.dtype, a.dims.clone())
-    }
 
     fn unary(&mut self, op: &str, x: &Value) -> Result<Value> {
         self.node(op, &[x], vec![], x.dtype, x.dims.clone())
-    }
-    pub fn erf(&mut self, x: &Value) -> Result<Value> {
-        self.unary("Erf", x)
     }
     pub fn cos(&mut self, x: &Value) -> Result<Value> {
         self.unary("Cos", x)
@@ -62,9 +56,6 @@ impl Graph {
     pub fn round(&mut self, x: &Value) -> Result<Value> {
         self.unary("Round", x)
     }
-    pub fn sqrt(&mut self, x: &Value) -> Result<Value> {
-        self.unary("Sqrt", x)
-    }
 
     pub fn leaky_relu(&mut self, x: &Value, alpha: f32) -> Result<Value> {
         self.node(
@@ -82,16 +73,6 @@ impl Graph {
             "Gelu",
             &[x],
             vec![AttributeProto::string("approximate", "none")],
-            x.dtype,
-            x.dims.clone(),
-        )
-    }
-
-    pub fn softmax(&mut self, x: &Value, axis: isize) -> Result<Value> {
-        self.node(
-            "Softmax",
-            &[x],
-            vec![AttributeProto::int("axis", axis as i64)],
             x.dtype,
             x.dims.clone(),
         )
@@ -193,19 +174,6 @@ impl Graph {
     /// `x[.., start:, ..]`.
     pub fn slice_from(&mut self, x: &Value, axis: isize, start: i64) -> Result<Value> {
         self.slice_const(x, axis, start, i64::MAX)
-    }
-
-    /// Splits the last axis into equal halves.
-    pub fn chunk2(&mut self, x: &Value, axis: isize) -> Result<(Value, Value)> {
-        let a = norm_axis(axis, x.rank());
-        let n = x.dims[a]
-            .fixed()
-            .ok_or_else(|| anyhow::anyhow!("chunk2 needs a known axis ({x:?})"))?;
-        ensure!(n % 2 == 0, "chunk2 of odd size {n}");
-        Ok((
-            self.slice_const(x, a as isize, 0, n / 2)?,
-            self.slice_const(x, a as isize, n / 2, n)?,
-        ))
     }
 
     /// `table[indices]` along axis 0 (embedding lookup).
