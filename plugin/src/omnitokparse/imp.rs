@@ -8,8 +8,29 @@
 //! restarted from byte 0, e.g. filesrc after a seek to the start). If the new BYTES segment
 //! starts exactly on a chunk record boundary of the stream already seen (header length +
 //! k * record length), the parser resumes at chunk k with the known header instead. Any
-//! other position is a bad-sync / bad-magic error. The parser does not translate TIME seeks
-//! into byte seeks.
+//! other position is a bad-sync / bad-magic error.
+//!
+//! Random access (upstream in BYTES, e.g. filesrc): in format version 1 every chunk record
+//! has the header-implied length and a chunk spans `chunk_frames * fps_d / fps_n` seconds,
+//! so time maps to bytes exactly. A flushing TIME seek (rate 1.0) on the src pad becomes a
+//! BYTES seek upstream to the start of the chunk whose time span holds the seek start (and,
+//! with a stop, to the end of the chunk holding the stop); the parser resumes there with the
+//! known header and sends a TIME segment whose start is the seek start, so downstream clips
+//! the frames of that chunk before it. Refused (false, debug message only): no header seen
+//! yet, unknown framerate (`fps_n` 0), a rate other than 1.0, non-flushing or segment seeks.
+//! When upstream produces TIME segments (omnitokenc, appsrc format=time), TIME seeks and
+//! queries go upstream unchanged. The mapping assumes the chunks are back to back at the
+//! nominal rate from the first chunk's PTS (as omnitokenc writes them without gaps); a stream
+//! with mid-stream partial chunks (drains on discontinuities) maps approximately.
+//!
+//! Queries on the src pad: DURATION in TIME from the upstream byte length (whole records
+//! only; the last chunk counts its real frames once the parser has read it, else it counts
+//! as a full chunk: an upper bound, off by less than one chunk), SEEKING in TIME (seekable
+//! when the framerate is known and upstream is seekable in BYTES; range 0 to the duration),
+//! CONVERT between TIME and BYTES (chunk granularity: a time converts to its chunk's first
+//! byte, a byte to the start of the chunk holding it).
+//! Times are the records' timestamps; the duration and the seeking range count from 0, so a
+//! stream whose first PTS is not 0 reports its length, not its end time.
 
 use std::sync::{LazyLock, Mutex};
 
@@ -28,6 +49,70 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     )
 });
 
+/// Maps chunk indices to time and bytes: format version 1, known framerate.
+#[derive(Clone, Copy, Debug)]
+struct Geometry {
+    header_len: u64,
+    record_len: u64,
+    chunk_frames: u64,
+    fps_n: u64,
+    fps_d: u64,
+}
+
+impl Geometry {
+    /// None when the framerate is unknown (`fps_n` 0).
+    fn new(header: &StreamHeader, raw: &[u8]) -> Option<Self> {
+        (header.fps_n > 0).then(|| Self {
+            header_len: raw.len() as u64,
+            record_len: header.chunk_record_len() as u64,
+            chunk_frames: u64::from(header.chunk_frames.max(1)),
+            fps_n: u64::from(header.fps_n),
+            fps_d: u64::from(header.fps_d.max(1)),
+        })
+    }
+
+    /// Duration of `frames` frames in ns (rounded down).
+    fn frames_ns(&self, frames: u64) -> u64 {
+        let ns = u128::from(frames) * u128::from(self.fps_d) * 1_000_000_000 / u128::from(self.fps_n);
+        u64::try_from(ns).unwrap_or(u64::MAX)
+    }
+
+    /// Start of chunk `index` in ns after the first chunk.
+    fn chunk_start(&self, index: u64) -> u64 {
+        self.frames_ns(index.saturating_mul(self.chunk_frames))
+    }
+
+    /// Index of the chunk whose time span holds `t` ns after the first chunk's start: the
+    /// last chunk with `chunk_start(k) <= t` (exact rational arithmetic, consistent with the
+    /// rounded-down starts, no drift at fractional framerates).
+    fn chunk_at(&self, t: u64) -> u64 {
+        let per_chunk = u128::from(self.chunk_frames) * u128::from(self.fps_d) * 1_000_000_000;
+        let k = ((u128::from(t) + 1) * u128::from(self.fps_n)).div_ceil(per_chunk) - 1;
+        u64::try_from(k).unwrap_or(u64::MAX)
+    }
+
+    /// Number of chunks that start before `t` (the chunks needed to play up to `t`).
+    fn chunks_before(&self, t: u64) -> u64 {
+        let per_chunk = u128::from(self.chunk_frames) * u128::from(self.fps_d) * 1_000_000_000;
+        u64::try_from((u128::from(t) * u128::from(self.fps_n)).div_ceil(per_chunk)).unwrap_or(u64::MAX)
+    }
+
+    /// Byte offset of chunk record `index`.
+    fn byte_of(&self, index: u64) -> u64 {
+        self.header_len.saturating_add(index.saturating_mul(self.record_len))
+    }
+
+    /// Index of the chunk record holding byte `b` (0 inside the header).
+    fn chunk_of_byte(&self, b: u64) -> u64 {
+        b.saturating_sub(self.header_len) / self.record_len
+    }
+
+    /// Whole chunk records in a stream of `bytes` bytes.
+    fn chunks_in(&self, bytes: u64) -> u64 {
+        self.chunk_of_byte(bytes)
+    }
+}
+
 #[derive(Default)]
 struct State {
     reader: StreamReader,
@@ -35,8 +120,8 @@ struct State {
     header: Option<(StreamHeader, Vec<u8>)>,
     /// Caps last pushed downstream.
     caps: Option<gst::Caps>,
-    /// A TIME segment must go out before the next buffer (after the caps).
-    segment_pending: Option<gst::Segment>,
+    /// A TIME segment (and its seqnum) must go out before the next buffer (after the caps).
+    segment_pending: Option<(gst::Segment, gst::Seqnum)>,
     /// A segment went out since the start / the last flush.
     segment_sent: bool,
     /// Mark the next buffer DISCONT.
@@ -47,6 +132,24 @@ struct State {
     reader_base: u64,
     /// A format error was already posted: EOS must not report it a second time.
     failed: bool,
+    /// Format of the last upstream segment.
+    upstream_format: Option<gst::Format>,
+    /// A TIME seek went upstream as a BYTES seek: the TIME segment (and the seek's seqnum)
+    /// to send instead of the next BYTES segment.
+    time_seek: Option<(gst::Segment, gst::Seqnum)>,
+    /// The TIME segment of the last TIME seek (a later seek with SeekType::None keeps its
+    /// start or stop); reset by any other upstream segment.
+    seek_segment: gst::FormattedSegment<gst::ClockTime>,
+    /// PTS of chunk 0 (from the first chunk read with a PTS, minus its offset in time).
+    time_base: Option<u64>,
+    /// Index and real frames of the highest-numbered chunk read so far.
+    last_chunk: Option<(u64, u32)>,
+}
+
+impl State {
+    fn geometry(&self) -> Option<Geometry> {
+        self.header.as_ref().and_then(|(h, raw)| Geometry::new(h, raw))
+    }
 }
 
 pub struct OmnitokParse {
@@ -58,7 +161,7 @@ pub struct OmnitokParse {
 /// What chain collected under the lock, pushed after it is released.
 enum Out {
     Caps(gst::Caps),
-    Segment(gst::Segment),
+    Segment(gst::Segment, Option<gst::Seqnum>),
     Buffer(gst::Buffer),
 }
 
@@ -104,6 +207,8 @@ impl OmnitokParse {
                     }
                     state.header = Some((h, raw));
                     state.next_chunk = 0;
+                    state.time_base = None;
+                    state.last_chunk = None;
                     (b, Some(c))
                 }
                 Item::Chunk(rec, raw) => {
@@ -123,6 +228,15 @@ impl OmnitokParse {
                         rec.pts,
                         rec.real_frames
                     );
+                    let index = state.next_chunk;
+                    if state.last_chunk.is_none_or(|(i, _)| index >= i) {
+                        state.last_chunk = Some((index, rec.real_frames));
+                    }
+                    if state.time_base.is_none()
+                        && let (Some(pts), Some(g)) = (rec.pts, state.geometry())
+                    {
+                        state.time_base = Some(pts.saturating_sub(g.chunk_start(index)));
+                    }
                     state.next_chunk += 1;
                     (b, None)
                 }
@@ -137,12 +251,15 @@ impl OmnitokParse {
                 // Unreachable: the reader yields a header first.
                 continue;
             }
-            if let Some(seg) = state.segment_pending.take() {
-                out.push(Out::Segment(seg));
+            if let Some((seg, seqnum)) = state.segment_pending.take() {
+                out.push(Out::Segment(seg, Some(seqnum)));
                 state.segment_sent = true;
             } else if !state.segment_sent {
                 // Upstream sent no segment at all: a default TIME one.
-                out.push(Out::Segment(gst::FormattedSegment::<gst::ClockTime>::new().upcast()));
+                out.push(Out::Segment(
+                    gst::FormattedSegment::<gst::ClockTime>::new().upcast(),
+                    None,
+                ));
                 state.segment_sent = true;
             }
             if state.discont {
@@ -162,8 +279,12 @@ impl OmnitokParse {
                         gst::warning!(CAT, imp = self, "downstream refused caps {c}");
                     }
                 }
-                Out::Segment(s) => {
-                    self.srcpad.push_event(gst::event::Segment::new(&s));
+                Out::Segment(s, seqnum) => {
+                    let mut ev = gst::event::Segment::builder(&s);
+                    if let Some(seqnum) = seqnum {
+                        ev = ev.seqnum(seqnum);
+                    }
+                    self.srcpad.push_event(ev.build());
                 }
                 Out::Buffer(b) => {
                     self.srcpad.push(b)?;
@@ -232,7 +353,9 @@ impl OmnitokParse {
             EventView::Caps(_) => true,
             EventView::Segment(e) => {
                 let seg = e.segment();
+                let mut seqnum = event.seqnum();
                 let mut state = self.state.lock().unwrap();
+                state.upstream_format = Some(seg.format());
                 let out = if seg.format() == gst::Format::Time {
                     seg.clone()
                 } else {
@@ -242,15 +365,27 @@ impl OmnitokParse {
                             self.reset_reader(&mut state, start);
                         }
                     }
-                    gst::FormattedSegment::<gst::ClockTime>::new().upcast()
+                    match state.time_seek.take() {
+                        // The BYTES segment of our own TIME seek: the seek's TIME segment.
+                        Some((time_seg, seek_seqnum)) => {
+                            gst::debug!(CAT, imp = self, "TIME segment of the seek: {time_seg:?}");
+                            seqnum = seek_seqnum;
+                            time_seg
+                        }
+                        None => {
+                            state.seek_segment = gst::FormattedSegment::new();
+                            gst::FormattedSegment::<gst::ClockTime>::new().upcast()
+                        }
+                    }
                 };
                 // Sticky order: caps before segment. Before the header, hold it back.
                 if state.caps.is_some() {
                     state.segment_sent = true;
                     drop(state);
-                    self.srcpad.push_event(gst::event::Segment::new(&out))
+                    self.srcpad
+                        .push_event(gst::event::Segment::builder(&out).seqnum(seqnum).build())
                 } else {
-                    state.segment_pending = Some(out);
+                    state.segment_pending = Some((out, seqnum));
                     true
                 }
             }
@@ -294,6 +429,179 @@ impl OmnitokParse {
             _ => gst::Pad::event_default(pad, Some(&*self.obj()), event),
         }
     }
+    /// Upstream produces TIME segments: TIME seeks and queries are its business.
+    fn upstream_in_time(&self) -> bool {
+        self.state.lock().unwrap().upstream_format == Some(gst::Format::Time)
+    }
+
+    /// Duration in TIME from the upstream byte length (see the module docs).
+    fn duration(&self) -> Option<gst::ClockTime> {
+        let (g, last) = {
+            let state = self.state.lock().unwrap();
+            (state.geometry()?, state.last_chunk)
+        };
+        let bytes = u64::from(self.sinkpad.peer_query_duration::<gst::format::Bytes>()?);
+        let n = g.chunks_in(bytes);
+        let frames = match last {
+            Some((i, real)) if n > 0 && i + 1 == n => (n - 1) * g.chunk_frames + u64::from(real),
+            _ => n.saturating_mul(g.chunk_frames),
+        };
+        Some(gst::ClockTime::from_nseconds(g.frames_ns(frames)))
+    }
+
+    /// Whether upstream can seek in BYTES.
+    fn upstream_seekable(&self) -> bool {
+        let mut q = gst::query::Seeking::new(gst::Format::Bytes);
+        self.sinkpad.peer_query(&mut q) && q.result().0
+    }
+
+    /// A TIME seek as a BYTES seek upstream (see the module docs).
+    fn time_seek(&self, seek: &gst::event::Seek, seqnum: gst::Seqnum) -> bool {
+        let (rate, flags, start_type, start, stop_type, stop) = seek.get();
+        let (g, base, mut seg) = {
+            let state = self.state.lock().unwrap();
+            let Some((h, _)) = &state.header else {
+                gst::debug!(CAT, imp = self, "TIME seek refused: no stream header seen yet");
+                return false;
+            };
+            let Some(g) = state.geometry() else {
+                gst::debug!(
+                    CAT,
+                    imp = self,
+                    "TIME seek refused: the framerate is unknown ({}/{})",
+                    h.fps_n,
+                    h.fps_d
+                );
+                return false;
+            };
+            (g, state.time_base.unwrap_or(0), state.seek_segment.clone())
+        };
+        if rate != 1.0 {
+            gst::debug!(CAT, imp = self, "TIME seek refused: rate {rate} (only 1.0)");
+            return false;
+        }
+        if !flags.contains(gst::SeekFlags::FLUSH) || flags.contains(gst::SeekFlags::SEGMENT) {
+            gst::debug!(
+                CAT,
+                imp = self,
+                "TIME seek refused: flags {flags:?} (flushing, non-segment only)"
+            );
+            return false;
+        }
+        if start_type == gst::SeekType::End || stop_type == gst::SeekType::End {
+            seg.set_duration(self.duration());
+        }
+        if seg.do_seek(rate, flags, start_type, start, stop_type, stop).is_none() {
+            gst::debug!(CAT, imp = self, "TIME seek refused: invalid range {start:?}..{stop:?}");
+            return false;
+        }
+        let t = seg.start().map_or(0, |t| t.nseconds());
+        let mut index = g.chunk_at(t.saturating_sub(base));
+        if let Some(bytes) = self.sinkpad.peer_query_duration::<gst::format::Bytes>() {
+            index = index.min(g.chunks_in(u64::from(bytes)));
+        }
+        let byte_start = g.byte_of(index);
+        let byte_stop = seg
+            .stop()
+            .map(|s| g.byte_of(g.chunks_before(s.nseconds().saturating_sub(base)).max(index)));
+        gst::debug!(
+            CAT,
+            imp = self,
+            "TIME seek to {:?}..{:?}: chunk {index}, bytes {byte_start}..{byte_stop:?}",
+            seg.start(),
+            seg.stop()
+        );
+        let bytes_seek = gst::event::Seek::builder(
+            1.0,
+            gst::SeekFlags::FLUSH,
+            gst::SeekType::Set,
+            gst::format::Bytes::from_u64(byte_start),
+            // Always set: no TIME stop clears a BYTES stop of an earlier seek.
+            gst::SeekType::Set,
+            byte_stop.map(gst::format::Bytes::from_u64),
+        )
+        .seqnum(seqnum)
+        .build();
+        // Set before the seek goes out: the BYTES segment may arrive before push_event returns.
+        {
+            let mut state = self.state.lock().unwrap();
+            state.seek_segment = seg.clone();
+            state.time_seek = Some((seg.upcast(), seqnum));
+        }
+        let ok = self.sinkpad.push_event(bytes_seek);
+        if !ok {
+            gst::debug!(CAT, imp = self, "upstream refused the BYTES seek to {byte_start}");
+            self.state.lock().unwrap().time_seek = None;
+        }
+        ok
+    }
+
+    fn src_event(&self, pad: &gst::Pad, event: gst::Event) -> bool {
+        gst::log!(CAT, obj = pad, "src event {event:?}");
+        if let gst::EventView::Seek(seek) = event.view()
+            && seek.start().format() == gst::Format::Time
+            && !self.upstream_in_time()
+        {
+            return self.time_seek(seek, event.seqnum());
+        }
+        gst::Pad::event_default(pad, Some(&*self.obj()), event)
+    }
+
+    /// TIME <-> BYTES at chunk granularity; None when not possible.
+    fn convert(&self, src: gst::GenericFormattedValue, dest: gst::Format) -> Option<gst::GenericFormattedValue> {
+        if src.format() == dest {
+            return Some(src);
+        }
+        let (g, base) = {
+            let state = self.state.lock().unwrap();
+            (state.geometry()?, state.time_base.unwrap_or(0))
+        };
+        match (src, dest) {
+            (gst::GenericFormattedValue::Time(t), gst::Format::Bytes) => {
+                let b = t.map(|t| g.byte_of(g.chunk_at(t.nseconds().saturating_sub(base))));
+                Some(b.map(gst::format::Bytes::from_u64).into())
+            }
+            (gst::GenericFormattedValue::Bytes(b), gst::Format::Time) => {
+                let t = b.map(|b| base + g.chunk_start(g.chunk_of_byte(u64::from(b))));
+                Some(t.map(gst::ClockTime::from_nseconds).into())
+            }
+            _ => None,
+        }
+    }
+
+    fn src_query(&self, pad: &gst::Pad, query: &mut gst::QueryRef) -> bool {
+        use gst::QueryViewMut;
+        gst::log!(CAT, obj = pad, "src query {query:?}");
+        match query.view_mut() {
+            QueryViewMut::Duration(q) if q.format() == gst::Format::Time && !self.upstream_in_time() => {
+                match self.duration() {
+                    Some(d) => {
+                        q.set(d);
+                        true
+                    }
+                    None => false,
+                }
+            }
+            QueryViewMut::Seeking(q) if q.format() == gst::Format::Time && !self.upstream_in_time() => {
+                let known = self.state.lock().unwrap().geometry().is_some();
+                let seekable = known && self.upstream_seekable();
+                let end = if seekable { self.duration() } else { None };
+                q.set(seekable, gst::ClockTime::ZERO, end);
+                true
+            }
+            QueryViewMut::Convert(q) if !self.upstream_in_time() => {
+                let (src, dest) = q.get();
+                match self.convert(src, dest) {
+                    Some(v) => {
+                        q.set(src, v);
+                        true
+                    }
+                    None => false,
+                }
+            }
+            _ => gst::Pad::query_default(pad, Some(&*self.obj()), query),
+        }
+    }
 }
 
 #[glib::object_subclass]
@@ -312,6 +620,12 @@ impl ObjectSubclass for OmnitokParse {
             })
             .build();
         let srcpad = gst::Pad::builder_from_template(&klass.pad_template("src").unwrap())
+            .event_function(|pad, parent, event| {
+                OmnitokParse::catch_panic_pad_function(parent, || false, |p| p.src_event(pad, event))
+            })
+            .query_function(|pad, parent, query| {
+                OmnitokParse::catch_panic_pad_function(parent, || false, |p| p.src_query(pad, query))
+            })
             .flags(gst::PadFlags::FIXED_CAPS)
             .build();
         Self {
@@ -343,7 +657,9 @@ impl ElementImpl for OmnitokParse {
                  and one buffer per chunk record, with timestamps and video/x-omnitok caps from \
                  the stream header. Checks magic, version, CRCs and sync markers; any error is \
                  fatal. After a flush, parsing restarts at a stream header (or resumes at a chunk \
-                 record boundary of the stream already seen).",
+                 record boundary of the stream already seen). TIME seeks become BYTES seeks \
+                 upstream to the chunk holding the seek start; answers TIME duration, seeking \
+                 and TIME/BYTES convert queries.",
                 "omnitok developers",
             )
         });
@@ -380,5 +696,51 @@ impl ElementImpl for OmnitokParse {
             *self.state.lock().unwrap() = State::default();
         }
         Ok(res)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Geometry;
+
+    fn geometry(fps_n: u64, fps_d: u64, chunk_frames: u64) -> Geometry {
+        Geometry {
+            header_len: 115,
+            record_len: 1000,
+            chunk_frames,
+            fps_n,
+            fps_d,
+        }
+    }
+
+    #[test]
+    fn whole_framerate_maps_time_to_chunks_and_bytes() {
+        let g = geometry(25, 1, 5);
+        assert_eq!(g.chunk_start(3), 600_000_000);
+        assert_eq!(g.chunk_at(0), 0);
+        assert_eq!(g.chunk_at(399_999_999), 1);
+        assert_eq!(g.chunk_at(400_000_000), 2);
+        assert_eq!(g.chunk_at(500_000_000), 2);
+        assert_eq!(g.chunks_before(400_000_000), 2);
+        assert_eq!(g.chunks_before(400_000_001), 3);
+        assert_eq!(g.byte_of(2), 2115);
+        assert_eq!(g.chunk_of_byte(2114), 1);
+        assert_eq!(g.chunk_of_byte(10), 0);
+        assert_eq!(g.chunks_in(4115), 4);
+        assert_eq!(g.chunks_in(4114), 3);
+        assert_eq!(g.chunk_at(u64::MAX), 92_233_720_368);
+    }
+
+    #[test]
+    fn fractional_framerate_has_no_drift() {
+        // 29.97 fps, 17-frame chunks: starts are rounded down, chunk_at agrees with them.
+        let g = geometry(30_000, 1001, 17);
+        for k in [1u64, 2, 3, 1000, 1_000_000, 123_456_789] {
+            let s = g.chunk_start(k);
+            assert_eq!(g.chunk_at(s), k, "chunk {k}");
+            assert_eq!(g.chunk_at(s - 1), k - 1, "chunk {k}");
+            assert_eq!(g.chunks_before(s), k, "chunk {k}");
+            assert_eq!(g.chunks_before(s + 1), k + 1, "chunk {k}");
+        }
     }
 }

@@ -1,0 +1,411 @@
+//! omnitokparse random access: TIME seeks become BYTES seeks upstream (filesrc) at a chunk
+//! record boundary, the TIME segment starts at the seek position (downstream clips), stop
+//! is honoured, seeks past the end give EOS, unknown framerates refuse TIME seeks; DURATION,
+//! SEEKING and CONVERT queries in TIME.
+
+mod dec_support;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use dec_support::*;
+use gst::prelude::*;
+use gstomnitok::format::{ChunkRecord, Payload, PayloadType, StreamHeader};
+
+const MS: u64 = 1_000_000;
+
+/// A synthetic token stream (no model needed to frame it): 4 chunks of 5 frames at
+/// `fps_n`/1 fps (0 = unknown), PTS 0, 200, 400, 600 ms, the last chunk with 2 real frames.
+fn synthetic(fps_n: u32) -> TokenStream {
+    let header = StreamHeader {
+        model_id: [0x5a; 32],
+        width: 36,
+        height: 20,
+        padded_width: 40,
+        padded_height: 24,
+        fps_n,
+        fps_d: 1,
+        chunk_frames: 5,
+        grid: [3, 6, 10],
+        channels: 0,
+        codebook_size: 512,
+        payload_type: PayloadType::U16,
+        model_name: "omnitok-vq seek test".into(),
+    };
+    let n = header.elements_per_chunk() as u32;
+    let records: Vec<ChunkRecord> = (0..4u32)
+        .map(|i| ChunkRecord {
+            pts: Some(u64::from(i) * 200 * MS),
+            duration: Some(if i == 3 { 80 * MS } else { 200 * MS }),
+            real_frames: if i == 3 { 2 } else { 5 },
+            grid: header.grid,
+            payload: Payload::Tokens((0..n).map(|k| (k * 7 + i * 13) % 512).collect()),
+        })
+        .collect();
+    let header_bytes = header.encode();
+    let record_bytes = records.iter().map(|r| r.encode(&header).unwrap()).collect();
+    TokenStream {
+        header,
+        records,
+        header_bytes,
+        record_bytes,
+    }
+}
+
+fn write_file(name: &str, stream: &TokenStream) -> PathBuf {
+    let file = scratch("seek").join(format!("{name}-{}.omnitok", std::process::id()));
+    std::fs::write(&file, stream.bytes()).unwrap();
+    file
+}
+
+/// A pipeline ending in `appsink name=out` (and holding `omnitokparse name=parse`), driven
+/// step by step: preroll, seek, play to the end.
+struct Player {
+    pipeline: gst::Pipeline,
+    samples: Arc<Mutex<Vec<gst::Sample>>>,
+}
+
+/// What the bus said until EOS.
+struct Outcome {
+    eos: bool,
+    errors: Vec<String>,
+    warnings: Vec<String>,
+}
+
+impl Player {
+    fn new(launch: &str) -> Self {
+        let pipeline = gst::parse::launch(launch).unwrap().downcast::<gst::Pipeline>().unwrap();
+        let sink = pipeline.by_name("out").unwrap();
+        sink.set_property("sync", false);
+        sink.set_property("emit-signals", true);
+        let samples = Arc::new(Mutex::new(Vec::new()));
+        let s2 = samples.clone();
+        // new-sample fires when a buffer is rendered (PLAYING), not for the preroll in PAUSED.
+        sink.connect("new-sample", false, move |args| {
+            let sink = args[0].get::<gst::Element>().unwrap();
+            if let Some(sample) = sink.emit_by_name::<Option<gst::Sample>>("pull-sample", &[]) {
+                // A copy: appsink (1.22) reuses its sample object when nobody else holds it.
+                let buffer = sample.buffer_owned().unwrap();
+                let caps = sample.caps_owned();
+                let mut copy = gst::Sample::builder().buffer(&buffer);
+                if let Some(caps) = &caps {
+                    copy = copy.caps(caps);
+                }
+                if let Some(seg) = sample.segment() {
+                    copy = copy.segment(seg);
+                }
+                s2.lock().unwrap().push(copy.build());
+            }
+            Some(gst::FlowReturn::Ok.to_value())
+        });
+        Self { pipeline, samples }
+    }
+
+    fn wait_state(&self) {
+        let (res, cur, _) = self.pipeline.state(gst::ClockTime::from_seconds(60));
+        assert!(res.is_ok(), "state change failed: {res:?} ({:?})", self.errors_so_far());
+        let _ = cur;
+    }
+
+    fn errors_so_far(&self) -> Vec<String> {
+        let bus = self.pipeline.bus().unwrap();
+        let mut v = Vec::new();
+        while let Some(msg) = bus.pop_filtered(&[gst::MessageType::Error, gst::MessageType::Warning]) {
+            v.push(format!("{msg:?}"));
+        }
+        v
+    }
+
+    fn preroll(&self) {
+        self.pipeline.set_state(gst::State::Paused).unwrap();
+        self.wait_state();
+    }
+
+    /// A flushing TIME seek from `start` to `stop` (None: to the end); waits for the new preroll when accepted.
+    fn seek_time(&self, start: u64, stop: Option<u64>) -> bool {
+        let ok = self
+            .pipeline
+            .seek(
+                1.0,
+                gst::SeekFlags::FLUSH,
+                gst::SeekType::Set,
+                gst::ClockTime::from_nseconds(start),
+                // Set with no stop: clears the stop of an earlier seek.
+                gst::SeekType::Set,
+                stop.map(gst::ClockTime::from_nseconds),
+            )
+            .is_ok();
+        if ok {
+            self.wait_state();
+        }
+        ok
+    }
+
+    /// Plays until EOS or an error; collects error and warning messages.
+    fn play_to_end(&self) -> Outcome {
+        self.pipeline.set_state(gst::State::Playing).unwrap();
+        let bus = self.pipeline.bus().unwrap();
+        let mut out = Outcome {
+            eos: false,
+            errors: Vec::new(),
+            warnings: Vec::new(),
+        };
+        for msg in bus.iter_timed(gst::ClockTime::from_seconds(120)) {
+            match msg.view() {
+                gst::MessageView::Eos(_) => {
+                    out.eos = true;
+                    break;
+                }
+                gst::MessageView::Error(e) => {
+                    out.errors.push(format!("{} ({:?})", e.error(), e.debug()));
+                    break;
+                }
+                gst::MessageView::Warning(w) => out.warnings.push(w.error().to_string()),
+                _ => {}
+            }
+        }
+        out
+    }
+
+    fn take_samples(&self) -> Vec<gst::Sample> {
+        std::mem::take(&mut *self.samples.lock().unwrap())
+    }
+
+    fn duration(&self) -> Option<u64> {
+        self.pipeline.query_duration::<gst::ClockTime>().map(|d| d.nseconds())
+    }
+
+    fn seeking(&self) -> (bool, gst::GenericFormattedValue, gst::GenericFormattedValue) {
+        let mut q = gst::query::Seeking::new(gst::Format::Time);
+        assert!(self.pipeline.query(&mut q), "seeking query not answered");
+        q.result()
+    }
+
+    fn parse_src(&self) -> gst::Pad {
+        self.pipeline.by_name("parse").unwrap().static_pad("src").unwrap()
+    }
+}
+
+impl Drop for Player {
+    fn drop(&mut self) {
+        let _ = self.pipeline.set_state(gst::State::Null);
+    }
+}
+
+fn parse_launch(file: &Path) -> String {
+    // Small blocks: at preroll the parser has read the header and little more.
+    format!(
+        "filesrc location=\"{}\" blocksize=64 ! omnitokparse name=parse ! appsink name=out",
+        file.display()
+    )
+}
+
+fn segment_of(sample: &gst::Sample) -> gst::FormattedSegment<gst::ClockTime> {
+    sample
+        .segment()
+        .unwrap()
+        .downcast_ref::<gst::ClockTime>()
+        .expect("a TIME segment")
+        .clone()
+}
+
+fn bytes_of(sample: &gst::Sample) -> Vec<u8> {
+    sample.buffer().unwrap().map_readable().unwrap().to_vec()
+}
+
+#[test]
+fn time_seek_resumes_at_the_chunk_holding_the_position() {
+    init();
+    let s = synthetic(25);
+    let file = write_file("mid", &s);
+    let p = Player::new(&parse_launch(&file));
+    p.preroll();
+    // Middle of chunk 2 (400..600 ms).
+    assert!(p.seek_time(500 * MS, None), "TIME seek refused");
+    let end = p.play_to_end();
+    assert!(end.eos && end.errors.is_empty(), "{:?}", end.errors);
+    let got = p.take_samples();
+    assert_eq!(got.len(), 2, "chunks 2 and 3 only, no header buffer");
+    for (k, sample) in got.iter().enumerate() {
+        let i = k + 2;
+        let b = sample.buffer().unwrap();
+        assert_eq!(bytes_of(sample), s.record_bytes[i], "chunk {i} bytes");
+        assert_eq!(b.pts().unwrap().nseconds(), s.records[i].pts.unwrap(), "chunk {i} PTS");
+        assert_eq!(b.offset(), i as u64);
+        assert!(!b.flags().contains(gst::BufferFlags::HEADER));
+        let seg = segment_of(sample);
+        assert_eq!(
+            seg.start().unwrap().nseconds(),
+            500 * MS,
+            "segment start = seek position"
+        );
+        assert_eq!(seg.stop(), None);
+    }
+    assert!(got[0].buffer().unwrap().flags().contains(gst::BufferFlags::DISCONT));
+    // Caps still describe the stream (sticky across the flush).
+    assert_eq!(
+        gstomnitok::caps::to_header(got[0].caps().unwrap())
+            .unwrap()
+            .chunk_frames,
+        5
+    );
+}
+
+#[test]
+fn time_seek_with_stop_and_seek_back_to_zero() {
+    init();
+    let s = synthetic(25);
+    let file = write_file("stop", &s);
+    let p = Player::new(&parse_launch(&file));
+    p.preroll();
+    // 250..450 ms: chunks 1 (200..400) and 2 (400..600), then EOS.
+    assert!(p.seek_time(250 * MS, Some(450 * MS)));
+    let end = p.play_to_end();
+    assert!(end.eos && end.errors.is_empty(), "{:?}", end.errors);
+    let got = p.take_samples();
+    let raw: Vec<Vec<u8>> = got.iter().map(bytes_of).collect();
+    assert_eq!(raw, s.record_bytes[1..3].to_vec());
+    let seg = segment_of(&got[0]);
+    assert_eq!(seg.start().unwrap().nseconds(), 250 * MS);
+    assert_eq!(seg.stop().unwrap().nseconds(), 450 * MS);
+    // Back to the start, after EOS: every chunk again, in order.
+    p.pipeline.set_state(gst::State::Paused).unwrap();
+    p.wait_state();
+    assert!(p.seek_time(0, None));
+    let end = p.play_to_end();
+    assert!(end.eos && end.errors.is_empty(), "{:?}", end.errors);
+    let raw: Vec<Vec<u8>> = p.take_samples().iter().map(bytes_of).collect();
+    assert_eq!(raw, s.record_bytes);
+}
+
+#[test]
+fn duration_seeking_and_convert_queries() {
+    init();
+    let s = synthetic(25);
+    let file = write_file("query", &s);
+    let p = Player::new(&parse_launch(&file));
+    p.preroll();
+    // The last chunk is not read yet: 4 chunks x 200 ms.
+    assert_eq!(p.duration(), Some(800 * MS));
+    let (seekable, start, end) = p.seeking();
+    assert!(seekable);
+    assert_eq!(start, gst::GenericFormattedValue::from(gst::ClockTime::ZERO));
+    assert_eq!(
+        end,
+        gst::GenericFormattedValue::from(gst::ClockTime::from_mseconds(800))
+    );
+    // CONVERT on the parser's src pad, at chunk granularity.
+    let (hl, rl) = (s.header_bytes.len() as u64, s.record_bytes[0].len() as u64);
+    let src = p.parse_src();
+    let b = src
+        .query_convert::<Option<gst::format::Bytes>>(gst::ClockTime::from_mseconds(500))
+        .flatten()
+        .unwrap();
+    assert_eq!(u64::from(b), hl + 2 * rl);
+    let t = src
+        .query_convert::<Option<gst::ClockTime>>(gst::format::Bytes::from_u64(hl + 3 * rl + 10))
+        .flatten()
+        .unwrap();
+    assert_eq!(t.nseconds(), 600 * MS);
+    // After reading the whole stream: the last chunk's 2 real frames, 680 ms exactly.
+    let end = p.play_to_end();
+    assert!(end.eos && end.errors.is_empty(), "{:?}", end.errors);
+    assert_eq!(p.take_samples().len(), 5);
+    assert_eq!(p.duration(), Some(680 * MS));
+}
+
+#[test]
+fn seek_past_the_end_gives_eos() {
+    init();
+    let s = synthetic(25);
+    let file = write_file("past", &s);
+    let p = Player::new(&parse_launch(&file));
+    p.preroll();
+    assert!(p.seek_time(10_000 * MS, None), "seek past the end refused");
+    let end = p.play_to_end();
+    assert!(end.eos, "no EOS");
+    assert!(
+        end.errors.is_empty() && end.warnings.is_empty(),
+        "{:?} {:?}",
+        end.errors,
+        end.warnings
+    );
+    assert!(p.take_samples().is_empty());
+}
+
+#[test]
+fn unknown_framerate_refuses_time_seeks_but_not_byte_seeks() {
+    init();
+    let s = synthetic(0);
+    let file = write_file("nofps", &s);
+    let p = Player::new(&parse_launch(&file));
+    p.preroll();
+    assert!(!p.seek_time(300 * MS, None), "TIME seek accepted without a framerate");
+    assert!(!p.seeking().0, "seekable in TIME without a framerate");
+    assert_eq!(p.duration(), None);
+    assert!(p.errors_so_far().is_empty());
+    // BYTES seeks pass through to filesrc as before: resume at chunk 1.
+    let at = (s.header_bytes.len() + s.record_bytes[0].len()) as u64;
+    p.pipeline
+        .seek_simple(gst::SeekFlags::FLUSH, gst::format::Bytes::from_u64(at))
+        .expect("BYTES seek");
+    p.wait_state();
+    let end = p.play_to_end();
+    assert!(end.eos, "no EOS");
+    assert!(
+        end.errors.is_empty() && end.warnings.is_empty(),
+        "{:?} {:?}",
+        end.errors,
+        end.warnings
+    );
+    let raw: Vec<Vec<u8>> = p.take_samples().iter().map(bytes_of).collect();
+    assert_eq!(raw, s.record_bytes[1..].to_vec());
+}
+
+#[test]
+fn decoded_frames_after_a_seek_equal_those_without_seeking() {
+    init();
+    let dir = export("tiny", 1);
+    let decoder = dir.join("decoder.onnx");
+    let stream = make_stream(&dir, 36, 20, 4, 5, None);
+    let cf = u64::from(stream.header.chunk_frames);
+    let frame_ns = 40 * MS;
+    let file = write_file("dec", &stream);
+    let launch = format!(
+        "filesrc location=\"{}\" ! omnitokparse name=parse ! omnitokdec model-file=\"{}\" ! appsink name=out",
+        file.display(),
+        decoder.display()
+    );
+    // Without seeking: every frame, equal to the graph run directly.
+    let reference = reference_frames(&decoder, &stream);
+    let all = run(&launch, None);
+    assert!(all.error.is_none(), "{:?}", all.error);
+    assert_eq!(all.samples.len(), 4 * cf as usize);
+    for (k, sample) in all.samples.iter().enumerate() {
+        assert!(rgb_bytes(sample) == reference[k], "frame {k} without seeking");
+    }
+    // Seek into the middle of chunk 2: one and a half frames past its start.
+    let pos = 2 * cf * frame_ns + frame_ns + frame_ns / 2;
+    let p = Player::new(&launch);
+    p.preroll();
+    assert!(p.seek_time(pos, None));
+    let end = p.play_to_end();
+    assert!(end.eos && end.errors.is_empty(), "{:?}", end.errors);
+    let got = p.take_samples();
+    // Frames ending after the seek position, i.e. from chunk 2's frame 1 on.
+    let first = (2 * cf + 1) as usize;
+    assert_eq!(got.len(), all.samples.len() - first);
+    for (j, sample) in got.iter().enumerate() {
+        let k = first + j;
+        let b = sample.buffer().unwrap();
+        let want = all.samples[k].buffer().unwrap();
+        assert_eq!(b.pts(), want.pts(), "frame {k} PTS");
+        assert_eq!(b.pts().unwrap().nseconds(), k as u64 * frame_ns);
+        assert!(rgb_bytes(sample) == rgb_bytes(&all.samples[k]), "frame {k} pixels");
+        assert!(rgb_bytes(sample) == reference[k], "frame {k} vs the graph");
+        assert_eq!(segment_of(sample).start().unwrap().nseconds(), pos);
+    }
+    // Duration: 4 full chunks of 5 frames at 25 fps.
+    assert_eq!(p.duration(), Some(4 * cf * frame_ns));
+    assert!(p.seeking().0);
+}
