@@ -271,7 +271,8 @@ impl Graph {
         dtype: DType,
         dims: Vec<Dim>,
     ) -> Result<Value> {
-        let mut out = self.node_multi(op, "", inputs, attrs, &[(dtype, dims)])?;
+        let inputs: Vec<Option<&Value>> = inputs.iter().map(|v| Some(*v)).collect();
+        let mut out = self.node_opt("", op, &inputs, attrs, &[(dtype, dims)])?;
         Ok(out.remove(0))
     }
 
@@ -287,18 +288,6 @@ impl Graph {
         self.uses_ms_domain = true;
         let mut out = self.node_opt("com.microsoft", op, inputs, attrs, &[(dtype, dims)])?;
         Ok(out.remove(0))
-    }
-
-    pub fn node_multi(
-        &mut self,
-        op: &str,
-        domain: &str,
-        inputs: &[&Value],
-        attrs: Vec<AttributeProto>,
-        outputs: &[(DType, Vec<Dim>)],
-    ) -> Result<Vec<Value>> {
-        let inputs: Vec<Option<&Value>> = inputs.iter().map(|v| Some(*v)).collect();
-        self.node_opt(domain, op, &inputs, attrs, outputs)
     }
 
     /// The general form: optional inputs are left as empty names.
