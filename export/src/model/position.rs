@@ -70,7 +70,6 @@ pub fn apply_rope(cx: &mut Ctx, x: &Value, cos: &Value, sin: &Value) -> Result<V
 /// `ContinuousPositionBias`: an MLP over log-scaled 2-D offsets, one logit bias per head.
 pub struct ContinuousPositionBias {
     net: [Linear; 3],
-    heads: usize,
 }
 
 impl ContinuousPositionBias {
@@ -83,7 +82,6 @@ impl ContinuousPositionBias {
                 Linear::load(cx, &key(prefix, "net.1.0"), dim, dim, true)?,
                 Linear::load(cx, &key(prefix, "net.2"), dim, heads, true)?,
             ],
-            heads,
         })
     }
 
@@ -152,7 +150,6 @@ impl ContinuousPositionBias {
         let index = g.add(&ry, &rx)?; // [N, N]
         let bias = g.gather(&table, &index)?; // [N, N, heads]
         let bias = g.transpose(&bias, &[2, 0, 1])?;
-        let _ = self.heads;
         g.unsqueeze(&bias, &[0])
     }
 }
