@@ -36,6 +36,23 @@ fn export_case(golden: &Path, case: &str, ckpt: &str, attention: AttentionSemant
     );
     let dir = scratch_dir(&format!("parity/{case}"));
     omnitok_export::write(exported, &dir).unwrap();
+    // every initializer feeds some node: nothing traced that the graph does not use
+    for g in ["encoder.onnx", "decoder.onnx"] {
+        let model = omnitok_export::onnx::load(&dir.join(g)).unwrap();
+        let graph = model.graph.unwrap();
+        let used: std::collections::HashSet<&str> = graph
+            .node
+            .iter()
+            .flat_map(|n| n.input.iter().map(String::as_str))
+            .collect();
+        for init in &graph.initializer {
+            let name = init.name.as_deref().unwrap_or_default();
+            assert!(
+                used.contains(name),
+                "{case}/{g}: initializer {name} is not used by any node"
+            );
+        }
+    }
     (cfg, dir)
 }
 

@@ -18,6 +18,8 @@ pub struct Attention {
     to_v: Linear,
     /// 2-D RoPE on the spatial tokens.
     rope: bool,
+    /// A spatial transformer's block (tokens of one frame) or a temporal one.
+    is_spatial: bool,
     q_scale: Value,
     k_scale: Value,
     to_out: Linear,
@@ -30,8 +32,8 @@ pub struct Attention {
 impl Attention {
     /// `spatial_pos` is what the block was built with: the spatial transformers get the
     /// model's setting, the temporal ones the official default `rel` (whose bias they
-    /// never apply, since it is spatial-only).
-    pub fn load(cx: &mut Ctx, prefix: &str, spatial_pos: SpatialPos, causal: bool) -> Result<Self> {
+    /// never apply, since it is spatial-only). `is_spatial` as in the official forward.
+    pub fn load(cx: &mut Ctx, prefix: &str, spatial_pos: SpatialPos, causal: bool, is_spatial: bool) -> Result<Self> {
         let dim = cx.cfg.embedding_dim as usize;
         let heads = cx.cfg.heads as usize;
         let dim_head = cx.cfg.dim_head as usize;
@@ -47,7 +49,7 @@ impl Attention {
         // the block was built with `rel`.
         let rel_pos_bias = if spatial_pos == SpatialPos::Rel {
             let p = key(prefix, "spatial_rel_pos_bias");
-            if cx.semantics == AttentionSemantics::Math {
+            if cx.semantics == AttentionSemantics::Math && is_spatial {
                 Some(ContinuousPositionBias::load(cx, &p)?)
             } else {
                 for k in [
@@ -71,6 +73,7 @@ impl Attention {
         Ok(Attention {
             norm: LayerNorm::load(cx, &key(prefix, "norm"), dim, NormKeys::GammaBeta)?,
             rope: spatial_pos == SpatialPos::Rope,
+            is_spatial,
             to_q: Linear::load(cx, &key(prefix, "to_q"), dim, inner, false)?,
             to_k: Linear::load_rows(cx, &key(prefix, "to_kv"), dim, 2 * inner, 0, inner, false)?,
             to_v: Linear::load_rows(cx, &key(prefix, "to_kv"), dim, 2 * inner, inner, 2 * inner, false)?,
@@ -84,8 +87,9 @@ impl Attention {
         })
     }
 
-    /// `x`: `[n_seq, seq, dim]`; `is_spatial` as in the official forward.
-    pub fn forward(&self, cx: &mut Ctx, x: &Value, shape: &VideoShape, is_spatial: bool) -> Result<Value> {
+    /// `x`: `[n_seq, seq, dim]`.
+    pub fn forward(&self, cx: &mut Ctx, x: &Value, shape: &VideoShape) -> Result<Value> {
+        let is_spatial = self.is_spatial;
         // As in the official forward, K and V come from the input *before* the LayerNorm
         // (`kv_input` is taken ahead of `x = self.norm(x)`); only Q sees the normalised input.
         let normed = self.norm.forward(cx, x)?;

@@ -22,7 +22,6 @@ enum Block {
 pub struct Transformer {
     blocks: Vec<Block>,
     norm_out: LayerNorm,
-    is_spatial: bool,
 }
 
 impl Transformer {
@@ -40,7 +39,7 @@ impl Transformer {
             blocks.push(match kind {
                 't' => Block::T {
                     peg: Peg::load(cx, &key(&p, "0"))?,
-                    attn: Attention::load(cx, &key(&p, "1"), spatial_pos, causal)?,
+                    attn: Attention::load(cx, &key(&p, "1"), spatial_pos, causal, is_spatial)?,
                     ff: FeedForward::load(cx, &key(&p, "3"))?,
                 },
                 'w' => Block::W {
@@ -54,7 +53,6 @@ impl Transformer {
         Ok(Transformer {
             blocks,
             norm_out: LayerNorm::load(cx, &key(prefix, "norm_out"), dim, NormKeys::GammaBeta)?,
-            is_spatial,
         })
     }
 
@@ -67,7 +65,7 @@ impl Transformer {
                     Block::T { peg, attn, ff } => {
                         let p = cx.scoped("0", |cx| peg.forward(cx, &x, shape))?;
                         x = cx.g.add(&p, &x)?;
-                        let a = cx.scoped("1", |cx| attn.forward(cx, &x, shape, self.is_spatial))?;
+                        let a = cx.scoped("1", |cx| attn.forward(cx, &x, shape))?;
                         x = cx.g.add(&a, &x)?;
                         let f = cx.scoped("3", |cx| ff.forward(cx, &x))?;
                         cx.g.add(&f, &x)
