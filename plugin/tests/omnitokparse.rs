@@ -4,51 +4,13 @@
 mod dec_support;
 
 use dec_support::*;
-use gstomnitok::format::{ChunkRecord, Payload, PayloadType, StreamHeader};
-
-/// A synthetic token stream (no model needed to frame it): 4 chunks, the last partial.
-fn synthetic() -> TokenStream {
-    let header = StreamHeader {
-        model_id: [0x5a; 32],
-        width: 36,
-        height: 20,
-        padded_width: 40,
-        padded_height: 24,
-        fps_n: 25,
-        fps_d: 1,
-        chunk_frames: 5,
-        grid: [3, 6, 10],
-        channels: 0,
-        codebook_size: 512,
-        payload_type: PayloadType::U16,
-        model_name: "omnitok-vq test".into(),
-    };
-    let n = header.elements_per_chunk() as u32;
-    let records: Vec<ChunkRecord> = (0..4u32)
-        .map(|i| ChunkRecord {
-            pts: Some(u64::from(i) * 200_000_000),
-            duration: Some(if i == 3 { 80_000_000 } else { 200_000_000 }),
-            real_frames: if i == 3 { 2 } else { 5 },
-            grid: header.grid,
-            payload: Payload::Tokens((0..n).map(|k| (k * 7 + i * 13) % 512).collect()),
-        })
-        .collect();
-    let header_bytes = header.encode();
-    let record_bytes = records.iter().map(|r| r.encode(&header).unwrap()).collect();
-    TokenStream {
-        header,
-        records,
-        header_bytes,
-        record_bytes,
-    }
-}
 
 const LAUNCH: &str = "appsrc name=in ! omnitokparse ! appsink name=out";
 
 #[test]
 fn any_block_size_gives_the_same_chunks_and_caps() {
     init();
-    let s = synthetic();
+    let s = synthetic(25);
     let bytes = s.bytes();
     for block in [1, 7, 4096, bytes.len()] {
         let r = run(LAUNCH, Some((None, blocks(&bytes, block))));
@@ -92,7 +54,7 @@ fn expect_error(bytes: Vec<u8>, block: usize, needle: &str) {
 #[test]
 fn bad_magic_is_an_error() {
     init();
-    let mut bytes = synthetic().bytes();
+    let mut bytes = synthetic(25).bytes();
     bytes[0..4].copy_from_slice(b"RIFF");
     expect_error(bytes, 4096, "bad magic");
 }
@@ -100,7 +62,7 @@ fn bad_magic_is_an_error() {
 #[test]
 fn wrong_version_is_an_error() {
     init();
-    let mut bytes = synthetic().bytes();
+    let mut bytes = synthetic(25).bytes();
     bytes[8] = 2;
     expect_error(bytes, 7, "unsupported format version 2");
 }
@@ -108,7 +70,7 @@ fn wrong_version_is_an_error() {
 #[test]
 fn header_crc_flip_is_an_error() {
     init();
-    let mut bytes = synthetic().bytes();
+    let mut bytes = synthetic(25).bytes();
     bytes[50] ^= 0x01;
     expect_error(bytes, 4096, "stream header CRC mismatch");
 }
@@ -116,7 +78,7 @@ fn header_crc_flip_is_an_error() {
 #[test]
 fn chunk_crc_flip_names_the_chunk() {
     init();
-    let s = synthetic();
+    let s = synthetic(25);
     let mut bytes = s.bytes();
     // A payload byte of chunk 2.
     let at = s.header_bytes.len() + 2 * s.record_bytes[0].len() + 60;
@@ -132,7 +94,7 @@ fn chunk_crc_flip_names_the_chunk() {
 #[test]
 fn bad_sync_is_an_error() {
     init();
-    let s = synthetic();
+    let s = synthetic(25);
     let mut bytes = s.bytes();
     let at = s.header_bytes.len() + s.record_bytes[0].len();
     bytes[at] = b'X';
@@ -142,10 +104,10 @@ fn bad_sync_is_an_error() {
 #[test]
 fn truncated_stream_is_an_error_at_eos() {
     init();
-    let mut bytes = synthetic().bytes();
+    let mut bytes = synthetic(25).bytes();
     bytes.truncate(bytes.len() - 10);
     expect_error(bytes, 4096, "truncated chunk record");
-    let bytes = synthetic().header_bytes[..50].to_vec();
+    let bytes = synthetic(25).header_bytes[..50].to_vec();
     expect_error(bytes, 1, "truncated stream header");
 }
 
@@ -160,7 +122,7 @@ fn empty_input_is_an_error() {
 #[test]
 fn typefinder_recognises_token_streams() {
     init();
-    let bytes = synthetic().bytes();
+    let bytes = synthetic(25).bytes();
     let (caps, prob) = gst_base::functions::type_find_helper_for_data(None::<&gst::Object>, &bytes[..]).unwrap();
     assert_eq!(prob, gst::TypeFindProbability::Maximum);
     assert_eq!(caps.structure(0).unwrap().name(), "video/x-omnitok");
@@ -174,7 +136,7 @@ fn typefinder_recognises_token_streams() {
 #[test]
 fn flush_restarts_at_a_new_stream() {
     init();
-    let s = synthetic();
+    let s = synthetic(25);
     let elem = gst::ElementFactory::make("omnitokparse").build().unwrap();
     let mut h = gst_check::Harness::with_element(&elem, Some("sink"), Some("src"));
     h.set_src_caps_str("video/x-omnitok");
@@ -202,7 +164,7 @@ fn flush_restarts_at_a_new_stream() {
 #[test]
 fn resumes_at_a_chunk_boundary_after_a_seek() {
     init();
-    let s = synthetic();
+    let s = synthetic(25);
     let elem = gst::ElementFactory::make("omnitokparse").build().unwrap();
     let mut h = gst_check::Harness::with_element(&elem, Some("sink"), Some("src"));
     h.set_src_caps_str("video/x-omnitok");

@@ -10,47 +10,8 @@ use std::sync::{Arc, Mutex};
 
 use dec_support::*;
 use gst::prelude::*;
-use gstomnitok::format::{ChunkRecord, Payload, PayloadType, StreamHeader};
 
 const MS: u64 = 1_000_000;
-
-/// A synthetic token stream (no model needed to frame it): 4 chunks of 5 frames at
-/// `fps_n`/1 fps (0 = unknown), PTS 0, 200, 400, 600 ms, the last chunk with 2 real frames.
-fn synthetic(fps_n: u32) -> TokenStream {
-    let header = StreamHeader {
-        model_id: [0x5a; 32],
-        width: 36,
-        height: 20,
-        padded_width: 40,
-        padded_height: 24,
-        fps_n,
-        fps_d: 1,
-        chunk_frames: 5,
-        grid: [3, 6, 10],
-        channels: 0,
-        codebook_size: 512,
-        payload_type: PayloadType::U16,
-        model_name: "omnitok-vq seek test".into(),
-    };
-    let n = header.elements_per_chunk() as u32;
-    let records: Vec<ChunkRecord> = (0..4u32)
-        .map(|i| ChunkRecord {
-            pts: Some(u64::from(i) * 200 * MS),
-            duration: Some(if i == 3 { 80 * MS } else { 200 * MS }),
-            real_frames: if i == 3 { 2 } else { 5 },
-            grid: header.grid,
-            payload: Payload::Tokens((0..n).map(|k| (k * 7 + i * 13) % 512).collect()),
-        })
-        .collect();
-    let header_bytes = header.encode();
-    let record_bytes = records.iter().map(|r| r.encode(&header).unwrap()).collect();
-    TokenStream {
-        header,
-        records,
-        header_bytes,
-        record_bytes,
-    }
-}
 
 fn write_file(name: &str, stream: &TokenStream) -> PathBuf {
     let file = scratch("seek").join(format!("{name}-{}.omnitok", std::process::id()));

@@ -84,6 +84,18 @@ pub struct TokenStream {
 }
 
 impl TokenStream {
+    /// Encodes `header` and `records` (panics on a record the header does not fit).
+    pub fn new(header: StreamHeader, records: Vec<ChunkRecord>) -> Self {
+        let header_bytes = header.encode();
+        let record_bytes = records.iter().map(|r| r.encode(&header).unwrap()).collect();
+        TokenStream {
+            header,
+            records,
+            header_bytes,
+            record_bytes,
+        }
+    }
+
     pub fn bytes(&self) -> Vec<u8> {
         let mut b = self.header_bytes.clone();
         for r in &self.record_bytes {
@@ -181,14 +193,7 @@ pub fn make_stream(
             payload,
         });
     }
-    let header_bytes = header.encode();
-    let record_bytes = records.iter().map(|r| r.encode(&header).unwrap()).collect();
-    TokenStream {
-        header,
-        records,
-        header_bytes,
-        record_bytes,
-    }
+    TokenStream::new(header, records)
 }
 
 /// What decoder.onnx gives for `stream` when run directly, chunk by chunk, cropped to the
@@ -338,4 +343,35 @@ pub fn framed(stream: &TokenStream) -> (gst::Caps, Vec<gst::Buffer>) {
         v.push(buf);
     }
     (caps, v)
+}
+
+/// A synthetic token stream (no model needed to frame it): 4 chunks of 5 frames at
+/// `fps_n`/1 fps (0 = unknown), PTS 0, 200, 400, 600 ms, the last chunk with 2 real frames.
+pub fn synthetic(fps_n: u32) -> TokenStream {
+    let header = StreamHeader {
+        model_id: [0x5a; 32],
+        width: 36,
+        height: 20,
+        padded_width: 40,
+        padded_height: 24,
+        fps_n,
+        fps_d: 1,
+        chunk_frames: 5,
+        grid: [3, 6, 10],
+        channels: 0,
+        codebook_size: 512,
+        payload_type: PayloadType::U16,
+        model_name: "omnitok-vq test".into(),
+    };
+    let n = header.elements_per_chunk() as u32;
+    let records: Vec<ChunkRecord> = (0..4u32)
+        .map(|i| ChunkRecord {
+            pts: Some(u64::from(i) * 200_000_000),
+            duration: Some(if i == 3 { 80_000_000 } else { 200_000_000 }),
+            real_frames: if i == 3 { 2 } else { 5 },
+            grid: header.grid,
+            payload: Payload::Tokens((0..n).map(|k| (k * 7 + i * 13) % 512).collect()),
+        })
+        .collect();
+    TokenStream::new(header, records)
 }
