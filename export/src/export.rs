@@ -12,7 +12,7 @@ use crate::onnx::{self, ModelProto, SaveReport};
 use crate::weights::Weights;
 
 /// Bumped when the graphs' inputs, outputs or metadata change meaning.
-pub const GRAPH_CONTRACT_VERSION: &str = "1";
+pub const GRAPH_CONTRACT_VERSION: &str = "2";
 pub const IR_VERSION: i64 = 11;
 pub const OPSET: i64 = 23;
 
@@ -128,6 +128,7 @@ fn finish(graph: Graph, name: &str, role: &str, meta: &ModelMeta) -> Result<Mode
     m.set_metadata("omnitok.role", role);
     m.set_metadata("omnitok.kind", if cfg.use_vae { "vae" } else { "vq" });
     m.set_metadata("omnitok.config", config_json);
+    m.set_metadata("omnitok.geometry", &geometry_json(cfg));
     m.set_metadata("omnitok.attention", opts.attention.as_str());
     m.set_metadata("omnitok.source", provenance.describe());
     m.set_metadata("omnitok.model_id", id);
@@ -138,6 +139,22 @@ fn finish(graph: Graph, name: &str, role: &str, meta: &ModelMeta) -> Result<Mode
     m.set_metadata("omnitok.contract", GRAPH_CONTRACT_VERSION);
     m.set_metadata("omnitok.exporter_version", env!("CARGO_PKG_VERSION"));
     Ok(m)
+}
+
+/// The geometry rules the elements apply (`omnitok.geometry`, docs/GRAPHS.md): frame sizes
+/// are multiples of `size_multiple`; a clip has 1 + k * `temporal_patch` frames, `clip_frames`
+/// by default; its grid is `[1 + (frames - 1) / temporal_patch, height / patch, width / patch]`.
+pub fn geometry_json(cfg: &Config) -> String {
+    serde_json::json!({
+        "size_multiple": cfg.size_multiple(),
+        "patch": cfg.patch_size,
+        "temporal_patch": cfg.temporal_patch_size,
+        "clip_frames": cfg.clip_frames(),
+        "channels": cfg.latent_channels(),
+        "codebook_size": cfg.n_codes,
+        "grid": "t = 1 + (frames - 1) / temporal_patch, h = height / patch, w = width / patch",
+    })
+    .to_string()
 }
 
 /// Traces both graphs.

@@ -12,6 +12,9 @@ use serde::Deserialize;
 
 use super::init;
 
+/// The `omnitok.contract` this plugin reads (docs/GRAPHS.md).
+pub const GRAPH_CONTRACT: &str = "2";
+
 /// Where a session runs (the `execution-provider` property).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, glib::Enum, Default)]
 #[repr(u32)]
@@ -63,17 +66,20 @@ pub enum Kind {
     Vae,
 }
 
-/// The config fields the elements need (the JSON holds more).
-#[derive(Debug, Clone, Deserialize)]
-pub struct GraphConfig {
-    pub sequence_length: i64,
-    pub patch_size: i64,
-    pub temporal_patch_size: i64,
-    pub enc_block: String,
-    pub dec_block: String,
-    pub twod_window_size: i64,
-    pub n_codes: i64,
-    pub codebook_dim: i64,
+/// The geometry rules of a graph (`omnitok.geometry`, written by the exporter; docs/GRAPHS.md).
+#[derive(Debug, Clone, Copy, Deserialize)]
+pub struct Geometry {
+    /// Frame width and height must be multiples of this.
+    pub size_multiple: u32,
+    /// Spatial patch: one token per `patch x patch` pixels.
+    pub patch: u32,
+    /// Frames per temporal token after the first frame.
+    pub temporal_patch: u32,
+    /// The clip length the model was trained on: 1 + k * temporal_patch.
+    pub clip_frames: u32,
+    /// Latent channels (VAE) / codebook dim.
+    pub channels: u32,
+    pub codebook_size: u32,
 }
 
 /// What a graph is, from its `omnitok.*` metadata.
@@ -82,7 +88,7 @@ pub struct ModelInfo {
     pub path: PathBuf,
     pub role: Role,
     pub kind: Kind,
-    pub config: GraphConfig,
+    pub geometry: Geometry,
     pub config_json: String,
     pub model_id: [u8; 32],
     pub attention: String,
@@ -92,13 +98,7 @@ pub struct ModelInfo {
 impl ModelInfo {
     /// Frame width and height must be multiples of this.
     pub fn size_multiple(&self) -> u32 {
-        let c = &self.config;
-        let w = if c.enc_block.contains('w') || c.dec_block.contains('w') {
-            c.twod_window_size
-        } else {
-            1
-        };
-        (c.patch_size * w) as u32
+        self.geometry.size_multiple
     }
 
     /// The smallest valid size >= `n`.
@@ -107,13 +107,12 @@ impl ModelInfo {
     }
 
     pub fn temporal_patch(&self) -> u32 {
-        self.config.temporal_patch_size as u32
+        self.geometry.temporal_patch
     }
 
     /// The clip length the model was trained on: 1 + k * temporal_patch <= sequence_length.
     pub fn clip_frames(&self) -> u32 {
-        let tp = self.config.temporal_patch_size;
-        (1 + (self.config.sequence_length - 1) / tp * tp) as u32
+        self.geometry.clip_frames
     }
 
     pub fn valid_frames(&self, frames: u32) -> bool {
@@ -122,7 +121,7 @@ impl ModelInfo {
 
     /// Token/latent grid `(t, h, w)` of a chunk of `frames` frames at a padded size.
     pub fn grid(&self, frames: u32, padded_width: u32, padded_height: u32) -> [u32; 3] {
-        let p = self.config.patch_size as u32;
+        let p = self.geometry.patch;
         [
             1 + (frames - 1) / self.temporal_patch(),
             padded_height / p,
@@ -132,11 +131,11 @@ impl ModelInfo {
 
     /// Latent channels (VAE) / codebook dim.
     pub fn channels(&self) -> u32 {
-        self.config.codebook_dim as u32
+        self.geometry.channels
     }
 
     pub fn codebook_size(&self) -> u32 {
-        self.config.n_codes as u32
+        self.geometry.codebook_size
     }
 
     /// A short name for stream headers: the file stem of the source.
@@ -170,16 +169,26 @@ impl ModelInfo {
             "vae" => Kind::Vae,
             other => bail!("{}: unknown omnitok.kind '{other}'", path.display()),
         };
+        let contract = get("omnitok.contract")?;
+        if contract != GRAPH_CONTRACT {
+            bail!(
+                "{} follows graph contract {contract}, this plugin reads contract {GRAPH_CONTRACT}: export it again with this version's omnitok-export",
+                path.display()
+            );
+        }
         let config_json = get("omnitok.config")?;
-        let config: GraphConfig = serde_json::from_str(&config_json)
-            .with_context(|| format!("{}: invalid omnitok.config", path.display()))?;
+        let geometry: Geometry = serde_json::from_str(&get("omnitok.geometry")?)
+            .with_context(|| format!("{}: invalid omnitok.geometry", path.display()))?;
+        if geometry.size_multiple == 0 || geometry.patch == 0 || geometry.temporal_patch == 0 || geometry.clip_frames == 0 {
+            bail!("{}: omnitok.geometry has a zero size: {geometry:?}", path.display());
+        }
         let id_hex = get("omnitok.model_id")?;
         let model_id = crate::format::model_id_from_hex(&id_hex).map_err(|e| anyhow!("{}: {e}", path.display()))?;
         Ok(ModelInfo {
             path: path.to_path_buf(),
             role,
             kind,
-            config,
+            geometry,
             config_json,
             model_id,
             attention: get("omnitok.attention")?,
