@@ -2,6 +2,8 @@
 //! padding a frame to the size the model runs at, collecting frames into
 //! fixed-length chunks (like closed GOPs), padding the last chunk at the end
 //! of a stream, and the timestamps of a chunk (docs/FORMAT.md, section 7).
+//! Its inverse for `omnitokdec` is [`crate::dechunker`]; frame durations come
+//! from [`crate::timebase::Timebase`].
 
 /// Copies an RGB frame (`width x height`, rows `stride` bytes apart) into
 /// `dst`, a tightly packed `padded_width x padded_height` RGB frame, filling
@@ -47,14 +49,6 @@ pub fn pad_rgb_frame(
 pub struct FrameTime {
     pub pts: Option<u64>,
     pub duration: Option<u64>,
-}
-
-/// The frame duration a framerate implies, nanoseconds (`None` for 0/x: unknown/variable).
-pub fn frame_duration(fps_n: u32, fps_d: u32) -> Option<u64> {
-    if fps_n == 0 || fps_d == 0 {
-        return None;
-    }
-    Some((u128::from(fps_d) * 1_000_000_000 / u128::from(fps_n)) as u64)
 }
 
 /// PTS and duration of a chunk whose real frames have `frames` timings.
@@ -190,31 +184,6 @@ pub fn batch_data(chunks: &[Chunk]) -> Vec<u8> {
     out
 }
 
-/// Deterministic standard-normal noise for VAE sampling: the same `(seed,
-/// chunk_index)` always gives the same values, whatever the batching.
-pub fn gaussian_noise(seed: u64, chunk_index: u64, n: usize) -> Vec<f32> {
-    // SplitMix64 seeded from both values, Box-Muller in f64.
-    let mut state = seed ^ chunk_index.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03;
-    let mut next = move || {
-        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    };
-    let mut unit = move || ((next() >> 11) as f64 + 0.5) / (1u64 << 53) as f64; // (0, 1)
-    let mut out = Vec::with_capacity(n + 1);
-    while out.len() < n {
-        let (u1, u2) = (unit(), unit());
-        let r = (-2.0 * u1.ln()).sqrt();
-        let a = std::f64::consts::TAU * u2;
-        out.push((r * a.cos()) as f32);
-        out.push((r * a.sin()) as f32);
-    }
-    out.truncate(n);
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -305,9 +274,6 @@ mod tests {
 
     #[test]
     fn timing() {
-        assert_eq!(frame_duration(25, 1), Some(40_000_000));
-        assert_eq!(frame_duration(30000, 1001), Some(33_366_666));
-        assert_eq!(frame_duration(0, 1), None);
         let frames = [t(100, 40), t(140, 40), t(180, 40)];
         assert_eq!(chunk_timing(&frames, None), t(100, 120));
         // Last frame without duration: the framerate's.
@@ -330,19 +296,5 @@ mod tests {
         let a = c.push(FrameTime::default(), |d| d.fill(1)).unwrap();
         let b = c.push(FrameTime::default(), |d| d.fill(2)).unwrap();
         assert_eq!(batch_data(&[a, b]), [1, 1, 2, 2]);
-    }
-
-    #[test]
-    fn noise_is_seeded_and_normal() {
-        let a = gaussian_noise(42, 3, 10_001);
-        assert_eq!(a, gaussian_noise(42, 3, 10_001));
-        assert_ne!(a, gaussian_noise(43, 3, 10_001));
-        assert_ne!(a, gaussian_noise(42, 4, 10_001));
-        assert_eq!(a.len(), 10_001);
-        let mean = a.iter().map(|&x| x as f64).sum::<f64>() / a.len() as f64;
-        let var = a.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / a.len() as f64;
-        assert!(mean.abs() < 0.05, "mean {mean}");
-        assert!((var - 1.0).abs() < 0.05, "var {var}");
-        assert!(a.iter().all(|x| x.is_finite()));
     }
 }

@@ -5,11 +5,13 @@ use gst::glib;
 
 pub mod caps;
 pub mod chunker;
+pub mod dechunker;
 pub mod format;
 mod omnitokdec;
 pub mod omnitokenc;
 mod omnitokparse;
 pub mod runtime;
+pub mod timebase;
 
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     omnitokenc::register(plugin)?;

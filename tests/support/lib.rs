@@ -63,7 +63,7 @@ pub fn init_ort() {
 /// A CPU session on `path`.
 pub fn session(path: &Path) -> Result<Session> {
     init_ort();
-    gstomnitok::runtime::cpu_session(path, 2)
+    Ok(gstomnitok::runtime::cpu_session(path, 2)?)
 }
 
 /// Tensors of a safetensors file, widened to what tests compare.

@@ -1,23 +1,27 @@
-//! omnitokdec implementation.
+//! omnitokdec implementation: GStreamer glue around [`ModelInfo::check_stream`],
+//! [`DecoderGraph`] (the graph contract) and [`crate::dechunker`] (frame timestamps,
+//! cropping).
 //!
-//! Settings (properties) are copied per use; the State (model session, stream header,
-//! pending chunks, output pool) lives in a Mutex. The session is taken out of the State
-//! while ONNX Runtime runs and put back afterwards; no lock is held while running the
-//! graph or while pushing.
+//! Settings (properties) are copied per use; the graph lives in a [`GraphSlot`] (loaded at
+//! NULL->READY, taken out while it runs); the State (stream header, pending chunks, output
+//! pool) lives in a Mutex. No lock is held while the graph runs or while pushing.
+//!
+//! [`ModelInfo::check_stream`]: crate::runtime::ModelInfo::check_stream
 
-use std::sync::{LazyLock, Mutex};
+use std::sync::{LazyLock, Mutex, MutexGuard};
 
-use anyhow::{anyhow, bail};
 use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
 use gst_video::prelude::*;
-use ndarray::{Array, ArrayD, IxDyn};
 
 use crate::caps;
-use crate::format::{ChunkRecord, Payload, PayloadType, StreamHeader, model_id_to_hex};
-use crate::runtime::properties::{DEFAULT_PROVIDER, LoadError, ModelSettings};
-use crate::runtime::{ExecutionProvider, Kind, LoadedModel, ModelInfo, Role};
+use crate::dechunker;
+use crate::format::{ChunkRecord, StreamHeader, model_id_to_hex};
+use crate::runtime::properties::{self, DEFAULT_BATCH_SIZE, ModelSettings};
+use crate::runtime::slot::GraphSlot;
+use crate::runtime::{DecoderGraph, Frames};
+use crate::timebase::Timebase;
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -27,11 +31,9 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     )
 });
 
-const DEFAULT_BATCH_SIZE: u32 = 1;
-const MAX_BATCH_SIZE: u32 = 64;
-
 #[derive(Debug, Clone)]
 struct Settings {
+    /// What loading the graph depends on (a change reloads it).
     model: ModelSettings,
     batch_size: u32,
 }
@@ -49,6 +51,8 @@ impl Default for Settings {
 struct Stream {
     header: StreamHeader,
     info: gst_video::VideoInfo,
+    /// None for an unknown framerate.
+    rate: Option<Timebase>,
     pool: Option<gst::BufferPool>,
 }
 
@@ -58,219 +62,65 @@ struct Pending {
 }
 
 struct State {
-    /// None while ONNX Runtime runs (taken out of the state).
-    model: Option<LoadedModel>,
-    info: ModelInfo,
     stream: Option<Stream>,
     pending: Vec<Pending>,
     /// Chunks received since the start (for error messages).
     chunks: u64,
-    /// End of the last output frame, for records without a PTS.
-    next_pts: Option<gst::ClockTime>,
+    /// End of the last output frame, ns, for records without a PTS.
+    next_pts: Option<u64>,
     discont: bool,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        Self {
+            stream: None,
+            pending: Vec::new(),
+            chunks: 0,
+            next_pts: None,
+            discont: true,
+        }
+    }
 }
 
 pub struct OmnitokDec {
     sinkpad: gst::Pad,
     srcpad: gst::Pad,
     settings: Mutex<Settings>,
-    state: Mutex<Option<State>>,
-    /// Provider of the loaded session (read-only property).
-    active_provider: Mutex<ExecutionProvider>,
-}
-
-/// Does `header` fit the loaded decoder graph? (docs/FORMAT.md, section 8.)
-fn check_stream(header: &StreamHeader, info: &ModelInfo) -> Result<(), String> {
-    if header.model_id != info.model_id {
-        return Err(format!(
-            "model identity mismatch: the stream was made by model {} ({}), but {} is model {}; \
-             tokens of one model cannot be decoded by another",
-            model_id_to_hex(&header.model_id),
-            if header.model_name.is_empty() {
-                "name not in caps".to_string()
-            } else {
-                format!("'{}'", header.model_name)
-            },
-            info.path.display(),
-            model_id_to_hex(&info.model_id),
-        ));
-    }
-    let kind = match info.kind {
-        Kind::Vq => "VQ",
-        Kind::Vae => "VAE",
-    };
-    match (info.kind, header.payload_type.is_tokens()) {
-        (Kind::Vq, false) => {
-            return Err(format!(
-                "the stream carries {} latents but {} is a VQ (token) decoder",
-                header.payload_type,
-                info.path.display()
-            ));
-        }
-        (Kind::Vae, true) => {
-            return Err(format!(
-                "the stream carries {} tokens but {} is a VAE (latent) decoder",
-                header.payload_type,
-                info.path.display()
-            ));
-        }
-        _ => {}
-    }
-    if info.kind == Kind::Vq {
-        if header.codebook_size != info.codebook_size() {
-            return Err(format!(
-                "codebook size {} of the stream does not match the {kind} model's {}",
-                header.codebook_size,
-                info.codebook_size()
-            ));
-        }
-        if header.payload_type != PayloadType::for_codebook(header.codebook_size) {
-            return Err(format!(
-                "payload type {} does not fit codebook size {}",
-                header.payload_type, header.codebook_size
-            ));
-        }
-    } else if header.channels != info.channels() {
-        return Err(format!(
-            "latent channels {} of the stream do not match the {kind} model's {}",
-            header.channels,
-            info.channels()
-        ));
-    }
-    let m = info.size_multiple();
-    if !header.padded_width.is_multiple_of(m) || !header.padded_height.is_multiple_of(m) {
-        return Err(format!(
-            "padded size {}x{} is not a multiple of the model's {m}",
-            header.padded_width, header.padded_height
-        ));
-    }
-    if !info.valid_frames(header.chunk_frames) {
-        return Err(format!(
-            "chunk-frames {} is not 1 + k * {} (the model's temporal patch)",
-            header.chunk_frames,
-            info.temporal_patch()
-        ));
-    }
-    let grid = info.grid(header.chunk_frames, header.padded_width, header.padded_height);
-    if header.grid != grid {
-        return Err(format!(
-            "grid {:?} of the stream does not match the model's grid {:?} for {} frames at {}x{}",
-            header.grid, grid, header.chunk_frames, header.padded_width, header.padded_height
-        ));
-    }
-    Ok(())
-}
-
-/// Decoder input for a batch of chunks.
-fn build_input(header: &StreamHeader, batch: &[Pending]) -> anyhow::Result<(&'static str, ort::value::DynValue)> {
-    let [t, h, w] = header.grid.map(|v| v as usize);
-    let b = batch.len();
-    if header.payload_type.is_tokens() {
-        let mut v = Vec::with_capacity(b * t * h * w);
-        for p in batch {
-            let Payload::Tokens(tok) = &p.record.payload else {
-                bail!("chunk holds latents, stream header says tokens");
-            };
-            v.extend(tok.iter().map(|&x| i64::from(x)));
-        }
-        let a = Array::from_shape_vec(IxDyn(&[b, t, h, w]), v)?;
-        Ok(("tokens", ort::value::Tensor::from_array(a)?.into_dyn()))
-    } else {
-        let c = header.channels as usize;
-        let mut v = Vec::with_capacity(b * c * t * h * w);
-        for p in batch {
-            let Payload::Latents(l) = &p.record.payload else {
-                bail!("chunk holds tokens, stream header says latents");
-            };
-            v.extend_from_slice(l);
-        }
-        let a = Array::from_shape_vec(IxDyn(&[b, c, t, h, w]), v)?;
-        Ok(("latent", ort::value::Tensor::from_array(a)?.into_dyn()))
-    }
-}
-
-/// Runs the decoder graph: frames `[B, F, Hp, Wp, 3]`.
-fn run_model(model: &mut LoadedModel, header: &StreamHeader, batch: &[Pending]) -> anyhow::Result<ArrayD<u8>> {
-    let (name, input) = build_input(header, batch)?;
-    let outputs = model
-        .session
-        .run(ort::inputs![name => input])
-        .map_err(|e| anyhow!("{e}"))?;
-    let frames = outputs["frames"]
-        .try_extract_array::<u8>()
-        .map_err(|e| anyhow!("{e}"))?
-        .to_owned();
-    let want = [
-        batch.len(),
-        header.chunk_frames as usize,
-        header.padded_height as usize,
-        header.padded_width as usize,
-        3,
-    ];
-    if frames.shape() != want {
-        bail!("decoder output has shape {:?}, expected {:?}", frames.shape(), want);
-    }
-    Ok(frames)
+    graph: GraphSlot<DecoderGraph>,
+    state: Mutex<State>,
 }
 
 impl OmnitokDec {
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap()
+    }
+
     fn settings(&self) -> Settings {
         self.settings.lock().unwrap().clone()
     }
 
-    fn load(&self) -> Result<(), gst::StateChangeError> {
-        let model = match self.settings().model.load(self, Role::Decoder) {
-            Ok(m) => m,
-            Err(e) => {
-                self.post_error_message(match e {
-                    LoadError::NoModelFile => gst::error_msg!(
-                        gst::LibraryError::Settings,
-                        ("no model-file set: omnitokdec needs the decoder.onnx written by omnitok-export")
-                    ),
-                    LoadError::Runtime(e) => {
-                        gst::error_msg!(gst::LibraryError::Init, ("ONNX Runtime not found: {}", e))
-                    }
-                    // The words of runtime::load for a missing file.
-                    LoadError::NotAFile(p) => gst::error_msg!(
-                        gst::LibraryError::Settings,
-                        (
-                            "cannot use model-file {}: model file {} does not exist",
-                            p.display(),
-                            p.display()
-                        )
-                    ),
-                    LoadError::Load(p, e) => {
-                        gst::error_msg!(
-                            gst::LibraryError::Settings,
-                            ("cannot use model-file {}: {:#}", p.display(), e)
-                        )
-                    }
-                });
-                return Err(gst::StateChangeError);
-            }
-        };
+    /// Loads (or reloads, when the model settings changed) the decoder graph. Errors are
+    /// posted on the bus.
+    fn start(&self) -> Result<(), gst::StateChangeError> {
+        let info = self.graph.ensure(self, &self.settings().model)?;
         gst::info!(
             CAT,
             imp = self,
-            "loaded {} ({:?}, model {}) on {}",
-            model.info.path.display(),
-            model.info.kind,
-            model_id_to_hex(&model.info.model_id),
-            model.active_provider.nick()
+            "{} ({:?}, model {})",
+            info.path.display(),
+            info.kind,
+            model_id_to_hex(&info.model_id),
         );
-        *self.active_provider.lock().unwrap() = model.active_provider;
-        let info = model.info.clone();
-        *self.state.lock().unwrap() = Some(State {
-            model: Some(model),
-            info,
-            stream: None,
-            pending: Vec::new(),
-            chunks: 0,
-            next_pts: None,
-            discont: true,
-        });
-        self.obj().notify("active-execution-provider");
         Ok(())
+    }
+
+    /// Drops what belongs to the stream (PAUSED->READY, READY->NULL).
+    fn reset(&self) {
+        let old = std::mem::take(&mut *self.state());
+        if let Some(p) = old.stream.and_then(|s| s.pool) {
+            let _ = p.set_active(false);
+        }
     }
 
     /// Caps: parse them, check them against the model, negotiate RGB downstream.
@@ -282,12 +132,12 @@ impl OmnitokDec {
                 return false;
             }
         };
+        let Some(model) = self.graph.info() else {
+            return false;
+        };
         {
-            let state = self.state.lock().unwrap();
-            let Some(state) = state.as_ref() else {
-                return false;
-            };
-            if let Err(e) = check_stream(&header, &state.info) {
+            let state = self.state();
+            if let Err(e) = model.check_stream(&header) {
                 gst::element_imp_error!(
                     self,
                     gst::StreamError::Format,
@@ -340,16 +190,16 @@ impl OmnitokDec {
             return false;
         }
         let pool = self.make_pool(&out_caps, &info);
-        let mut state = self.state.lock().unwrap();
-        let Some(state) = state.as_mut() else {
-            return false;
-        };
-        if let Some(old) = state.stream.take()
-            && let Some(p) = old.pool
-        {
+        let rate = Timebase::from_fps(header.fps_n, header.fps_d);
+        let old = self.state().stream.replace(Stream {
+            header,
+            info,
+            rate,
+            pool,
+        });
+        if let Some(p) = old.and_then(|s| s.pool) {
             let _ = p.set_active(false);
         }
-        state.stream = Some(Stream { header, info, pool });
         true
     }
 
@@ -395,10 +245,8 @@ impl OmnitokDec {
             gst::FlowError::Error
         })?;
         let batch = {
-            let mut guard = self.state.lock().unwrap();
-            let Some(state) = guard.as_mut() else {
-                return Err(gst::FlowError::Flushing);
-            };
+            let mut guard = self.state();
+            let state = &mut *guard;
             let Some(stream) = &state.stream else {
                 gst::element_imp_error!(
                     self,
@@ -435,7 +283,7 @@ impl OmnitokDec {
                 return Ok(gst::FlowSuccess::Ok);
             }
             let index = state.chunks;
-            state.chunks += 1;
+            state.chunks = state.chunks.saturating_add(1);
             let record = match ChunkRecord::decode(&map, &stream.header) {
                 Ok((r, len)) if len == map.len() => r,
                 Ok((_, len)) => {
@@ -478,10 +326,7 @@ impl OmnitokDec {
 
     /// Decodes what is pending (EOS, caps change).
     fn drain(&self) -> Result<gst::FlowSuccess, gst::FlowError> {
-        let batch = match self.state.lock().unwrap().as_mut() {
-            Some(s) => std::mem::take(&mut s.pending),
-            None => return Ok(gst::FlowSuccess::Ok),
-        };
+        let batch = std::mem::take(&mut self.state().pending);
         if batch.is_empty() {
             return Ok(gst::FlowSuccess::Ok);
         }
@@ -490,82 +335,72 @@ impl OmnitokDec {
     }
 
     fn decode_and_push(&self, batch: Vec<Pending>) -> Result<gst::FlowSuccess, gst::FlowError> {
-        // Take the session out; run without any lock held.
-        let (mut model, header, info, pool) = {
-            let mut guard = self.state.lock().unwrap();
-            let state = guard.as_mut().ok_or(gst::FlowError::Flushing)?;
+        let (header, info, rate, pool) = {
+            let state = self.state();
             let stream = state.stream.as_ref().ok_or(gst::FlowError::NotNegotiated)?;
-            let header = stream.header.clone();
-            let info = stream.info.clone();
-            let pool = stream.pool.clone();
-            let model = state.model.take().ok_or(gst::FlowError::Error)?;
-            (model, header, info, pool)
+            (
+                stream.header.clone(),
+                stream.info.clone(),
+                stream.rate,
+                stream.pool.clone(),
+            )
         };
-        let res = run_model(&mut model, &header, &batch);
-        if let Some(state) = self.state.lock().unwrap().as_mut() {
-            state.model = Some(model);
-        }
-        let frames = res.map_err(|e| {
-            gst::element_imp_error!(
-                self,
-                gst::StreamError::Decode,
-                ("decoder graph failed on {} chunk(s): {:#}", batch.len(), e)
-            );
-            gst::FlowError::Error
-        })?;
+        let frames = match self.graph.run(|g| g.run(&header, batch.iter().map(|p| &p.record))) {
+            Ok(Ok(frames)) => frames,
+            Ok(Err(e)) => {
+                gst::element_imp_error!(
+                    self,
+                    gst::StreamError::Decode,
+                    ("decoder graph failed on {} chunk(s): {}", batch.len(), e)
+                );
+                return Err(gst::FlowError::Error);
+            }
+            Err(_) => {
+                gst::element_imp_error!(
+                    self,
+                    gst::CoreError::Failed,
+                    ("the decoder graph is not available (element not started)")
+                );
+                return Err(gst::FlowError::Error);
+            }
+        };
 
         for (b, p) in batch.iter().enumerate() {
             let rec = &p.record;
             let (base, mut discont) = {
-                let mut guard = self.state.lock().unwrap();
-                let state = guard.as_mut().ok_or(gst::FlowError::Flushing)?;
+                let mut state = self.state();
                 let d = std::mem::replace(&mut state.discont, false) || p.discont;
-                (rec.pts.map(gst::ClockTime::from_nseconds).or(state.next_pts), d)
+                (rec.pts.or(state.next_pts), d)
             };
-            let real = rec.real_frames as u64;
-            let frame_time = |i: u64| -> Option<u64> {
-                if header.fps_n > 0 {
-                    (i * header.fps_d as u64).mul_div_floor(gst::ClockTime::SECOND.nseconds(), header.fps_n as u64)
-                } else {
-                    rec.duration.and_then(|d| (i * d).checked_div(real))
-                }
-            };
-            let mut end = None;
-            for i in 0..real {
-                let pts = base.and_then(|b| frame_time(i).map(|o| b + gst::ClockTime::from_nseconds(o)));
-                let duration = match (frame_time(i), frame_time(i + 1)) {
-                    (Some(a), Some(c)) => Some(gst::ClockTime::from_nseconds(c - a)),
-                    _ => None,
-                };
-                let frame = frames.index_axis(ndarray::Axis(0), b);
-                let frame = frame.index_axis(ndarray::Axis(0), i as usize);
-                let mut out = self.frame_buffer(&frame, &info, pool.as_ref())?;
+            let times = dechunker::frame_times(base, rec.duration, rec.real_frames, rate);
+            for (i, t) in times.iter().enumerate() {
+                let mut out = self.frame_buffer(&frames, b, i, &info, pool.as_ref())?;
                 {
                     let o = out.get_mut().unwrap();
-                    o.set_pts(pts);
-                    o.set_duration(duration);
+                    o.set_pts(t.pts.map(gst::ClockTime::from_nseconds));
+                    o.set_duration(t.duration.map(gst::ClockTime::from_nseconds));
                     if discont {
                         o.set_flags(gst::BufferFlags::DISCONT);
                         discont = false;
                     }
                 }
-                end = pts.zip(duration).map(|(p, d)| p + d);
                 self.srcpad.push(out)?;
             }
-            if let Some(state) = self.state.lock().unwrap().as_mut() {
-                state.next_pts = end;
-            }
+            self.state().next_pts = dechunker::end_of(&times);
         }
         Ok(gst::FlowSuccess::Ok)
     }
 
-    /// One output frame: the top-left width x height of a padded `[Hp, Wp, 3]` frame.
+    /// Output frame `frame` of chunk `chunk`: the top-left width x height of the padded frame.
     fn frame_buffer(
         &self,
-        frame: &ndarray::ArrayViewD<u8>,
+        frames: &Frames,
+        chunk: usize,
+        frame: usize,
         info: &gst_video::VideoInfo,
         pool: Option<&gst::BufferPool>,
     ) -> Result<gst::Buffer, gst::FlowError> {
+        let src = frames.frame(chunk, frame).ok_or(gst::FlowError::Error)?;
         let buffer = match pool {
             Some(p) => p.acquire_buffer(None)?,
             None => gst::Buffer::with_size(info.size()).map_err(|_| gst::FlowError::Error)?,
@@ -573,12 +408,8 @@ impl OmnitokDec {
         let mut vf = gst_video::VideoFrame::from_buffer_writable(buffer, info).map_err(|_| gst::FlowError::Error)?;
         let stride = vf.plane_stride()[0] as usize;
         let (w, h) = (info.width() as usize, info.height() as usize);
-        let data = vf.plane_data_mut(0).map_err(|_| gst::FlowError::Error)?;
-        let src = frame.as_slice().ok_or(gst::FlowError::Error)?;
-        let src_stride = frame.shape()[1] * 3;
-        for y in 0..h {
-            data[y * stride..y * stride + w * 3].copy_from_slice(&src[y * src_stride..y * src_stride + w * 3]);
-        }
+        let dst = vf.plane_data_mut(0).map_err(|_| gst::FlowError::Error)?;
+        dechunker::crop_rgb(src, frames.shape().width, w, h, dst, stride);
         Ok(vf.into_buffer())
     }
 
@@ -594,7 +425,8 @@ impl OmnitokDec {
                 gst::Pad::event_default(pad, Some(&*self.obj()), event)
             }
             EventView::FlushStop(_) => {
-                if let Some(s) = self.state.lock().unwrap().as_mut() {
+                {
+                    let mut s = self.state();
                     s.pending.clear();
                     s.next_pts = None;
                     s.discont = true;
@@ -611,25 +443,17 @@ impl OmnitokDec {
                 return false;
             }
             let (live, min, max) = q.result();
-            let batch = self.settings.lock().unwrap().batch_size.max(1) as u64;
+            // (batch-size - 1) chunks wait for a batch: 0 while the framerate is unknown.
+            let batch = u64::from(self.settings.lock().unwrap().batch_size.max(1));
             let extra = self
-                .state
-                .lock()
-                .unwrap()
+                .state()
+                .stream
                 .as_ref()
-                .and_then(|s| s.stream.as_ref())
-                .and_then(|s| {
-                    let h = &s.header;
-                    if h.fps_n == 0 {
-                        return None;
-                    }
-                    ((batch - 1) * h.chunk_frames as u64 * h.fps_d as u64)
-                        .mul_div_ceil(gst::ClockTime::SECOND.nseconds(), h.fps_n as u64)
-                })
+                .and_then(|s| s.rate?.per(u64::from(s.header.chunk_frames))?.to_ns_ceil(batch - 1))
                 .map(gst::ClockTime::from_nseconds)
                 .unwrap_or(gst::ClockTime::ZERO);
             gst::debug!(CAT, imp = self, "latency: upstream {min}, batching adds {extra}");
-            q.set(live, min + extra, max.map(|m| m + extra));
+            q.set(live, min.saturating_add(extra), max.map(|m| m.saturating_add(extra)));
             return true;
         }
         gst::Pad::query_default(pad, Some(&*self.obj()), query)
@@ -661,8 +485,8 @@ impl ObjectSubclass for OmnitokDec {
             sinkpad,
             srcpad,
             settings: Mutex::new(Settings::default()),
-            state: Mutex::new(None),
-            active_provider: Mutex::new(DEFAULT_PROVIDER),
+            graph: GraphSlot::default(),
+            state: Mutex::new(State::default()),
         }
     }
 }
@@ -671,19 +495,7 @@ impl ObjectImpl for OmnitokDec {
     fn properties() -> &'static [glib::ParamSpec] {
         static P: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
             let mut props = ModelSettings::param_specs("decoder");
-            props.push(
-                glib::ParamSpecUInt::builder("batch-size")
-                    .nick("Batch size")
-                    .blurb(
-                        "Chunks decoded per ONNX Runtime run (1-64, default 1). Larger batches \
-                         add (batch-size - 1) chunks of latency",
-                    )
-                    .minimum(1)
-                    .maximum(MAX_BATCH_SIZE)
-                    .default_value(DEFAULT_BATCH_SIZE)
-                    .flags(glib::ParamFlags::READWRITE | gst::PARAM_FLAG_MUTABLE_PLAYING)
-                    .build(),
-            );
+            props.push(properties::batch_size_spec("decoded"));
             props
         });
         P.as_ref()
@@ -716,7 +528,7 @@ impl ObjectImpl for OmnitokDec {
         }
         match pspec.name() {
             "batch-size" => s.batch_size.to_value(),
-            "active-execution-provider" => self.active_provider.lock().unwrap().to_value(),
+            "active-execution-provider" => self.graph.active_provider().unwrap_or(s.model.provider).to_value(),
             other => unimplemented!("property {other}"),
         }
     }
@@ -767,32 +579,22 @@ impl ElementImpl for OmnitokDec {
     }
 
     fn change_state(&self, transition: gst::StateChange) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
-        if transition == gst::StateChange::NullToReady {
-            self.load()?;
+        gst::trace!(CAT, imp = self, "changing state {transition:?}");
+        if matches!(
+            transition,
+            gst::StateChange::NullToReady | gst::StateChange::ReadyToPaused
+        ) {
+            self.start()?;
         }
-        let res = self.parent_change_state(transition);
+        let ret = self.parent_change_state(transition)?;
         match transition {
-            gst::StateChange::PausedToReady => {
-                if let Some(s) = self.state.lock().unwrap().as_mut() {
-                    s.pending.clear();
-                    s.chunks = 0;
-                    s.next_pts = None;
-                    s.discont = true;
-                    if let Some(st) = s.stream.take()
-                        && let Some(p) = st.pool
-                    {
-                        let _ = p.set_active(false);
-                    }
-                }
-            }
+            gst::StateChange::PausedToReady => self.reset(),
             gst::StateChange::ReadyToNull => {
-                *self.state.lock().unwrap() = None;
+                self.reset();
+                self.graph.unload();
             }
             _ => {}
         }
-        if res.is_err() && transition == gst::StateChange::NullToReady {
-            *self.state.lock().unwrap() = None;
-        }
-        res
+        Ok(ret)
     }
 }

@@ -1,15 +1,23 @@
+//! omnitokenc implementation: GStreamer glue around [`Chunker`] (padding, chunking,
+//! timestamps), [`ModelInfo::stream_header`] and [`EncoderGraph`] (the graph contract).
+//!
+//! Settings (properties) are copied per use; the graph lives in a [`GraphSlot`] (loaded at
+//! NULL->READY, taken out while it runs); the per-stream State lives in a Mutex. No lock is
+//! held while the graph runs or while pushing.
+
 use std::sync::{LazyLock, Mutex, MutexGuard};
 
 use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
 use gst_video::prelude::*;
-use ort::session::Session;
 
 use crate::chunker::{self, Chunk, Chunker, FrameTime};
-use crate::format::{ChunkRecord, Payload, PayloadType, StreamHeader};
-use crate::runtime::properties::{LoadError, ModelSettings};
-use crate::runtime::{ExecutionProvider, Kind, ModelInfo, Role};
+use crate::format::{ChunkRecord, PayloadType, StreamHeader};
+use crate::runtime::properties::{self, DEFAULT_BATCH_SIZE, ModelSettings};
+use crate::runtime::slot::GraphSlot;
+use crate::runtime::{ChunkShape, EncoderGraph, GraphError, Sampling};
+use crate::timebase::Timebase;
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -31,16 +39,23 @@ pub enum LatentFormat {
     F16 = 1,
 }
 
+impl LatentFormat {
+    fn payload_type(self) -> PayloadType {
+        match self {
+            LatentFormat::F32 => PayloadType::F32,
+            LatentFormat::F16 => PayloadType::F16,
+        }
+    }
+}
+
 const DEFAULT_CHUNK_FRAMES: u32 = 0;
-const DEFAULT_BATCH_SIZE: u32 = 1;
-const MAX_BATCH_SIZE: u32 = 1024;
 const DEFAULT_SAMPLE: bool = false;
 const DEFAULT_SEED: u64 = 0;
 const DEFAULT_LATENT_FORMAT: LatentFormat = LatentFormat::F32;
 
 #[derive(Debug, Clone, PartialEq)]
 struct Settings {
-    /// What loading the session depends on (a change reloads it).
+    /// What loading the graph depends on (a change reloads it).
     model: ModelSettings,
     chunk_frames: u32,
     batch_size: u32,
@@ -62,16 +77,6 @@ impl Default for Settings {
     }
 }
 
-/// The loaded encoder graph.
-struct Model {
-    /// The settings it was loaded with.
-    key: ModelSettings,
-    info: ModelInfo,
-    /// `None` while a streaming thread runs it (taken out, run without the lock, put back).
-    session: Option<Session>,
-    active_provider: ExecutionProvider,
-}
-
 /// Per-caps stream state.
 struct Stream {
     video_info: gst_video::VideoInfo,
@@ -82,14 +87,14 @@ struct Stream {
     chunker: Chunker,
     /// Complete chunks waiting for a batch.
     ready: Vec<Chunk>,
-    frame_duration: Option<u64>,
+    /// None for an unknown framerate.
+    rate: Option<Timebase>,
     /// Index of the next chunk to encode (seeds the VAE sampling noise).
     next_index: u64,
 }
 
 #[derive(Default)]
 struct State {
-    model: Option<Model>,
     /// Effective chunk length (chunk-frames resolved against the model), set at start.
     chunk_frames: u32,
     stream: Option<Stream>,
@@ -102,14 +107,13 @@ struct Job {
     header: StreamHeader,
     header_buffer: Option<gst::Buffer>,
     frame_duration: Option<u64>,
-    kind: Kind,
-    frame_shape: [usize; 3],
 }
 
 pub struct OmnitokEnc {
     sinkpad: gst::Pad,
     srcpad: gst::Pad,
     settings: Mutex<Settings>,
+    graph: GraphSlot<EncoderGraph>,
     state: Mutex<State>,
 }
 
@@ -126,42 +130,11 @@ impl OmnitokEnc {
     /// resolves chunk-frames. Errors are posted on the bus.
     fn start(&self) -> Result<(), gst::StateChangeError> {
         let settings = self.settings();
-        let loaded_info = {
-            let state = self.state();
-            state
-                .model
-                .as_ref()
-                .filter(|m| m.key == settings.model)
-                .map(|m| m.info.clone())
-        };
-        let info = match loaded_info {
-            Some(info) => info,
-            None => {
-                let model = self.load(&settings.model)?;
-                let info = model.info.clone();
-                self.state().model = Some(model);
-                info
-            }
-        };
-        let chunk_frames = match settings.chunk_frames {
-            0 => info.clip_frames(),
-            n => n,
-        };
-        if !info.valid_frames(chunk_frames) {
-            let tp = info.temporal_patch();
-            gst::element_imp_error!(
-                self,
-                gst::LibraryError::Settings,
-                (
-                    "invalid chunk-frames {}: it must be 1 + k x {tp} (the model's temporal patch), e.g. 1, {}, {} (0 = the model's clip length {})",
-                    chunk_frames,
-                    1 + tp,
-                    1 + 2 * tp,
-                    info.clip_frames()
-                )
-            );
-            return Err(gst::StateChangeError);
-        }
+        let info = self.graph.ensure(self, &settings.model)?;
+        let chunk_frames = info.chunk_frames(settings.chunk_frames).map_err(|e| {
+            gst::element_imp_error!(self, gst::LibraryError::Settings, ("{}", e));
+            gst::StateChangeError
+        })?;
         gst::info!(
             CAT,
             imp = self,
@@ -172,54 +145,6 @@ impl OmnitokEnc {
         );
         self.state().chunk_frames = chunk_frames;
         Ok(())
-    }
-
-    fn load(&self, settings: &ModelSettings) -> Result<Model, gst::StateChangeError> {
-        let loaded = match settings.load(self, Role::Encoder) {
-            Ok(l) => l,
-            Err(e) => {
-                self.post_error_message(match e {
-                    LoadError::NoModelFile => gst::error_msg!(
-                        gst::ResourceError::NotFound,
-                        ("no model-file set: set model-file to an encoder.onnx written by omnitok-export")
-                    ),
-                    LoadError::Runtime(e) => gst::error_msg!(gst::LibraryError::Init, ("{}", e)),
-                    LoadError::NotAFile(path) => {
-                        gst::error_msg!(
-                            gst::ResourceError::NotFound,
-                            ("model-file {} does not exist", path.display())
-                        )
-                    }
-                    LoadError::Load(path, e) => {
-                        // runtime::load names the file in most of its errors: do not repeat it.
-                        let msg = format!("{e:#}");
-                        let shown = path.display().to_string();
-                        if msg.contains(&shown) {
-                            gst::error_msg!(gst::LibraryError::Settings, ("{}", msg))
-                        } else {
-                            gst::error_msg!(
-                                gst::LibraryError::Settings,
-                                ("cannot use model-file {}: {}", shown, msg)
-                            )
-                        }
-                    }
-                });
-                return Err(gst::StateChangeError);
-            }
-        };
-        gst::info!(
-            CAT,
-            imp = self,
-            "loaded {} on {}",
-            loaded.info.path.display(),
-            loaded.active_provider.nick()
-        );
-        Ok(Model {
-            key: settings.clone(),
-            info: loaded.info,
-            session: Some(loaded.session),
-            active_provider: loaded.active_provider,
-        })
     }
 
     /// Builds the stream state for new input caps.
@@ -233,47 +158,18 @@ impl OmnitokEnc {
             ));
         }
         let settings = self.settings();
-        let state = self.state();
-        let model = state.model.as_ref().ok_or("no model loaded (element not started)")?;
-        let info = &model.info;
-        let (w, h) = (video_info.width(), video_info.height());
-        let (pw, ph) = (info.padded(w), info.padded(h));
+        let info = self.graph.info().ok_or("no model loaded (element not started)")?;
+        let chunk_frames = self.state().chunk_frames;
         let fps = video_info.fps();
-        let (fps_n, fps_d) = if fps.numer() > 0 && fps.denom() > 0 {
-            (fps.numer() as u32, fps.denom() as u32)
-        } else {
-            (0, 1)
-        };
-        let chunk_frames = state.chunk_frames;
-        let (channels, codebook_size, payload_type) = match info.kind {
-            Kind::Vq => (0, info.codebook_size(), PayloadType::for_codebook(info.codebook_size())),
-            Kind::Vae => (
-                info.channels(),
-                0,
-                match settings.latent_format {
-                    LatentFormat::F32 => PayloadType::F32,
-                    LatentFormat::F16 => PayloadType::F16,
-                },
-            ),
-        };
-        let header = StreamHeader {
-            model_id: info.model_id,
-            width: w,
-            height: h,
-            padded_width: pw,
-            padded_height: ph,
-            fps_n,
-            fps_d,
-            chunk_frames,
-            grid: info.grid(chunk_frames, pw, ph),
-            channels,
-            codebook_size,
-            payload_type,
-            model_name: info.short_name(),
-        };
-        let bytes = header
-            .try_encode()
-            .map_err(|e| format!("cannot encode {w}x{h} video ({pw}x{ph} padded): {e}"))?;
+        let (header, bytes) = info
+            .stream_header(
+                video_info.width(),
+                video_info.height(),
+                (fps.numer(), fps.denom()),
+                chunk_frames,
+                settings.latent_format.payload_type(),
+            )
+            .map_err(|e| e.to_string())?;
         let mut header_buffer = gst::Buffer::from_mut_slice(bytes);
         header_buffer.get_mut().unwrap().set_flags(gst::BufferFlags::HEADER);
         let mut out_caps = crate::caps::from_header(&header);
@@ -282,7 +178,10 @@ impl OmnitokEnc {
             .structure_mut(0)
             .unwrap()
             .set("streamheader", gst::Array::new([header_buffer.to_send_value()]));
-        let frame_bytes = pw as usize * ph as usize * 3;
+        let frame_bytes = ChunkShape::of(&header)
+            .frame_bytes()
+            .ok_or("the padded frame size does not fit in memory")?;
+        let rate = Timebase::from_fps(header.fps_n, header.fps_d);
         let stream = Stream {
             video_info,
             header,
@@ -290,7 +189,7 @@ impl OmnitokEnc {
             header_sent: false,
             chunker: Chunker::new(chunk_frames as usize, frame_bytes),
             ready: Vec::new(),
-            frame_duration: chunker::frame_duration(fps_n, fps_d),
+            rate,
             next_index: 0,
         };
         Ok((out_caps, stream))
@@ -298,7 +197,6 @@ impl OmnitokEnc {
 
     /// Takes `n` ready chunks (all when `n` is `None`) and what running them needs.
     fn take_job(state: &mut State, n: Option<usize>) -> Option<Job> {
-        let kind = state.model.as_ref()?.info.kind;
         let stream = state.stream.as_mut()?;
         let n = n.unwrap_or(stream.ready.len()).min(stream.ready.len());
         if n == 0 {
@@ -306,7 +204,7 @@ impl OmnitokEnc {
         }
         let chunks: Vec<Chunk> = stream.ready.drain(..n).collect();
         let first_index = stream.next_index;
-        stream.next_index += n as u64;
+        stream.next_index = stream.next_index.saturating_add(n as u64);
         let header_buffer = (!stream.header_sent).then(|| stream.header_buffer.copy());
         stream.header_sent = true;
         Some(Job {
@@ -314,51 +212,51 @@ impl OmnitokEnc {
             first_index,
             header: stream.header.clone(),
             header_buffer,
-            frame_duration: stream.frame_duration,
-            kind,
-            frame_shape: [
-                stream.header.padded_height as usize,
-                stream.header.padded_width as usize,
-                3,
-            ],
+            frame_duration: stream.rate.and_then(Timebase::unit_ns),
         })
     }
 
-    /// Runs the encoder on a job without holding the state lock, then pushes the header
-    /// (if not sent yet) and one buffer per chunk.
+    /// Runs the encoder on a job without holding any lock, then pushes the header (if not
+    /// sent yet) and one buffer per chunk.
     fn run_job(&self, job: Job, settings: &Settings) -> Result<gst::FlowSuccess, gst::FlowError> {
-        let session = self.state().model.as_mut().and_then(|m| m.session.take());
-        let Some(mut session) = session else {
-            gst::element_imp_error!(
-                self,
-                gst::CoreError::Failed,
-                ("the encoder session is not available (element not started)")
-            );
-            return Err(gst::FlowError::Error);
-        };
-        let result = encode(&mut session, &job, settings);
-        if let Some(m) = self.state().model.as_mut() {
-            m.session = Some(session);
-        }
-        let records = match result {
-            Ok(r) => r,
-            Err(e) => {
+        let h = &job.header;
+        let sampling = settings.sample.then_some(Sampling {
+            seed: settings.seed,
+            first_index: job.first_index,
+        });
+        let data = chunker::batch_data(&job.chunks);
+        let per_chunk = h.elements_per_chunk() as usize;
+        let ran = self.graph.run(|g| {
+            let payloads = g.run(data, job.chunks.len(), ChunkShape::of(h), per_chunk, sampling)?;
+            encode_records(&job, payloads).map_err(EncodeError::from)
+        });
+        let records = match ran {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
                 gst::element_imp_error!(
                     self,
                     gst::StreamError::Encode,
                     (
                         "encoding {} chunk(s) of {} frames failed: {}",
                         job.chunks.len(),
-                        job.header.chunk_frames,
+                        h.chunk_frames,
                         e
                     )
                 );
                 return Err(gst::FlowError::Error);
             }
+            Err(_) => {
+                gst::element_imp_error!(
+                    self,
+                    gst::CoreError::Failed,
+                    ("the encoder graph is not available (element not started)")
+                );
+                return Err(gst::FlowError::Error);
+            }
         };
-        if let Some(h) = job.header_buffer {
-            gst::debug!(CAT, imp = self, "pushing stream header ({} bytes)", h.size());
-            self.srcpad.push(h)?;
+        if let Some(b) = job.header_buffer {
+            gst::debug!(CAT, imp = self, "pushing stream header ({} bytes)", b.size());
+            self.srcpad.push(b)?;
         }
         for (bytes, timing) in records {
             let mut buffer = gst::Buffer::from_mut_slice(bytes);
@@ -547,13 +445,17 @@ impl OmnitokEnc {
         }
     }
 
-    /// Frames held before a chunk batch goes out.
-    fn buffering_frames(&self) -> (u64, Option<u64>) {
-        let batch = self.settings().batch_size as u64;
+    /// Time held before a chunk batch goes out: chunk-frames x batch-size - 1 frames (0
+    /// while the framerate is unknown).
+    fn buffering(&self) -> (u64, gst::ClockTime) {
+        let batch = u64::from(self.settings().batch_size);
         let state = self.state();
-        let chunk = state.chunk_frames.max(1) as u64;
-        let fd = state.stream.as_ref().and_then(|s| s.frame_duration);
-        (chunk * batch - 1, fd)
+        let frames = u64::from(state.chunk_frames.max(1))
+            .saturating_mul(batch)
+            .saturating_sub(1);
+        let rate = state.stream.as_ref().and_then(|s| s.rate);
+        let ns = rate.and_then(|r| r.to_ns_ceil(frames)).unwrap_or(0);
+        (frames, gst::ClockTime::from_nseconds(ns))
     }
 
     fn sink_query(&self, pad: &gst::Pad, query: &mut gst::QueryRef) -> bool {
@@ -572,14 +474,13 @@ impl OmnitokEnc {
                     return false;
                 }
                 let (live, min, max) = upstream.result();
-                let (frames, fd) = self.buffering_frames();
-                let ours = gst::ClockTime::from_nseconds(frames * fd.unwrap_or(0));
+                let (frames, ours) = self.buffering();
                 gst::debug!(
                     CAT,
                     imp = self,
                     "latency: upstream {min}..{max:?} + {frames} frames of buffering ({ours})"
                 );
-                q.set(live, min + ours, max.map(|m| m + ours));
+                q.set(live, min.saturating_add(ours), max.map(|m| m.saturating_add(ours)));
                 true
             }
             _ => gst::Pad::query_default(pad, Some(&*self.obj()), query),
@@ -593,68 +494,20 @@ impl OmnitokEnc {
     }
 }
 
+/// Why a batch could not be encoded.
+#[derive(Debug, thiserror::Error)]
+enum EncodeError {
+    #[error(transparent)]
+    Graph(#[from] GraphError),
+    #[error(transparent)]
+    Format(#[from] crate::format::FormatError),
+}
+
 /// A chunk record's bytes and timing.
 type Record = (Vec<u8>, FrameTime);
 
-/// Runs the encoder on a batch of chunks and encodes one record per chunk.
-fn encode(session: &mut Session, job: &Job, settings: &Settings) -> Result<Vec<Record>, String> {
-    let b = job.chunks.len();
-    let f = job.header.chunk_frames as usize;
-    let [h, w, c] = job.frame_shape;
-    let data = chunker::batch_data(&job.chunks);
-    let input = ort::value::Tensor::from_array(([b, f, h, w, c], data))
-        .map_err(|e| format!("cannot build the input tensor: {e}"))?;
-    let outputs = session
-        .run(ort::inputs!["frames" => input])
-        .map_err(|e| format!("ONNX Runtime: {e}"))?;
-    let per_chunk = job.header.elements_per_chunk() as usize;
-    let payloads: Vec<Payload> = match job.kind {
-        Kind::Vq => {
-            let (_, tokens) = outputs["tokens"]
-                .try_extract_tensor::<i64>()
-                .map_err(|e| format!("output 'tokens': {e}"))?;
-            check_len("tokens", tokens.len(), b * per_chunk)?;
-            tokens
-                .chunks_exact(per_chunk)
-                .map(|t| {
-                    t.iter()
-                        .map(|&v| u32::try_from(v).map_err(|_| format!("token {v} is negative")))
-                        .collect::<Result<Vec<u32>, String>>()
-                        .map(Payload::Tokens)
-                })
-                .collect::<Result<_, _>>()?
-        }
-        Kind::Vae => {
-            let (_, mean) = outputs["latent_mean"]
-                .try_extract_tensor::<f32>()
-                .map_err(|e| format!("output 'latent_mean': {e}"))?;
-            check_len("latent_mean", mean.len(), b * per_chunk)?;
-            if settings.sample {
-                let (_, logvar) = outputs["latent_logvar"]
-                    .try_extract_tensor::<f32>()
-                    .map_err(|e| format!("output 'latent_logvar': {e}"))?;
-                check_len("latent_logvar", logvar.len(), b * per_chunk)?;
-                mean.chunks_exact(per_chunk)
-                    .zip(logvar.chunks_exact(per_chunk))
-                    .enumerate()
-                    .map(|(i, (m, lv))| {
-                        let eps = chunker::gaussian_noise(settings.seed, job.first_index + i as u64, per_chunk);
-                        Payload::Latents(
-                            m.iter()
-                                .zip(lv)
-                                .zip(eps)
-                                .map(|((&m, &lv), e)| m + (0.5 * lv).exp() * e)
-                                .collect(),
-                        )
-                    })
-                    .collect()
-            } else {
-                mean.chunks_exact(per_chunk)
-                    .map(|m| Payload::Latents(m.to_vec()))
-                    .collect()
-            }
-        }
-    };
+/// One record per chunk of `job`, with the chunk's timing.
+fn encode_records(job: &Job, payloads: Vec<crate::format::Payload>) -> Result<Vec<Record>, crate::format::FormatError> {
     job.chunks
         .iter()
         .zip(payloads)
@@ -667,22 +520,9 @@ fn encode(session: &mut Session, job: &Job, settings: &Settings) -> Result<Vec<R
                 grid: job.header.grid,
                 payload,
             };
-            record
-                .encode(&job.header)
-                .map(|bytes| (bytes, timing))
-                .map_err(|e| e.to_string())
+            record.encode(&job.header).map(|bytes| (bytes, timing))
         })
         .collect()
-}
-
-fn check_len(name: &str, got: usize, want: usize) -> Result<(), String> {
-    if got == want {
-        Ok(())
-    } else {
-        Err(format!(
-            "output '{name}' has {got} elements, expected {want}: the graph does not match its metadata"
-        ))
-    }
 }
 
 #[glib::object_subclass]
@@ -719,6 +559,7 @@ impl ObjectSubclass for OmnitokEnc {
             sinkpad,
             srcpad,
             settings: Mutex::new(Settings::default()),
+            graph: GraphSlot::default(),
             state: Mutex::new(State::default()),
         }
     }
@@ -736,14 +577,7 @@ impl ObjectImpl for OmnitokEnc {
                     .default_value(DEFAULT_CHUNK_FRAMES)
                     .mutable_ready()
                     .build(),
-                glib::ParamSpecUInt::builder("batch-size")
-                    .nick("Batch size")
-                    .blurb("Chunks encoded per ONNX Runtime run (more: better throughput, more latency)")
-                    .minimum(1)
-                    .maximum(MAX_BATCH_SIZE)
-                    .default_value(DEFAULT_BATCH_SIZE)
-                    .mutable_playing()
-                    .build(),
+                properties::batch_size_spec("encoded"),
                 glib::ParamSpecBoolean::builder("sample")
                     .nick("Sample latents")
                     .blurb("VAE models only: emit a sample mean + exp(0.5 x logvar) x noise (seeded by seed) instead of the mean")
@@ -802,16 +636,7 @@ impl ObjectImpl for OmnitokEnc {
         match pspec.name() {
             "chunk-frames" => s.chunk_frames.to_value(),
             "batch-size" => s.batch_size.to_value(),
-            "active-execution-provider" => {
-                let configured = s.model.provider;
-                drop(s);
-                self.state()
-                    .model
-                    .as_ref()
-                    .map(|m| m.active_provider)
-                    .unwrap_or(configured)
-                    .to_value()
-            }
+            "active-execution-provider" => self.graph.active_provider().unwrap_or(s.model.provider).to_value(),
             "sample" => s.sample.to_value(),
             "seed" => s.seed.to_value(),
             "latent-format" => s.latent_format.to_value(),
@@ -873,7 +698,10 @@ impl ElementImpl for OmnitokEnc {
         let ret = self.parent_change_state(transition)?;
         match transition {
             gst::StateChange::PausedToReady => self.state().stream = None,
-            gst::StateChange::ReadyToNull => *self.state() = State::default(),
+            gst::StateChange::ReadyToNull => {
+                *self.state() = State::default();
+                self.graph.unload();
+            }
             _ => {}
         }
         Ok(ret)

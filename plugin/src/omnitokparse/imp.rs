@@ -40,6 +40,7 @@ use gst::subclass::prelude::*;
 
 use crate::caps;
 use crate::format::{FormatError, Item, StreamHeader, StreamReader};
+use crate::timebase::Timebase;
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -55,46 +56,44 @@ struct Geometry {
     header_len: u64,
     record_len: u64,
     chunk_frames: u64,
-    fps_n: u64,
-    fps_d: u64,
+    /// The frame rate.
+    frames: Timebase,
+    /// One unit per chunk.
+    chunks: Timebase,
 }
 
 impl Geometry {
     /// None when the framerate is unknown (`fps_n` 0).
     fn new(header: &StreamHeader, raw: &[u8]) -> Option<Self> {
-        (header.fps_n > 0).then(|| Self {
+        let chunk_frames = u64::from(header.chunk_frames.max(1));
+        let frames = Timebase::from_fps(header.fps_n, header.fps_d.max(1))?;
+        Some(Self {
             header_len: raw.len() as u64,
             record_len: header.chunk_record_len() as u64,
-            chunk_frames: u64::from(header.chunk_frames.max(1)),
-            fps_n: u64::from(header.fps_n),
-            fps_d: u64::from(header.fps_d.max(1)),
+            chunk_frames,
+            frames,
+            chunks: frames.per(chunk_frames)?,
         })
     }
 
-    /// Duration of `frames` frames in ns (rounded down).
+    /// Duration of `frames` frames in ns (rounded down, saturating).
     fn frames_ns(&self, frames: u64) -> u64 {
-        let ns = u128::from(frames) * u128::from(self.fps_d) * 1_000_000_000 / u128::from(self.fps_n);
-        u64::try_from(ns).unwrap_or(u64::MAX)
+        self.frames.to_ns(frames).unwrap_or(u64::MAX)
     }
 
-    /// Start of chunk `index` in ns after the first chunk.
+    /// Start of chunk `index` in ns after the first chunk (saturating).
     fn chunk_start(&self, index: u64) -> u64 {
-        self.frames_ns(index.saturating_mul(self.chunk_frames))
+        self.chunks.to_ns(index).unwrap_or(u64::MAX)
     }
 
-    /// Index of the chunk whose time span holds `t` ns after the first chunk's start: the
-    /// last chunk with `chunk_start(k) <= t` (exact rational arithmetic, consistent with the
-    /// rounded-down starts, no drift at fractional framerates).
+    /// Index of the chunk whose time span holds `t` ns after the first chunk's start.
     fn chunk_at(&self, t: u64) -> u64 {
-        let per_chunk = u128::from(self.chunk_frames) * u128::from(self.fps_d) * 1_000_000_000;
-        let k = ((u128::from(t) + 1) * u128::from(self.fps_n)).div_ceil(per_chunk) - 1;
-        u64::try_from(k).unwrap_or(u64::MAX)
+        self.chunks.index_at(t)
     }
 
     /// Number of chunks that start before `t` (the chunks needed to play up to `t`).
     fn chunks_before(&self, t: u64) -> u64 {
-        let per_chunk = u128::from(self.chunk_frames) * u128::from(self.fps_d) * 1_000_000_000;
-        u64::try_from((u128::from(t) * u128::from(self.fps_n)).div_ceil(per_chunk)).unwrap_or(u64::MAX)
+        self.chunks.count_before(t)
     }
 
     /// Byte offset of chunk record `index`.
@@ -104,7 +103,7 @@ impl Geometry {
 
     /// Index of the chunk record holding byte `b` (0 inside the header).
     fn chunk_of_byte(&self, b: u64) -> u64 {
-        b.saturating_sub(self.header_len) / self.record_len
+        b.saturating_sub(self.header_len) / self.record_len.max(1)
     }
 
     /// Whole chunk records in a stream of `bytes` bytes.
@@ -218,7 +217,7 @@ impl OmnitokParse {
                         b.set_pts(rec.pts.map(gst::ClockTime::from_nseconds));
                         b.set_duration(rec.duration.map(gst::ClockTime::from_nseconds));
                         b.set_offset(state.next_chunk);
-                        b.set_offset_end(state.next_chunk + 1);
+                        b.set_offset_end(state.next_chunk.saturating_add(1));
                     }
                     gst::trace!(
                         CAT,
@@ -237,7 +236,7 @@ impl OmnitokParse {
                     {
                         state.time_base = Some(pts.saturating_sub(g.chunk_start(index)));
                     }
-                    state.next_chunk += 1;
+                    state.next_chunk = state.next_chunk.saturating_add(1);
                     (b, None)
                 }
             };
@@ -443,7 +442,9 @@ impl OmnitokParse {
         let bytes = u64::from(self.sinkpad.peer_query_duration::<gst::format::Bytes>()?);
         let n = g.chunks_in(bytes);
         let frames = match last {
-            Some((i, real)) if n > 0 && i + 1 == n => (n - 1) * g.chunk_frames + u64::from(real),
+            Some((i, real)) if n > 0 && i.checked_add(1) == Some(n) => {
+                (n - 1).saturating_mul(g.chunk_frames).saturating_add(u64::from(real))
+            }
             _ => n.saturating_mul(g.chunk_frames),
         };
         Some(gst::ClockTime::from_nseconds(g.frames_ns(frames)))
@@ -562,7 +563,7 @@ impl OmnitokParse {
                 Some(b.map(gst::format::Bytes::from_u64).into())
             }
             (gst::GenericFormattedValue::Bytes(b), gst::Format::Time) => {
-                let t = b.map(|b| base + g.chunk_start(g.chunk_of_byte(u64::from(b))));
+                let t = b.map(|b| base.saturating_add(g.chunk_start(g.chunk_of_byte(u64::from(b)))));
                 Some(t.map(gst::ClockTime::from_nseconds).into())
             }
             _ => None,
@@ -703,13 +704,14 @@ impl ElementImpl for OmnitokParse {
 mod tests {
     use super::Geometry;
 
-    fn geometry(fps_n: u64, fps_d: u64, chunk_frames: u64) -> Geometry {
+    fn geometry(fps_n: u32, fps_d: u32, chunk_frames: u64) -> Geometry {
+        let frames = super::Timebase::from_fps(fps_n, fps_d).unwrap();
         Geometry {
             header_len: 115,
             record_len: 1000,
             chunk_frames,
-            fps_n,
-            fps_d,
+            frames,
+            chunks: frames.per(chunk_frames).unwrap(),
         }
     }
 

@@ -1,24 +1,33 @@
-//! ONNX Runtime: locating the library, sessions with explicit execution providers, and
-//! what a graph is (from its metadata).
+//! Running graphs: locating ONNX Runtime, loading a graph with explicit execution
+//! providers, what a graph is (from its metadata), the graph I/O contract ([`graph`]) over
+//! the engine seam ([`engine`]), and how the elements hold a loaded graph ([`slot`]).
+//! `ort` types stay inside this module (apart from [`cpu_session`], for tools).
 
+pub mod engine;
+pub mod graph;
 pub mod locate;
 pub mod model;
 pub(crate) mod properties;
+pub mod sampling;
+pub(crate) mod slot;
 
 use std::path::Path;
 
-use anyhow::Result;
-use ort::session::Session;
-
+pub use engine::{DType, Engine, EngineError, Tensor, TensorData};
+pub use graph::{ChunkShape, DecoderGraph, EncoderGraph, Frames, GraphError, Sampling};
 pub use locate::{LocateError, OrtLibrary, init};
-pub use model::{ExecutionProvider, Kind, LoadedModel, ModelInfo, Role, SessionSettings, load};
+pub use model::{
+    ChunkFramesError, ExecutionProvider, HeaderError, Kind, LoadedModel, ModelError, ModelInfo, Role, SessionSettings,
+    StreamMismatch, load,
+};
 
-/// A CPU session on `path` with `threads` intra-op threads (0: ONNX Runtime's default),
-/// for tests and tools that run graphs directly.
-pub fn cpu_session(path: &Path, threads: usize) -> Result<Session> {
+/// A CPU ONNX Runtime session on `path` with `threads` intra-op threads (0: ONNX Runtime's
+/// default), built as the elements build theirs, for tests and tools that run graphs
+/// directly.
+pub fn cpu_session(path: &Path, threads: usize) -> Result<ort::session::Session, engine::SessionError> {
     let settings = SessionSettings {
         intra_op_threads: threads,
         ..Default::default()
     };
-    model::build_session(path, &settings, ExecutionProvider::Cpu)
+    engine::build_session(path, &settings, ExecutionProvider::Cpu)
 }

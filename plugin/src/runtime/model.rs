@@ -1,16 +1,16 @@
-//! A loaded graph: the ONNX Runtime session, the execution provider it really runs on,
-//! and [`ModelInfo`], read from the metadata `omnitok-export` writes.
+//! A loaded graph: its engine, the execution provider it really runs on, and
+//! [`ModelInfo`], read from the metadata `omnitok-export` writes. What a stream needs from
+//! a model is decided here too: the header an encoder writes ([`ModelInfo::stream_header`])
+//! and whether a decoder can read a header ([`ModelInfo::check_stream`]).
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, anyhow, bail};
 use gst::glib;
-use ort::ep;
 use ort::session::Session;
-use ort::session::builder::GraphOptimizationLevel;
 use serde::Deserialize;
 
-use super::init;
+use super::engine::{self, Engine, OrtEngine, SessionError};
+use crate::format::{FormatError, PayloadType, StreamHeader, model_id_to_hex};
 
 /// The `omnitok.contract` this plugin reads (docs/GRAPHS.md).
 pub const GRAPH_CONTRACT: &str = "2";
@@ -59,6 +59,16 @@ pub enum Role {
     Decoder,
 }
 
+impl Role {
+    /// "an encoder" / "a decoder".
+    fn article(self) -> &'static str {
+        match self {
+            Role::Encoder => "an encoder",
+            Role::Decoder => "a decoder",
+        }
+    }
+}
+
 /// VQ tokens or VAE latents.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -67,7 +77,7 @@ pub enum Kind {
 }
 
 /// The geometry rules of a graph (`omnitok.geometry`, written by the exporter; docs/GRAPHS.md).
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 pub struct Geometry {
     /// Frame width and height must be multiples of this.
     pub size_multiple: u32,
@@ -101,9 +111,9 @@ impl ModelInfo {
         self.geometry.size_multiple
     }
 
-    /// The smallest valid size >= `n`.
-    pub fn padded(&self, n: u32) -> u32 {
-        n.div_ceil(self.size_multiple()) * self.size_multiple()
+    /// The smallest valid size >= `n` (None when it does not fit a u32).
+    pub fn padded(&self, n: u32) -> Option<u32> {
+        n.div_ceil(self.size_multiple()).checked_mul(self.size_multiple())
     }
 
     pub fn temporal_patch(&self) -> u32 {
@@ -149,43 +159,182 @@ impl ModelInfo {
         s
     }
 
-    fn from_session(path: &Path, session: &Session) -> Result<Self> {
-        let meta = session.metadata().map_err(|e| anyhow!("{e}"))?;
-        let get = |k: &str| -> Result<String> {
-            meta.custom(k).with_context(|| {
-                format!(
-                    "{} has no '{k}' metadata: not a graph written by omnitok-export",
-                    path.display()
-                )
-            })
+    fn kind_name(&self) -> &'static str {
+        match self.kind {
+            Kind::Vq => "VQ",
+            Kind::Vae => "VAE",
+        }
+    }
+
+    /// The chunk length an encoder runs at: `requested`, or the model's clip length for 0.
+    pub fn chunk_frames(&self, requested: u32) -> Result<u32, ChunkFramesError> {
+        let chunk_frames = match requested {
+            0 => self.clip_frames(),
+            n => n,
         };
+        if self.valid_frames(chunk_frames) {
+            Ok(chunk_frames)
+        } else {
+            Err(ChunkFramesError {
+                chunk_frames,
+                temporal_patch: self.temporal_patch(),
+                clip_frames: self.clip_frames(),
+            })
+        }
+    }
+
+    /// The stream header an encoder writes for `width x height` video at `fps_n/fps_d`
+    /// (an unknown or invalid rate becomes 0/1) in chunks of `chunk_frames` (valid for
+    /// this model, [`Self::chunk_frames`]); VAE latents are stored as `latent_payload`.
+    /// Returns the header and its bytes.
+    pub fn stream_header(
+        &self,
+        width: u32,
+        height: u32,
+        (fps_n, fps_d): (i32, i32),
+        chunk_frames: u32,
+        latent_payload: PayloadType,
+    ) -> Result<(StreamHeader, Vec<u8>), HeaderError> {
+        let (pw, ph) = match (self.padded(width), self.padded(height)) {
+            (Some(pw), Some(ph)) => (pw, ph),
+            _ => return Err(HeaderError::TooLarge { width, height }),
+        };
+        let (fps_n, fps_d) = match (u32::try_from(fps_n), u32::try_from(fps_d)) {
+            (Ok(n), Ok(d)) if n > 0 && d > 0 => (n, d),
+            _ => (0, 1),
+        };
+        let (channels, codebook_size, payload_type) = match self.kind {
+            Kind::Vq => (0, self.codebook_size(), PayloadType::for_codebook(self.codebook_size())),
+            Kind::Vae => (self.channels(), 0, latent_payload),
+        };
+        let header = StreamHeader {
+            model_id: self.model_id,
+            width,
+            height,
+            padded_width: pw,
+            padded_height: ph,
+            fps_n,
+            fps_d,
+            chunk_frames,
+            grid: self.grid(chunk_frames, pw, ph),
+            channels,
+            codebook_size,
+            payload_type,
+            model_name: self.short_name(),
+        };
+        let bytes = header.try_encode().map_err(|source| HeaderError::Format {
+            width,
+            height,
+            padded_width: pw,
+            padded_height: ph,
+            source,
+        })?;
+        Ok((header, bytes))
+    }
+
+    /// Does `header` fit this decoder graph? (docs/FORMAT.md, section 8.)
+    pub fn check_stream(&self, header: &StreamHeader) -> Result<(), StreamMismatch> {
+        use StreamMismatch as E;
+        if header.model_id != self.model_id {
+            return Err(E::ModelId {
+                stream: header.model_id,
+                stream_name: header.model_name.clone(),
+                path: self.path.clone(),
+                model: self.model_id,
+            });
+        }
+        match (self.kind, header.payload_type.is_tokens()) {
+            (Kind::Vq, false) | (Kind::Vae, true) => {
+                return Err(E::Kind {
+                    payload: header.payload_type,
+                    path: self.path.clone(),
+                    kind: self.kind,
+                });
+            }
+            _ => {}
+        }
+        let kind = self.kind_name();
+        if self.kind == Kind::Vq {
+            if header.codebook_size != self.codebook_size() {
+                return Err(E::CodebookSize {
+                    stream: header.codebook_size,
+                    kind,
+                    model: self.codebook_size(),
+                });
+            }
+            if header.payload_type != PayloadType::for_codebook(header.codebook_size) {
+                return Err(E::PayloadType {
+                    payload: header.payload_type,
+                    codebook_size: header.codebook_size,
+                });
+            }
+        } else if header.channels != self.channels() {
+            return Err(E::Channels {
+                stream: header.channels,
+                kind,
+                model: self.channels(),
+            });
+        }
+        let m = self.size_multiple();
+        if !header.padded_width.is_multiple_of(m) || !header.padded_height.is_multiple_of(m) {
+            return Err(E::PaddedSize {
+                width: header.padded_width,
+                height: header.padded_height,
+                multiple: m,
+            });
+        }
+        if !self.valid_frames(header.chunk_frames) {
+            return Err(E::ChunkFrames {
+                chunk_frames: header.chunk_frames,
+                temporal_patch: self.temporal_patch(),
+            });
+        }
+        let grid = self.grid(header.chunk_frames, header.padded_width, header.padded_height);
+        if header.grid != grid {
+            return Err(E::Grid {
+                stream: header.grid,
+                model: grid,
+                chunk_frames: header.chunk_frames,
+                width: header.padded_width,
+                height: header.padded_height,
+            });
+        }
+        Ok(())
+    }
+
+    fn from_session(session: &Session) -> Result<Self, ModelError> {
+        let meta = session.metadata().map_err(|e| ModelError::Metadata(e.to_string()))?;
+        let get =
+            |k: &'static str| -> Result<String, ModelError> { meta.custom(k).ok_or(ModelError::MissingMetadata(k)) };
+        let unknown = |key: &'static str, value: String| ModelError::UnknownValue { key, value };
         let role = match get("omnitok.role")?.as_str() {
             "encoder" => Role::Encoder,
             "decoder" => Role::Decoder,
-            other => bail!("{}: unknown omnitok.role '{other}'", path.display()),
+            other => return Err(unknown("omnitok.role", other.into())),
         };
         let kind = match get("omnitok.kind")?.as_str() {
             "vq" => Kind::Vq,
             "vae" => Kind::Vae,
-            other => bail!("{}: unknown omnitok.kind '{other}'", path.display()),
+            other => return Err(unknown("omnitok.kind", other.into())),
         };
         let contract = get("omnitok.contract")?;
         if contract != GRAPH_CONTRACT {
-            bail!(
-                "{} follows graph contract {contract}, this plugin reads contract {GRAPH_CONTRACT}: export it again with this version's omnitok-export",
-                path.display()
-            );
+            return Err(ModelError::Contract(contract));
         }
         let config_json = get("omnitok.config")?;
-        let geometry: Geometry = serde_json::from_str(&get("omnitok.geometry")?)
-            .with_context(|| format!("{}: invalid omnitok.geometry", path.display()))?;
-        if geometry.size_multiple == 0 || geometry.patch == 0 || geometry.temporal_patch == 0 || geometry.clip_frames == 0 {
-            bail!("{}: omnitok.geometry has a zero size: {geometry:?}", path.display());
+        let geometry: Geometry =
+            serde_json::from_str(&get("omnitok.geometry")?).map_err(|e| ModelError::Geometry(e.to_string()))?;
+        if geometry.size_multiple == 0
+            || geometry.patch == 0
+            || geometry.temporal_patch == 0
+            || geometry.clip_frames == 0
+        {
+            return Err(ModelError::Geometry(format!("a zero size: {geometry:?}")));
         }
-        let id_hex = get("omnitok.model_id")?;
-        let model_id = crate::format::model_id_from_hex(&id_hex).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+        let model_id = crate::format::model_id_from_hex(&get("omnitok.model_id")?)
+            .map_err(|e| ModelError::ModelId(e.to_string()))?;
         Ok(ModelInfo {
-            path: path.to_path_buf(),
+            path: PathBuf::new(),
             role,
             kind,
             geometry,
@@ -197,9 +346,126 @@ impl ModelInfo {
     }
 }
 
-/// A session ready to run, and what it is.
+/// chunk-frames is not 1 + k x the model's temporal patch.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "invalid chunk-frames {chunk_frames}: it must be 1 + k x {temporal_patch} (the model's temporal patch), e.g. 1, {}, {} (0 = the model's clip length {clip_frames})",
+    1 + temporal_patch, 1 + 2 * temporal_patch
+)]
+pub struct ChunkFramesError {
+    pub chunk_frames: u32,
+    pub temporal_patch: u32,
+    pub clip_frames: u32,
+}
+
+/// Why no stream header can describe a video.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum HeaderError {
+    #[error("{width}x{height} video cannot be padded to the model's size multiple")]
+    TooLarge { width: u32, height: u32 },
+    #[error("cannot encode {width}x{height} video ({padded_width}x{padded_height} padded): {source}")]
+    Format {
+        width: u32,
+        height: u32,
+        padded_width: u32,
+        padded_height: u32,
+        source: FormatError,
+    },
+}
+
+/// Why a decoder graph cannot decode a stream.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum StreamMismatch {
+    #[error(
+        "model identity mismatch: the stream was made by model {} ({}), but {} is model {}; tokens of one model cannot be decoded by another",
+        model_id_to_hex(stream),
+        if stream_name.is_empty() { "name not in caps".to_string() } else { format!("'{stream_name}'") },
+        path.display(),
+        model_id_to_hex(model)
+    )]
+    ModelId {
+        stream: [u8; 32],
+        stream_name: String,
+        path: PathBuf,
+        model: [u8; 32],
+    },
+    #[error(
+        "the stream carries {payload} {} but {} is {}",
+        if payload.is_tokens() { "tokens" } else { "latents" },
+        path.display(),
+        match kind { Kind::Vq => "a VQ (token) decoder", Kind::Vae => "a VAE (latent) decoder" }
+    )]
+    Kind {
+        payload: PayloadType,
+        path: PathBuf,
+        kind: Kind,
+    },
+    #[error("codebook size {stream} of the stream does not match the {kind} model's {model}")]
+    CodebookSize {
+        stream: u32,
+        kind: &'static str,
+        model: u32,
+    },
+    #[error("payload type {payload} does not fit codebook size {codebook_size}")]
+    PayloadType { payload: PayloadType, codebook_size: u32 },
+    #[error("latent channels {stream} of the stream do not match the {kind} model's {model}")]
+    Channels {
+        stream: u32,
+        kind: &'static str,
+        model: u32,
+    },
+    #[error("padded size {width}x{height} is not a multiple of the model's {multiple}")]
+    PaddedSize { width: u32, height: u32, multiple: u32 },
+    #[error("chunk-frames {chunk_frames} is not 1 + k * {temporal_patch} (the model's temporal patch)")]
+    ChunkFrames { chunk_frames: u32, temporal_patch: u32 },
+    #[error(
+        "grid {stream:?} of the stream does not match the model's grid {model:?} for {chunk_frames} frames at {width}x{height}"
+    )]
+    Grid {
+        stream: [u32; 3],
+        model: [u32; 3],
+        chunk_frames: u32,
+        width: u32,
+        height: u32,
+    },
+}
+
+/// Why a file cannot be used as a graph (the path is the caller's to add).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ModelError {
+    #[error("model file {} does not exist", .0.display())]
+    NotAFile(PathBuf),
+    #[error("execution provider '{}' is not usable: {reason} (set fallback=true to run on CPU instead)", provider.nick())]
+    Provider {
+        provider: ExecutionProvider,
+        reason: SessionError,
+    },
+    #[error("ONNX Runtime cannot load it: {0}")]
+    Session(SessionError),
+    #[error("ONNX Runtime cannot read its metadata: {0}")]
+    Metadata(String),
+    #[error("it has no '{0}' metadata: not a graph written by omnitok-export")]
+    MissingMetadata(&'static str),
+    #[error("unknown {key} '{value}'")]
+    UnknownValue { key: &'static str, value: String },
+    #[error(
+        "it follows graph contract {0}, this plugin reads contract {GRAPH_CONTRACT}: export it again with this version's omnitok-export"
+    )]
+    Contract(String),
+    #[error("invalid omnitok.geometry: {0}")]
+    Geometry(String),
+    #[error("invalid omnitok.model_id: {0}")]
+    ModelId(String),
+    #[error(
+        "it is {} graph, but this element needs {} graph (encoder.onnx / decoder.onnx)",
+        got.article(), want.article()
+    )]
+    WrongRole { want: Role, got: Role },
+}
+
+/// A graph ready to run, and what it is.
 pub struct LoadedModel {
-    pub session: Session,
+    pub engine: Box<dyn Engine>,
     pub info: ModelInfo,
     /// The provider the session runs on (CPU after a permitted fallback).
     pub active_provider: ExecutionProvider,
@@ -207,100 +473,182 @@ pub struct LoadedModel {
     pub fallback_reason: Option<String>,
 }
 
-pub(crate) fn build_session(path: &Path, settings: &SessionSettings, provider: ExecutionProvider) -> Result<Session> {
-    let lib = init()?;
-    let err = |e: ort::Error<ort::session::builder::SessionBuilder>| anyhow!("{e}");
-    let mut b = Session::builder(&lib.environment).map_err(|e| anyhow!("{e}"))?;
-    if settings.intra_op_threads > 0 {
-        b = b.with_intra_threads(settings.intra_op_threads).map_err(err)?;
-    }
-    // Encoder and decoder sessions alternate on the same cores: do not spin while idle.
-    b = b
-        .with_inter_threads(1)
-        .map_err(err)?
-        .with_intra_op_spinning(false)
-        .map_err(err)?;
-    // Every ONNX Runtime fusion (LayerNorm, GELU, MatMul+scale, ...), whatever `ort` defaults to.
-    b = b.with_optimization_level(GraphOptimizationLevel::All).map_err(err)?;
-    match provider {
-        ExecutionProvider::Cpu => {}
-        ExecutionProvider::Cuda => {
-            let cuda = ep::CUDA::default()
-                .with_device_id(settings.device_id)
-                .build()
-                .error_on_failure();
-            b = b.with_execution_providers([cuda]).map_err(err)?;
-            // Refuse to place nodes on the CPU silently.
-            b = b
-                .with_config_entry("session.disable_cpu_ep_fallback", "1")
-                .map_err(err)?;
-        }
-        ExecutionProvider::TensorRt => {
-            let mut trt = ep::TensorRT::default().with_device_id(settings.device_id);
-            if let Some(dir) = &settings.cache_dir {
-                std::fs::create_dir_all(dir)
-                    .with_context(|| format!("cannot create model-cache-dir {}", dir.display()))?;
-                let d = dir.display().to_string();
-                trt = trt
-                    .with_engine_cache(true)
-                    .with_engine_cache_path(&d)
-                    .with_timing_cache(true)
-                    .with_timing_cache_path(&d);
-            }
-            let cuda = ep::CUDA::default()
-                .with_device_id(settings.device_id)
-                .build()
-                .error_on_failure();
-            b = b
-                .with_execution_providers([trt.build().error_on_failure(), cuda])
-                .map_err(err)?;
-        }
-    }
-    b.commit_from_file(path).map_err(|e| anyhow!("{e}"))
-}
-
-/// Loads `path` as the graph of `role` on the configured provider.
-pub fn load(path: &Path, role: Role, settings: &SessionSettings) -> Result<LoadedModel> {
+/// Loads `path` as the graph of `role` on the configured provider (a local ONNX Runtime
+/// session).
+pub fn load(path: &Path, role: Role, settings: &SessionSettings) -> Result<LoadedModel, ModelError> {
     if !path.is_file() {
-        bail!("model file {} does not exist", path.display());
+        return Err(ModelError::NotAFile(path.to_path_buf()));
     }
-    let (session, active_provider, fallback_reason) = match build_session(path, settings, settings.provider) {
+    let cpu = ExecutionProvider::Cpu;
+    let (session, active_provider, fallback_reason) = match engine::build_session(path, settings, settings.provider) {
         Ok(s) => (s, settings.provider, None),
-        Err(e) if settings.provider != ExecutionProvider::Cpu && settings.fallback => {
+        Err(e) if settings.provider != cpu && settings.fallback => {
             let why = format!(
-                "execution provider '{}' is not usable ({e:#}); running on CPU",
+                "execution provider '{}' is not usable ({e}); running on CPU",
                 settings.provider.nick()
             );
-            (
-                build_session(path, settings, ExecutionProvider::Cpu)?,
-                ExecutionProvider::Cpu,
-                Some(why),
-            )
+            let s = engine::build_session(path, settings, cpu).map_err(ModelError::Session)?;
+            (s, cpu, Some(why))
         }
-        Err(e) if settings.provider != ExecutionProvider::Cpu => {
-            bail!(
-                "execution provider '{}' is not usable for {}: {e:#} (set fallback=true to run on CPU instead)",
-                settings.provider.nick(),
-                path.display()
-            )
+        Err(reason) if settings.provider != cpu => {
+            return Err(ModelError::Provider {
+                provider: settings.provider,
+                reason,
+            });
         }
-        Err(e) => return Err(e.context(format!("cannot load model {}", path.display()))),
+        Err(e) => return Err(ModelError::Session(e)),
     };
-    let info = ModelInfo::from_session(path, &session)?;
+    let mut info = ModelInfo::from_session(&session)?;
+    info.path = path.to_path_buf();
     if info.role != role {
-        let (want, got) = match role {
-            Role::Encoder => ("an encoder", "a decoder"),
-            Role::Decoder => ("a decoder", "an encoder"),
-        };
-        bail!(
-            "{} is {got} graph, but this element needs {want} graph (encoder.onnx / decoder.onnx)",
-            path.display()
-        );
+        return Err(ModelError::WrongRole {
+            want: role,
+            got: info.role,
+        });
     }
     Ok(LoadedModel {
-        session,
+        engine: Box::new(OrtEngine::new(session)),
         info,
         active_provider,
         fallback_reason,
     })
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// The `tiny` preset's decoder, as its metadata describes it.
+    pub(crate) fn info(kind: Kind) -> ModelInfo {
+        ModelInfo {
+            path: PathBuf::from("/models/decoder.onnx"),
+            role: Role::Decoder,
+            kind,
+            geometry: Geometry {
+                size_multiple: 8,
+                patch: 4,
+                temporal_patch: 2,
+                clip_frames: 5,
+                channels: 8,
+                codebook_size: 512,
+            },
+            config_json: "{}".into(),
+            model_id: [7; 32],
+            attention: "sdpa".into(),
+            source: "preset tiny random-init seed 1".into(),
+        }
+    }
+
+    #[test]
+    fn chunk_frames_resolve_against_the_model() {
+        let i = info(Kind::Vq);
+        assert_eq!(i.chunk_frames(0), Ok(5));
+        assert_eq!(i.chunk_frames(1), Ok(1));
+        assert_eq!(i.chunk_frames(7), Ok(7));
+        let e = i.chunk_frames(4).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid chunk-frames 4: it must be 1 + k x 2 (the model's temporal patch), e.g. 1, 3, 5 (0 = the model's clip length 5)"
+        );
+    }
+
+    #[test]
+    fn stream_header_pads_and_sizes_the_grid() {
+        let i = info(Kind::Vq);
+        let (h, bytes) = i.stream_header(34, 20, (25, 1), 5, PayloadType::F32).unwrap();
+        assert_eq!((h.padded_width, h.padded_height), (40, 24));
+        assert_eq!(h.grid, [3, 6, 10]);
+        assert_eq!((h.fps_n, h.fps_d), (25, 1));
+        assert_eq!(
+            (h.channels, h.codebook_size, h.payload_type),
+            (0, 512, PayloadType::U16)
+        );
+        assert_eq!(StreamHeader::decode(&bytes).unwrap().0, h);
+        // Variable rate: 0/1. VAE: channels and the latent payload asked for.
+        let (h, _) = info(Kind::Vae)
+            .stream_header(8, 8, (0, 1), 1, PayloadType::F16)
+            .unwrap();
+        assert_eq!((h.fps_n, h.fps_d, h.grid), (0, 1, [1, 2, 2]));
+        assert_eq!((h.channels, h.codebook_size, h.payload_type), (8, 0, PayloadType::F16));
+        let (h, _) = i.stream_header(8, 8, (-1, 0), 1, PayloadType::F32).unwrap();
+        assert_eq!((h.fps_n, h.fps_d), (0, 1));
+        // Too large for a record, too large for a u32.
+        let e = i.stream_header(32768, 32768, (25, 1), 5, PayloadType::F32).unwrap_err();
+        assert!(e.to_string().contains("cannot encode 32768x32768 video"), "{e}");
+        assert!(matches!(
+            i.stream_header(u32::MAX, 8, (25, 1), 1, PayloadType::F32),
+            Err(HeaderError::TooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn check_stream_names_what_differs() {
+        let i = info(Kind::Vq);
+        let (good, _) = i.stream_header(34, 20, (25, 1), 5, PayloadType::F32).unwrap();
+        assert_eq!(i.check_stream(&good), Ok(()));
+        let bad = |edit: &dyn Fn(&mut StreamHeader)| {
+            let mut h = good.clone();
+            edit(&mut h);
+            i.check_stream(&h).unwrap_err().to_string()
+        };
+        let m = bad(&|h| h.model_id = [9; 32]);
+        assert!(m.starts_with("model identity mismatch"), "{m}");
+        assert!(m.contains(&"09".repeat(32)) && m.contains(&"07".repeat(32)), "{m}");
+        assert!(m.contains("'omnitok-vq preset tiny"), "{m}");
+        let m = bad(&|h| {
+            h.model_id = [9; 32];
+            h.model_name.clear()
+        });
+        assert!(m.contains("(name not in caps)"), "{m}");
+        let m = bad(&|h| {
+            h.payload_type = PayloadType::F32;
+            h.codebook_size = 0;
+            h.channels = 8
+        });
+        assert_eq!(
+            m,
+            "the stream carries f32 latents but /models/decoder.onnx is a VQ (token) decoder"
+                .replace("f32", &PayloadType::F32.to_string())
+        );
+        let m = info(Kind::Vae).check_stream(&good).unwrap_err().to_string();
+        assert!(
+            m.contains("tokens but /models/decoder.onnx is a VAE (latent) decoder"),
+            "{m}"
+        );
+        assert!(
+            bad(&|h| h.codebook_size = 1024)
+                .contains("codebook size 1024 of the stream does not match the VQ model's 512")
+        );
+        assert!(bad(&|h| h.payload_type = PayloadType::U32).contains("does not fit codebook size 512"));
+        assert!(bad(&|h| h.padded_width = 36).contains("padded size 36x24 is not a multiple of the model's 8"));
+        assert!(bad(&|h| h.chunk_frames = 4).contains("chunk-frames 4 is not 1 + k * 2"));
+        assert!(
+            bad(&|h| h.grid = [3, 6, 9])
+                .contains("grid [3, 6, 9] of the stream does not match the model's grid [3, 6, 10]")
+        );
+        let mut vae = good.clone();
+        (vae.payload_type, vae.codebook_size, vae.channels) = (PayloadType::F16, 0, 4);
+        let m = info(Kind::Vae).check_stream(&vae).unwrap_err().to_string();
+        assert_eq!(m, "latent channels 4 of the stream do not match the VAE model's 8");
+    }
+
+    #[test]
+    fn load_errors_do_not_repeat_the_path() {
+        let e = load(
+            Path::new("/nonexistent/x.onnx"),
+            Role::Encoder,
+            &SessionSettings::default(),
+        )
+        .err()
+        .unwrap();
+        assert_eq!(e.to_string(), "model file /nonexistent/x.onnx does not exist");
+        let e = ModelError::WrongRole {
+            want: Role::Encoder,
+            got: Role::Decoder,
+        };
+        assert_eq!(
+            e.to_string(),
+            "it is a decoder graph, but this element needs an encoder graph (encoder.onnx / decoder.onnx)"
+        );
+    }
 }

@@ -1,7 +1,8 @@
 //! The model and session properties omnitokenc and omnitokdec share (`model-file`,
 //! `execution-provider`, `device-id`, `fallback`, `intra-op-threads`, `model-cache-dir`
 //! and the read-only `active-execution-provider`), and the step that loads the graph
-//! they name. The elements keep their own properties and their own error messages.
+//! they name, with one wording and error domain for its failures ([`LoadError::message`]);
+//! the `batch-size` property both batch with, and its one limit.
 
 use std::path::PathBuf;
 
@@ -9,6 +10,7 @@ use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
 
+use super::model::ModelError;
 use super::{ExecutionProvider, LoadedModel, LocateError, Role, SessionSettings};
 
 pub(crate) const DEFAULT_PROVIDER: ExecutionProvider = ExecutionProvider::Cpu;
@@ -16,6 +18,25 @@ const DEFAULT_DEVICE_ID: i32 = 0;
 const DEFAULT_FALLBACK: bool = false;
 const DEFAULT_INTRA_OP_THREADS: u32 = 0;
 const MAX_INTRA_OP_THREADS: u32 = 1024;
+pub(crate) const DEFAULT_BATCH_SIZE: u32 = 1;
+/// Chunks per ONNX Runtime run, both elements.
+pub(crate) const MAX_BATCH_SIZE: u32 = 64;
+
+/// The `batch-size` property; `verb` ("encoded", "decoded") names the work in the blurb.
+/// Changeable while playing (the elements post a Latency message when it changes).
+pub(crate) fn batch_size_spec(verb: &str) -> glib::ParamSpec {
+    glib::ParamSpecUInt::builder("batch-size")
+        .nick("Batch size")
+        .blurb(&format!(
+            "Chunks {verb} per ONNX Runtime run (1-{MAX_BATCH_SIZE}): more gives better throughput \
+             and adds (batch-size - 1) chunks of latency"
+        ))
+        .minimum(1)
+        .maximum(MAX_BATCH_SIZE)
+        .default_value(DEFAULT_BATCH_SIZE)
+        .mutable_playing()
+        .build()
+}
 
 /// The settings a session depends on (a change means another session).
 #[derive(Debug, Clone, PartialEq)]
@@ -41,17 +62,36 @@ impl Default for ModelSettings {
     }
 }
 
-/// Why [`ModelSettings::load`] failed; each element words its own message.
-#[derive(Debug)]
+/// Why [`ModelSettings::load`] failed.
+#[derive(Debug, Clone, thiserror::Error)]
 pub(crate) enum LoadError {
     /// model-file is not set.
-    NoModelFile,
+    #[error("no model-file set: set model-file to the {0}.onnx written by omnitok-export")]
+    NoModelFile(&'static str),
     /// ONNX Runtime could not be found or initialised.
+    #[error(transparent)]
     Runtime(LocateError),
     /// model-file names no file.
+    #[error("model-file {} does not exist", .0.display())]
     NotAFile(PathBuf),
-    /// [`super::load`] refused the file (its error names the file in most cases).
-    Load(PathBuf, anyhow::Error),
+    /// [`super::load`] refused the file.
+    #[error("cannot use model-file {}: {}", .0.display(), .1)]
+    Load(PathBuf, ModelError),
+}
+
+impl LoadError {
+    /// The error message both elements post: settings problems are `LibraryError::Settings`,
+    /// a missing file `ResourceError::NotFound`, no ONNX Runtime `LibraryError::Init`.
+    pub fn message(&self) -> gst::ErrorMessage {
+        let text = self.to_string();
+        match self {
+            LoadError::NoModelFile(_) | LoadError::Load(..) => {
+                gst::error_msg!(gst::LibraryError::Settings, ("{}", text))
+            }
+            LoadError::NotAFile(_) => gst::error_msg!(gst::ResourceError::NotFound, ("{}", text)),
+            LoadError::Runtime(_) => gst::error_msg!(gst::LibraryError::Init, ("{}", text)),
+        }
+    }
 }
 
 /// A path property: unset or empty means none.
@@ -167,9 +207,13 @@ impl ModelSettings {
     }
 
     /// Loads the `role` graph of model-file with these settings. A permitted CPU fallback
-    /// is posted on the bus as a warning from `imp`; errors are left to the element.
+    /// is posted on the bus as a warning from `imp`; errors are the caller's to post.
     pub fn load<T: ElementImpl>(&self, imp: &T, role: Role) -> Result<LoadedModel, LoadError> {
-        let path = self.model_file.clone().ok_or(LoadError::NoModelFile)?;
+        let graph = match role {
+            Role::Encoder => "encoder",
+            Role::Decoder => "decoder",
+        };
+        let path = self.model_file.clone().ok_or(LoadError::NoModelFile(graph))?;
         super::init().map_err(LoadError::Runtime)?;
         if !path.is_file() {
             return Err(LoadError::NotAFile(path));

@@ -130,7 +130,7 @@ pub fn make_stream(
     let enc_path = model_dir.join("encoder.onnx");
     let info = model_info(&enc_path, Role::Encoder);
     let mut session = runtime::cpu_session(&enc_path, 2).unwrap();
-    let (pw, ph) = (info.padded(width), info.padded(height));
+    let (pw, ph) = (info.padded(width).unwrap(), info.padded(height).unwrap());
     let cf = info.clip_frames();
     let grid = info.grid(cf, pw, ph);
     let payload_type = payload_type.unwrap_or(match info.kind {
