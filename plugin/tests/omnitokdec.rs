@@ -2,13 +2,13 @@
 //! timestamps, batching, VAE latents (f32/f16), model checks, errors, flush, latency, and
 //! filesrc ! omnitokparse ! omnitokdec end to end.
 
-mod dec_support;
+mod support;
 
 use std::path::Path;
 
-use dec_support::*;
 use gst::prelude::*;
 use gstomnitok::format::PayloadType;
+use support::*;
 
 fn dec_launch(model: &Path, extra: &str) -> String {
     format!(

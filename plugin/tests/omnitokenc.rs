@@ -2,15 +2,16 @@
 //! Harness (or a real pipeline for start-up errors), records checked against ONNX Runtime
 //! run directly on independently padded frames.
 
+mod support;
+
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
 
 use gst::prelude::*;
 use gst_check::Harness;
 use gstomnitok::format::{ChunkRecord, Payload, PayloadType, StreamHeader};
 use ndarray::{Array5, ArrayD};
 use ort::value::Tensor;
+use support::{Player, init, init_gst};
 
 const W: usize = 34; // stride 104 (> 3 x 34): exercises the input stride
 const H: usize = 20;
@@ -18,55 +19,9 @@ const PW: usize = 40; // tiny: sizes are multiples of 8
 const PH: usize = 24;
 const FRAME_NS: u64 = 40_000_000; // 25 fps
 
-fn init_gst() {
-    static ONCE: OnceLock<()> = OnceLock::new();
-    ONCE.get_or_init(|| {
-        gst::init().unwrap();
-        gstomnitok::plugin_register_static().unwrap();
-    });
-}
-
-/// GStreamer, the plugin and ONNX Runtime (a start failure under the Harness aborts).
-fn init() {
-    init_gst();
-    if let Err(e) = gstomnitok::runtime::init() {
-        panic!("ONNX Runtime is needed for these tests: {e}");
-    }
-}
-
 /// Exports a tiny preset once per process; returns its directory.
 fn model_dir(preset: &'static str) -> PathBuf {
-    static DIRS: Mutex<Vec<(&'static str, PathBuf)>> = Mutex::new(Vec::new());
-    let mut dirs = DIRS.lock().unwrap();
-    if let Some((_, d)) = dirs.iter().find(|(p, _)| *p == preset) {
-        return d.clone();
-    }
-    let seed = 7;
-    let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-    if dirs.is_empty() {
-        remove_stale_dirs(&base);
-    }
-    let dir = base.join(format!("omnitokenc-{}", std::process::id())).join(preset);
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    omnitok_export::write_random_preset(preset, seed, false, &dir).unwrap();
-    dirs.push((preset, dir.clone()));
-    dir
-}
-
-/// Removes the model directories of earlier test processes that are gone.
-fn remove_stale_dirs(base: &Path) {
-    if !Path::new("/proc/self").exists() {
-        return;
-    }
-    for entry in std::fs::read_dir(base).into_iter().flatten().flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if let Some(pid) = name.strip_prefix("omnitokenc-")
-            && !Path::new("/proc").join(pid).exists()
-        {
-            let _ = std::fs::remove_dir_all(entry.path());
-        }
-    }
+    support::export(preset, 7)
 }
 
 fn encoder(preset: &'static str) -> PathBuf {
@@ -425,7 +380,7 @@ fn latency_covers_chunk_buffering() {
     enc.set_bus(None);
 }
 
-/// Runs `videotestsrc ! RGB 34x20 ! enc ! fakesink`; returns the bus messages
+/// Runs `videotestsrc ! RGB 34x20 ! enc ! appsink`; returns the bus messages
 /// (errors, warnings) as text, whether it reached EOS, and the buffers the sink got.
 fn run_pipeline(
     configure: impl FnOnce(&gst::Element),
@@ -451,50 +406,18 @@ fn run_pipeline_sized(
     gstomnitok::runtime::ExecutionProvider,
 ) {
     init_gst();
-    let pipeline = gst::parse::launch(&format!(
-        "videotestsrc num-buffers=7 ! video/x-raw,format=RGB,width={w},height={h},framerate=25/1 ! omnitokenc name=enc ! fakesink name=sink signal-handoffs=true"
-    ))
-    .unwrap()
-    .downcast::<gst::Pipeline>()
-    .unwrap();
-    let enc = pipeline.by_name("enc").unwrap();
+    let p = Player::new(&format!(
+        "videotestsrc num-buffers=7 ! video/x-raw,format=RGB,width={w},height={h},framerate=25/1 ! omnitokenc name=enc ! appsink name=out"
+    ));
+    let enc = p.by_name("enc");
     configure(&enc);
-    let count = Arc::new(Mutex::new(0usize));
-    let c = count.clone();
-    pipeline.by_name("sink").unwrap().connect("handoff", false, move |_| {
-        *c.lock().unwrap() += 1;
-        None
-    });
-    let bus = pipeline.bus().unwrap();
-    let started = pipeline.set_state(gst::State::Playing);
-    let (mut errors, mut warnings, mut eos) = (vec![], vec![], false);
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let Some(msg) = bus.timed_pop(gst::ClockTime::from_mseconds(100)) else {
-            if started.is_err() || std::time::Instant::now() > deadline {
-                break;
-            }
-            continue;
-        };
-        match msg.view() {
-            gst::MessageView::Error(e) => {
-                errors.push(format!("{} ({:?})", e.error(), e.debug()));
-                break;
-            }
-            gst::MessageView::Warning(w) => warnings.push(format!("{} ({:?})", w.error(), w.debug())),
-            gst::MessageView::Eos(_) => {
-                eos = true;
-                break;
-            }
-            _ => {}
-        }
-    }
-    eprintln!("errors: {errors:#?}\nwarnings: {warnings:#?}");
+    let out = p.play_to_end();
+    let errors: Vec<String> = out.errors.iter().map(|(e, d)| format!("{e} ({d})")).collect();
+    eprintln!("errors: {errors:#?}\nwarnings: {:#?}", out.warnings);
     // Read while the model is loaded (NULL unloads it).
     let active: gstomnitok::runtime::ExecutionProvider = enc.property("active-execution-provider");
-    pipeline.set_state(gst::State::Null).unwrap();
-    let n = *count.lock().unwrap();
-    (errors, warnings, eos, n, active)
+    let n = p.take_samples().len();
+    (errors, out.warnings, out.eos, n, active)
 }
 
 #[test]

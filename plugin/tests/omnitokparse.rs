@@ -1,9 +1,9 @@
 //! omnitokparse: framing in any block size, caps from the header, errors on the bus,
 //! and the `OMNITOK\0` typefinder.
 
-mod dec_support;
+mod support;
 
-use dec_support::*;
+use support::*;
 
 const LAUNCH: &str = "appsrc name=in ! omnitokparse ! appsink name=out";
 

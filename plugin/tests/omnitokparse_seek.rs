@@ -3,13 +3,12 @@
 //! is honoured, seeks past the end give EOS, unknown framerates refuse TIME seeks; DURATION,
 //! SEEKING and CONVERT queries in TIME.
 
-mod dec_support;
+mod support;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 
-use dec_support::*;
 use gst::prelude::*;
+use support::*;
 
 const MS: u64 = 1_000_000;
 
@@ -19,69 +18,15 @@ fn write_file(name: &str, stream: &TokenStream) -> PathBuf {
     file
 }
 
-/// A pipeline ending in `appsink name=out` (and holding `omnitokparse name=parse`), driven
-/// step by step: preroll, seek, play to the end.
-struct Player {
-    pipeline: gst::Pipeline,
-    samples: Arc<Mutex<Vec<gst::Sample>>>,
+/// Seeks and queries of a [`Player`] holding `omnitokparse name=parse`.
+trait Seeks {
+    fn seek_time(&self, start: u64, stop: Option<u64>) -> bool;
+    fn duration(&self) -> Option<u64>;
+    fn seeking(&self) -> (bool, gst::GenericFormattedValue, gst::GenericFormattedValue);
+    fn parse_src(&self) -> gst::Pad;
 }
 
-/// What the bus said until EOS.
-struct Outcome {
-    eos: bool,
-    errors: Vec<String>,
-    warnings: Vec<String>,
-}
-
-impl Player {
-    fn new(launch: &str) -> Self {
-        let pipeline = gst::parse::launch(launch).unwrap().downcast::<gst::Pipeline>().unwrap();
-        let sink = pipeline.by_name("out").unwrap();
-        sink.set_property("sync", false);
-        sink.set_property("emit-signals", true);
-        let samples = Arc::new(Mutex::new(Vec::new()));
-        let s2 = samples.clone();
-        // new-sample fires when a buffer is rendered (PLAYING), not for the preroll in PAUSED.
-        sink.connect("new-sample", false, move |args| {
-            let sink = args[0].get::<gst::Element>().unwrap();
-            if let Some(sample) = sink.emit_by_name::<Option<gst::Sample>>("pull-sample", &[]) {
-                // A copy: appsink (1.22) reuses its sample object when nobody else holds it.
-                let buffer = sample.buffer_owned().unwrap();
-                let caps = sample.caps_owned();
-                let mut copy = gst::Sample::builder().buffer(&buffer);
-                if let Some(caps) = &caps {
-                    copy = copy.caps(caps);
-                }
-                if let Some(seg) = sample.segment() {
-                    copy = copy.segment(seg);
-                }
-                s2.lock().unwrap().push(copy.build());
-            }
-            Some(gst::FlowReturn::Ok.to_value())
-        });
-        Self { pipeline, samples }
-    }
-
-    fn wait_state(&self) {
-        let (res, cur, _) = self.pipeline.state(gst::ClockTime::from_seconds(60));
-        assert!(res.is_ok(), "state change failed: {res:?} ({:?})", self.errors_so_far());
-        let _ = cur;
-    }
-
-    fn errors_so_far(&self) -> Vec<String> {
-        let bus = self.pipeline.bus().unwrap();
-        let mut v = Vec::new();
-        while let Some(msg) = bus.pop_filtered(&[gst::MessageType::Error, gst::MessageType::Warning]) {
-            v.push(format!("{msg:?}"));
-        }
-        v
-    }
-
-    fn preroll(&self) {
-        self.pipeline.set_state(gst::State::Paused).unwrap();
-        self.wait_state();
-    }
-
+impl Seeks for Player {
     /// A flushing TIME seek from `start` to `stop` (None: to the end); waits for the new preroll when accepted.
     fn seek_time(&self, start: u64, stop: Option<u64>) -> bool {
         let ok = self
@@ -102,36 +47,6 @@ impl Player {
         ok
     }
 
-    /// Plays until EOS or an error; collects error and warning messages.
-    fn play_to_end(&self) -> Outcome {
-        self.pipeline.set_state(gst::State::Playing).unwrap();
-        let bus = self.pipeline.bus().unwrap();
-        let mut out = Outcome {
-            eos: false,
-            errors: Vec::new(),
-            warnings: Vec::new(),
-        };
-        for msg in bus.iter_timed(gst::ClockTime::from_seconds(120)) {
-            match msg.view() {
-                gst::MessageView::Eos(_) => {
-                    out.eos = true;
-                    break;
-                }
-                gst::MessageView::Error(e) => {
-                    out.errors.push(format!("{} ({:?})", e.error(), e.debug()));
-                    break;
-                }
-                gst::MessageView::Warning(w) => out.warnings.push(w.error().to_string()),
-                _ => {}
-            }
-        }
-        out
-    }
-
-    fn take_samples(&self) -> Vec<gst::Sample> {
-        std::mem::take(&mut *self.samples.lock().unwrap())
-    }
-
     fn duration(&self) -> Option<u64> {
         self.pipeline.query_duration::<gst::ClockTime>().map(|d| d.nseconds())
     }
@@ -143,13 +58,7 @@ impl Player {
     }
 
     fn parse_src(&self) -> gst::Pad {
-        self.pipeline.by_name("parse").unwrap().static_pad("src").unwrap()
-    }
-}
-
-impl Drop for Player {
-    fn drop(&mut self) {
-        let _ = self.pipeline.set_state(gst::State::Null);
+        self.by_name("parse").static_pad("src").unwrap()
     }
 }
 

@@ -6,10 +6,10 @@ use std::process::Command;
 
 use gstomnitok::runtime::locate::{MIN_VERSION, probe, project_local_library};
 
+mod support;
+
 fn scratch() -> PathBuf {
-    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("ort-locate-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    support::scratch("ort-locate")
 }
 
 #[test]

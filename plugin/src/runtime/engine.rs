@@ -35,18 +35,6 @@ impl TensorData {
             Self::F32(_) => DType::F32,
         }
     }
-
-    pub fn len(&self) -> usize {
-        match self {
-            Self::U8(v) => v.len(),
-            Self::I64(v) => v.len(),
-            Self::F32(v) => v.len(),
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 /// A shaped tensor, as inference servers exchange them (name apart).

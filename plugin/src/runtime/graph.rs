@@ -291,40 +291,43 @@ impl DecoderGraph {
         let b = records.len();
         let per_chunk = header.elements_per_chunk() as usize;
         let n = per_chunk.checked_mul(b).ok_or(GraphError::Batch(b))?;
-        let input = if header.payload_type.is_tokens() {
-            let mut v = Vec::with_capacity(n);
-            for r in records {
-                let Payload::Tokens(tok) = &r.payload else {
-                    return Err(GraphError::PayloadKind {
-                        holds: "latents",
-                        says: "tokens",
-                    });
-                };
-                v.extend(tok.iter().map(|&x| i64::from(x)));
+        let tokens = header.payload_type.is_tokens();
+        let (mut ids, mut latents) = (Vec::new(), Vec::new());
+        if tokens {
+            ids.reserve(n)
+        } else {
+            latents.reserve(n)
+        }
+        for r in records {
+            match (&r.payload, tokens) {
+                (Payload::Tokens(t), true) => ids.extend(t.iter().map(|&x| i64::from(x))),
+                (Payload::Latents(l), false) => latents.extend_from_slice(l),
+                (_, says_tokens) => {
+                    let [holds, says] = if says_tokens {
+                        ["latents", "tokens"]
+                    } else {
+                        ["tokens", "latents"]
+                    };
+                    return Err(GraphError::PayloadKind { holds, says });
+                }
             }
+        }
+        let input = if tokens {
+            let shape = vec![b, t, h, w];
             (
                 DEC_TOKENS,
                 Tensor {
-                    shape: vec![b, t, h, w],
-                    data: TensorData::I64(v),
+                    shape,
+                    data: TensorData::I64(ids),
                 },
             )
         } else {
-            let mut v = Vec::with_capacity(n);
-            for r in records {
-                let Payload::Latents(l) = &r.payload else {
-                    return Err(GraphError::PayloadKind {
-                        holds: "tokens",
-                        says: "latents",
-                    });
-                };
-                v.extend_from_slice(l);
-            }
+            let shape = vec![b, header.channels as usize, t, h, w];
             (
                 DEC_LATENT,
                 Tensor {
-                    shape: vec![b, header.channels as usize, t, h, w],
-                    data: TensorData::F32(v),
+                    shape,
+                    data: TensorData::F32(latents),
                 },
             )
         };
@@ -373,7 +376,12 @@ mod tests {
                 (inputs[0].0, &inputs[0].1.shape),
                 (self.want_input.0, &self.want_input.1)
             );
-            assert_eq!(inputs[0].1.data.len(), inputs[0].1.shape.iter().product::<usize>());
+            let len = match &inputs[0].1.data {
+                TensorData::U8(v) => v.len(),
+                TensorData::I64(v) => v.len(),
+                TensorData::F32(v) => v.len(),
+            };
+            assert_eq!(len, inputs[0].1.shape.iter().product::<usize>());
             assert_eq!(outputs.len(), self.reply.len());
             Ok(std::mem::take(&mut self.reply))
         }

@@ -1,12 +1,12 @@
-//! Shared helpers of the omnitokparse / omnitokdec tests: tiny models exported on the fly,
-//! token streams made by running encoder.onnx directly (no omnitokenc), and a small
-//! appsrc -> element(s) -> appsink runner.
+//! What the plugin's integration tests share: one GStreamer + plugin + ONNX Runtime init,
+//! one scratch folder, one preset exporter (tiny models with random weights, exported once
+//! per process), token streams made by running encoder.onnx directly (no omnitokenc), and
+//! one appsink runner ([`Player`], [`run`]).
 
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Once};
-use std::time::Duration;
 
 use gst::prelude::*;
 use gst_video::prelude::*;
@@ -15,30 +15,64 @@ use gstomnitok::runtime::{self, Kind, ModelInfo, Role, SessionSettings};
 use ndarray::{Array, ArrayD, IxDyn};
 use ort::value::Tensor;
 
-pub fn init() {
+/// GStreamer and the plugin, once (no ONNX Runtime: for tests that must start without it).
+pub fn init_gst() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         gst::init().unwrap();
         gstomnitok::plugin_register_static().unwrap();
+    });
+}
+
+/// GStreamer, the plugin and ONNX Runtime (a start failure under the Harness aborts the
+/// process, so ONNX Runtime must be there before elements are made).
+pub fn init() {
+    init_gst();
+    static ORT: Once = Once::new();
+    ORT.call_once(|| {
         if let Err(e) = runtime::init() {
-            panic!("{e}");
+            panic!("ONNX Runtime is needed for these tests: {e}");
         }
     });
 }
 
+/// A scratch folder for this test process under cargo's target tmp dir.
 pub fn scratch(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../target/omnitok-tests/dec")
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("omnitok-{}", std::process::id()))
         .join(name);
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
 
-/// encoder.onnx / decoder.onnx of a preset with random weights (exported once per run).
+/// Removes the scratch folders of earlier test processes that are gone.
+fn remove_stale_scratch() {
+    if !Path::new("/proc/self").exists() {
+        return;
+    }
+    for entry in std::fs::read_dir(env!("CARGO_TARGET_TMPDIR"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(pid) = name.strip_prefix("omnitok-")
+            && pid.parse::<u32>().is_ok()
+            && !Path::new("/proc").join(pid).exists()
+        {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+/// encoder.onnx / decoder.onnx of a preset with random weights, exported afresh once per
+/// process (never a graph from an older exporter).
 pub fn export(preset: &str, seed: u64) -> PathBuf {
     static LOCK: Mutex<()> = Mutex::new(());
+    static CLEAN: Once = Once::new();
     let _g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = scratch(&format!("models-{}/{preset}-{seed}", std::process::id()));
+    CLEAN.call_once(remove_stale_scratch);
+    let dir = scratch(&format!("models/{preset}-{seed}"));
     if dir.join("decoder.onnx").is_file() {
         return dir;
     }
@@ -248,7 +282,124 @@ pub fn rgb_bytes(sample: &gst::Sample) -> Vec<u8> {
     v
 }
 
-/// Outcome of a pipeline run.
+/// A pipeline ending in `appsink name=out`, driven step by step (preroll, seek, play to
+/// the end); the samples the sink renders are collected.
+pub struct Player {
+    pub pipeline: gst::Pipeline,
+    samples: Arc<Mutex<Vec<gst::Sample>>>,
+}
+
+/// What the bus said until EOS or the first error.
+pub struct Outcome {
+    pub eos: bool,
+    /// Message text and debug text of each error.
+    pub errors: Vec<(String, String)>,
+    pub warnings: Vec<String>,
+}
+
+impl Player {
+    pub fn new(launch: &str) -> Self {
+        let pipeline = gst::parse::launch(launch).unwrap().downcast::<gst::Pipeline>().unwrap();
+        let sink = pipeline.by_name("out").unwrap();
+        sink.set_property("sync", false);
+        sink.set_property("emit-signals", true);
+        let samples = Arc::new(Mutex::new(Vec::new()));
+        let s2 = samples.clone();
+        // new-sample fires when a buffer is rendered (PLAYING), not for the preroll in PAUSED.
+        sink.connect("new-sample", false, move |args| {
+            let sink = args[0].get::<gst::Element>().unwrap();
+            if let Some(sample) = sink.emit_by_name::<Option<gst::Sample>>("pull-sample", &[]) {
+                // A copy: appsink (1.22) reuses its sample object when nobody else holds it.
+                let buffer = sample.buffer_owned().unwrap();
+                let caps = sample.caps_owned();
+                let mut copy = gst::Sample::builder().buffer(&buffer);
+                if let Some(caps) = &caps {
+                    copy = copy.caps(caps);
+                }
+                if let Some(seg) = sample.segment() {
+                    copy = copy.segment(seg);
+                }
+                s2.lock().unwrap().push(copy.build());
+            }
+            Some(gst::FlowReturn::Ok.to_value())
+        });
+        Self { pipeline, samples }
+    }
+
+    pub fn by_name(&self, name: &str) -> gst::Element {
+        self.pipeline.by_name(name).unwrap()
+    }
+
+    pub fn wait_state(&self) {
+        let (res, _, _) = self.pipeline.state(gst::ClockTime::from_seconds(60));
+        assert!(res.is_ok(), "state change failed: {res:?} ({:?})", self.errors_so_far());
+    }
+
+    pub fn errors_so_far(&self) -> Vec<String> {
+        let bus = self.pipeline.bus().unwrap();
+        let mut v = Vec::new();
+        while let Some(msg) = bus.pop_filtered(&[gst::MessageType::Error, gst::MessageType::Warning]) {
+            v.push(format!("{msg:?}"));
+        }
+        v
+    }
+
+    pub fn preroll(&self) {
+        self.pipeline.set_state(gst::State::Paused).unwrap();
+        self.wait_state();
+    }
+
+    /// Sets PLAYING; false when that failed at once (the error is on the bus).
+    pub fn start(&self) -> bool {
+        self.pipeline.set_state(gst::State::Playing).is_ok()
+    }
+
+    /// Plays until EOS or an error; collects error and warning messages. A pipeline that
+    /// failed to start only reports what is on the bus already.
+    pub fn play_to_end(&self) -> Outcome {
+        let started = self.start();
+        self.wait_end(started)
+    }
+
+    /// Waits for EOS or an error ([`Self::play_to_end`] after [`Self::start`]).
+    pub fn wait_end(&self, started: bool) -> Outcome {
+        let bus = self.pipeline.bus().unwrap();
+        let mut out = Outcome {
+            eos: false,
+            errors: Vec::new(),
+            warnings: Vec::new(),
+        };
+        let timeout = if started { 120 } else { 0 };
+        for msg in bus.iter_timed(gst::ClockTime::from_seconds(timeout)) {
+            match msg.view() {
+                gst::MessageView::Eos(_) => {
+                    out.eos = true;
+                    break;
+                }
+                gst::MessageView::Error(e) => {
+                    let debug = e.debug().map(|d| d.to_string()).unwrap_or_default();
+                    out.errors.push((e.error().to_string(), debug));
+                    break;
+                }
+                gst::MessageView::Warning(w) => out.warnings.push(w.error().to_string()),
+                _ => {}
+            }
+        }
+        out
+    }
+
+    pub fn take_samples(&self) -> Vec<gst::Sample> {
+        std::mem::take(&mut *self.samples.lock().unwrap())
+    }
+}
+
+impl Drop for Player {
+    fn drop(&mut self) {
+        let _ = self.pipeline.set_state(gst::State::Null);
+    }
+}
+
+/// Outcome of [`run`].
 pub struct Run {
     pub samples: Vec<gst::Sample>,
     /// Error message text and debug text, if the bus got an error.
@@ -259,27 +410,10 @@ pub struct Run {
 /// Runs `launch` (which must contain `appsink name=out`, and `appsrc name=in` when
 /// `input` is given) until EOS or an error. `input` buffers are pushed, then EOS.
 pub fn run(launch: &str, input: Option<(Option<gst::Caps>, Vec<gst::Buffer>)>) -> Run {
-    let pipeline = gst::parse::launch(launch).unwrap().downcast::<gst::Pipeline>().unwrap();
-    let sink = pipeline.by_name("out").unwrap();
-    sink.set_property("sync", false);
-    sink.set_property("emit-signals", true);
-    let samples = Arc::new(Mutex::new(Vec::new()));
-    let s2 = samples.clone();
-    sink.connect("new-sample", false, move |args| {
-        let sink = args[0].get::<gst::Element>().unwrap();
-        let sample = sink.emit_by_name::<Option<gst::Sample>>("pull-sample", &[]);
-        if let Some(sample) = sample {
-            s2.lock().unwrap().push(sample);
-        }
-        Some(gst::FlowReturn::Ok.to_value())
-    });
-    let bus = pipeline.bus().unwrap();
-    let mut error = None;
-    let mut warnings = Vec::new();
-    if pipeline.set_state(gst::State::Playing).is_err() {
-        // Start-up errors are on the bus.
-    } else if let Some((caps, buffers)) = input {
-        let src = pipeline.by_name("in").unwrap();
+    let p = Player::new(launch);
+    let started = p.start();
+    if started && let Some((caps, buffers)) = input {
+        let src = p.by_name("in");
         src.set_property_from_str("format", "bytes");
         if let Some(c) = caps {
             src.set_property_from_str("format", "time");
@@ -293,28 +427,12 @@ pub fn run(launch: &str, input: Option<(Option<gst::Caps>, Vec<gst::Buffer>)>) -
         }
         let _ = src.emit_by_name::<gst::FlowReturn>("end-of-stream", &[]);
     }
-    for msg in bus.iter_timed(gst::ClockTime::from_seconds(120)) {
-        use gst::MessageView;
-        match msg.view() {
-            MessageView::Eos(_) => break,
-            MessageView::Error(e) => {
-                error = Some((
-                    e.error().to_string(),
-                    e.debug().map(|d| d.to_string()).unwrap_or_default(),
-                ));
-                break;
-            }
-            MessageView::Warning(w) => warnings.push(w.error().to_string()),
-            _ => {}
-        }
-    }
-    pipeline.set_state(gst::State::Null).unwrap();
-    std::thread::sleep(Duration::from_millis(1));
-    let samples = std::mem::take(&mut *samples.lock().unwrap());
+    let out = p.wait_end(started);
+    let _ = p.pipeline.set_state(gst::State::Null);
     Run {
-        samples,
-        error,
-        warnings,
+        samples: p.take_samples(),
+        error: out.errors.into_iter().next(),
+        warnings: out.warnings,
     }
 }
 
