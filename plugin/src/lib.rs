@@ -11,6 +11,7 @@ mod omnitokdec;
 pub mod omnitokenc;
 mod omnitokparse;
 pub mod runtime;
+pub mod stream_map;
 pub mod timebase;
 
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {

@@ -48,6 +48,21 @@ impl StreamReader {
         Self::default()
     }
 
+    /// A reader that continues a stream whose `header` (encoded in `header_len` bytes) is
+    /// already known, at the start of chunk record `chunk_index` (after a seek): the next
+    /// unit is that record, offsets and chunk indices in errors are the stream's.
+    /// `None` when that position does not fit a `u64`.
+    pub fn resume(header: StreamHeader, header_len: u64, chunk_index: u64) -> Option<Self> {
+        let record_len = header.chunk_record_len() as u64;
+        let base = chunk_index.checked_mul(record_len)?.checked_add(header_len)?;
+        Some(Self {
+            base,
+            header: Some(header),
+            chunks: chunk_index,
+            ..Self::default()
+        })
+    }
+
     /// Appends input bytes. Once the reader has failed, input is discarded.
     pub fn push(&mut self, bytes: &[u8]) {
         if self.error.is_some() {
@@ -401,6 +416,35 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn resume_continues_at_a_chunk() {
+        let h = header(PayloadType::U16);
+        let (bytes, bounds) = stream(&h, 5);
+        let hl = bounds[1];
+        let rl = h.chunk_record_len();
+        let mut r = StreamReader::resume(h.clone(), hl as u64, 3).unwrap();
+        assert_eq!((r.offset(), r.chunks_read()), ((hl + 3 * rl) as u64, 3));
+        assert_eq!(r.header(), Some(&h));
+        r.push(&bytes[hl + 3 * rl..]);
+        let Some(Item::Chunk(c, raw)) = r.next_item().unwrap() else {
+            panic!("a chunk first")
+        };
+        assert_eq!(c, chunk(&h, 4)); // chunk i is made with seed i + 1
+        assert_eq!(raw, bytes[hl + 3 * rl..hl + 4 * rl]);
+        assert!(matches!(r.next_item(), Ok(Some(Item::Chunk(..)))));
+        assert_eq!(r.next_item().unwrap(), None);
+        r.finish().unwrap();
+        // Errors name the stream's chunk index and offset.
+        let mut bad = bytes[hl + 3 * rl..].to_vec();
+        bad[rl + 50] ^= 1;
+        let mut r = StreamReader::resume(h.clone(), hl as u64, 3).unwrap();
+        r.push(&bad);
+        assert!(r.next_item().unwrap().is_some());
+        let e = r.next_item().unwrap_err();
+        assert!(e.to_string().contains("chunk 4"), "{e}");
+        assert!(StreamReader::resume(h, hl as u64, u64::MAX).is_none());
     }
 
     #[test]

@@ -40,7 +40,7 @@ use gst::subclass::prelude::*;
 
 use crate::caps;
 use crate::format::{FormatError, Item, StreamHeader, StreamReader};
-use crate::timebase::Timebase;
+use crate::stream_map::StreamMap;
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -49,68 +49,6 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
         Some("omnitok token stream parser"),
     )
 });
-
-/// Maps chunk indices to time and bytes: format version 1, known framerate.
-#[derive(Clone, Copy, Debug)]
-struct Geometry {
-    header_len: u64,
-    record_len: u64,
-    chunk_frames: u64,
-    /// The frame rate.
-    frames: Timebase,
-    /// One unit per chunk.
-    chunks: Timebase,
-}
-
-impl Geometry {
-    /// None when the framerate is unknown (`fps_n` 0).
-    fn new(header: &StreamHeader, raw: &[u8]) -> Option<Self> {
-        let chunk_frames = u64::from(header.chunk_frames.max(1));
-        let frames = Timebase::from_fps(header.fps_n, header.fps_d.max(1))?;
-        Some(Self {
-            header_len: raw.len() as u64,
-            record_len: header.chunk_record_len() as u64,
-            chunk_frames,
-            frames,
-            chunks: frames.per(chunk_frames)?,
-        })
-    }
-
-    /// Duration of `frames` frames in ns (rounded down, saturating).
-    fn frames_ns(&self, frames: u64) -> u64 {
-        self.frames.to_ns(frames).unwrap_or(u64::MAX)
-    }
-
-    /// Start of chunk `index` in ns after the first chunk (saturating).
-    fn chunk_start(&self, index: u64) -> u64 {
-        self.chunks.to_ns(index).unwrap_or(u64::MAX)
-    }
-
-    /// Index of the chunk whose time span holds `t` ns after the first chunk's start.
-    fn chunk_at(&self, t: u64) -> u64 {
-        self.chunks.index_at(t)
-    }
-
-    /// Number of chunks that start before `t` (the chunks needed to play up to `t`).
-    fn chunks_before(&self, t: u64) -> u64 {
-        self.chunks.count_before(t)
-    }
-
-    /// Byte offset of chunk record `index`.
-    fn byte_of(&self, index: u64) -> u64 {
-        self.header_len.saturating_add(index.saturating_mul(self.record_len))
-    }
-
-    /// Index of the chunk record holding byte `b` (0 inside the header).
-    fn chunk_of_byte(&self, b: u64) -> u64 {
-        b.saturating_sub(self.header_len) / self.record_len.max(1)
-    }
-
-    /// Whole chunk records in a stream of `bytes` bytes.
-    fn chunks_in(&self, bytes: u64) -> u64 {
-        self.chunk_of_byte(bytes)
-    }
-}
 
 #[derive(Default)]
 struct State {
@@ -146,8 +84,10 @@ struct State {
 }
 
 impl State {
-    fn geometry(&self) -> Option<Geometry> {
-        self.header.as_ref().and_then(|(h, raw)| Geometry::new(h, raw))
+    fn map(&self) -> Option<StreamMap> {
+        self.header
+            .as_ref()
+            .and_then(|(h, raw)| StreamMap::new(h, raw.len() as u64))
     }
 }
 
@@ -232,7 +172,7 @@ impl OmnitokParse {
                         state.last_chunk = Some((index, rec.real_frames));
                     }
                     if state.time_base.is_none()
-                        && let (Some(pts), Some(g)) = (rec.pts, state.geometry())
+                        && let (Some(pts), Some(g)) = (rec.pts, state.map())
                     {
                         state.time_base = Some(pts.saturating_sub(g.chunk_start(index)));
                     }
@@ -331,14 +271,13 @@ impl OmnitokParse {
             let hl = raw.len() as u64;
             let rl = h.chunk_record_len() as u64;
             if start >= hl && (start - hl).is_multiple_of(rl) {
-                // Prime a reader with the known header, then resume at chunk k.
-                let mut r = StreamReader::new();
-                r.push(raw);
-                if let Ok(Some(Item::Header(..))) = r.next_item() {
+                // Resume at chunk k with the known header.
+                let k = (start - hl) / rl;
+                if let Some(r) = StreamReader::resume(h.clone(), hl, k) {
                     state.reader = r;
                     state.reader_base = start;
-                    state.next_chunk = (start - hl) / rl;
-                    gst::debug!(CAT, imp = self, "resuming at chunk {}", state.next_chunk);
+                    state.next_chunk = k;
+                    gst::debug!(CAT, imp = self, "resuming at chunk {k}");
                 }
             }
         }
@@ -437,17 +376,10 @@ impl OmnitokParse {
     fn duration(&self) -> Option<gst::ClockTime> {
         let (g, last) = {
             let state = self.state.lock().unwrap();
-            (state.geometry()?, state.last_chunk)
+            (state.map()?, state.last_chunk)
         };
         let bytes = u64::from(self.sinkpad.peer_query_duration::<gst::format::Bytes>()?);
-        let n = g.chunks_in(bytes);
-        let frames = match last {
-            Some((i, real)) if n > 0 && i.checked_add(1) == Some(n) => {
-                (n - 1).saturating_mul(g.chunk_frames).saturating_add(u64::from(real))
-            }
-            _ => n.saturating_mul(g.chunk_frames),
-        };
-        Some(gst::ClockTime::from_nseconds(g.frames_ns(frames)))
+        Some(gst::ClockTime::from_nseconds(g.duration_ns(bytes, last)))
     }
 
     /// Whether upstream can seek in BYTES.
@@ -465,7 +397,7 @@ impl OmnitokParse {
                 gst::debug!(CAT, imp = self, "TIME seek refused: no stream header seen yet");
                 return false;
             };
-            let Some(g) = state.geometry() else {
+            let Some(g) = state.map() else {
                 gst::debug!(
                     CAT,
                     imp = self,
@@ -496,15 +428,13 @@ impl OmnitokParse {
             gst::debug!(CAT, imp = self, "TIME seek refused: invalid range {start:?}..{stop:?}");
             return false;
         }
-        let t = seg.start().map_or(0, |t| t.nseconds());
-        let mut index = g.chunk_at(t.saturating_sub(base));
-        if let Some(bytes) = self.sinkpad.peer_query_duration::<gst::format::Bytes>() {
-            index = index.min(g.chunks_in(u64::from(bytes)));
-        }
-        let byte_start = g.byte_of(index);
-        let byte_stop = seg
-            .stop()
-            .map(|s| g.byte_of(g.chunks_before(s.nseconds().saturating_sub(base)).max(index)));
+        let total = self.sinkpad.peer_query_duration::<gst::format::Bytes>().map(u64::from);
+        let (index, byte_start, byte_stop) = g.seek_range(
+            seg.start().map_or(0, |t| t.nseconds()),
+            seg.stop().map(|s| s.nseconds()),
+            base,
+            total,
+        );
         gst::debug!(
             CAT,
             imp = self,
@@ -555,15 +485,15 @@ impl OmnitokParse {
         }
         let (g, base) = {
             let state = self.state.lock().unwrap();
-            (state.geometry()?, state.time_base.unwrap_or(0))
+            (state.map()?, state.time_base.unwrap_or(0))
         };
         match (src, dest) {
             (gst::GenericFormattedValue::Time(t), gst::Format::Bytes) => {
-                let b = t.map(|t| g.byte_of(g.chunk_at(t.nseconds().saturating_sub(base))));
+                let b = t.map(|t| g.byte_at_time(t.nseconds(), base));
                 Some(b.map(gst::format::Bytes::from_u64).into())
             }
             (gst::GenericFormattedValue::Bytes(b), gst::Format::Time) => {
-                let t = b.map(|b| base.saturating_add(g.chunk_start(g.chunk_of_byte(u64::from(b)))));
+                let t = b.map(|b| g.time_at_byte(u64::from(b), base));
                 Some(t.map(gst::ClockTime::from_nseconds).into())
             }
             _ => None,
@@ -584,7 +514,7 @@ impl OmnitokParse {
                 }
             }
             QueryViewMut::Seeking(q) if q.format() == gst::Format::Time && !self.upstream_in_time() => {
-                let known = self.state.lock().unwrap().geometry().is_some();
+                let known = self.state.lock().unwrap().map().is_some();
                 let seekable = known && self.upstream_seekable();
                 let end = if seekable { self.duration() } else { None };
                 q.set(seekable, gst::ClockTime::ZERO, end);
@@ -697,52 +627,5 @@ impl ElementImpl for OmnitokParse {
             *self.state.lock().unwrap() = State::default();
         }
         Ok(res)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::Geometry;
-
-    fn geometry(fps_n: u32, fps_d: u32, chunk_frames: u64) -> Geometry {
-        let frames = super::Timebase::from_fps(fps_n, fps_d).unwrap();
-        Geometry {
-            header_len: 115,
-            record_len: 1000,
-            chunk_frames,
-            frames,
-            chunks: frames.per(chunk_frames).unwrap(),
-        }
-    }
-
-    #[test]
-    fn whole_framerate_maps_time_to_chunks_and_bytes() {
-        let g = geometry(25, 1, 5);
-        assert_eq!(g.chunk_start(3), 600_000_000);
-        assert_eq!(g.chunk_at(0), 0);
-        assert_eq!(g.chunk_at(399_999_999), 1);
-        assert_eq!(g.chunk_at(400_000_000), 2);
-        assert_eq!(g.chunk_at(500_000_000), 2);
-        assert_eq!(g.chunks_before(400_000_000), 2);
-        assert_eq!(g.chunks_before(400_000_001), 3);
-        assert_eq!(g.byte_of(2), 2115);
-        assert_eq!(g.chunk_of_byte(2114), 1);
-        assert_eq!(g.chunk_of_byte(10), 0);
-        assert_eq!(g.chunks_in(4115), 4);
-        assert_eq!(g.chunks_in(4114), 3);
-        assert_eq!(g.chunk_at(u64::MAX), 92_233_720_368);
-    }
-
-    #[test]
-    fn fractional_framerate_has_no_drift() {
-        // 29.97 fps, 17-frame chunks: starts are rounded down, chunk_at agrees with them.
-        let g = geometry(30_000, 1001, 17);
-        for k in [1u64, 2, 3, 1000, 1_000_000, 123_456_789] {
-            let s = g.chunk_start(k);
-            assert_eq!(g.chunk_at(s), k, "chunk {k}");
-            assert_eq!(g.chunk_at(s - 1), k - 1, "chunk {k}");
-            assert_eq!(g.chunks_before(s), k, "chunk {k}");
-            assert_eq!(g.chunks_before(s + 1), k + 1, "chunk {k}");
-        }
     }
 }
