@@ -1,15 +1,5 @@
-//! Stamps the plugin version with the git commit and a release date, as gst-plugins-rs does.
-use std::process::Command;
+//! The plugin's version (commit id) and release date, from git or Cargo.toml, as gst-plugins-rs does.
 
 fn main() {
-    let commit = Command::new("git")
-        .args(["rev-parse", "--short", "HEAD"])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_else(|| "unknown".into());
-    println!("cargo:rustc-env=OMNITOK_COMMIT={commit}");
-    println!("cargo:rustc-env=OMNITOK_BUILD_DATE=2026-11-30");
-    println!("cargo:rerun-if-changed=../.git/HEAD");
+    gst_plugin_version_helper::info();
 }

@@ -1,9 +1,28 @@
 //! The `video/x-omnitok` caps: name, fields and their mapping to the stream header
 //! (docs/FORMAT.md, section 10), in one place.
 
-use crate::format::{PayloadType, StreamHeader, VERSION, model_id_from_hex, model_id_to_hex};
+use crate::format::{FormatError, PayloadType, StreamHeader, VERSION, model_id_from_hex, model_id_to_hex};
 
 pub const MEDIA_TYPE: &str = "video/x-omnitok";
+
+/// Why caps do not describe a token stream.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CapsError {
+    #[error("empty caps")]
+    Empty,
+    #[error("caps are {0}, not {MEDIA_TYPE}")]
+    MediaType(String),
+    #[error("{MEDIA_TYPE} caps lack {kind} field '{field}'")]
+    Missing { field: &'static str, kind: &'static str },
+    #[error("{MEDIA_TYPE} caps field '{field}' is negative ({value})")]
+    Negative { field: &'static str, value: i64 },
+    #[error("token stream version {0} is not supported (this build reads version {VERSION})")]
+    Version(u32),
+    #[error("unknown payload '{0}'")]
+    Payload(String),
+    #[error(transparent)]
+    Format(#[from] FormatError),
+}
 
 /// Caps carrying every header field. `streamheader` (the encoded header buffer) is added
 /// by the elements that have it, as GStreamer's stream formats do.
@@ -27,48 +46,42 @@ pub fn from_header(h: &StreamHeader) -> gst::Caps {
 }
 
 /// The header the caps describe (the model name is not a caps field; it comes back empty).
-pub fn to_header(caps: &gst::CapsRef) -> Result<StreamHeader, String> {
-    let s = caps.structure(0).ok_or("empty caps")?;
+pub fn to_header(caps: &gst::CapsRef) -> Result<StreamHeader, CapsError> {
+    let s = caps.structure(0).ok_or(CapsError::Empty)?;
     if s.name() != MEDIA_TYPE {
-        return Err(format!("caps are {}, not {MEDIA_TYPE}", s.name()));
+        return Err(CapsError::MediaType(s.name().to_string()));
     }
-    let int = |f: &str| -> Result<u32, String> {
-        let v = s
-            .get::<i32>(f)
-            .map_err(|_| format!("{MEDIA_TYPE} caps lack integer field '{f}'"))?;
-        u32::try_from(v).map_err(|_| format!("{MEDIA_TYPE} caps field '{f}' is negative ({v})"))
+    let missing = |field, kind| CapsError::Missing { field, kind };
+    let unsigned = |field, v: i32| u32::try_from(v).map_err(|_| CapsError::Negative { field, value: v.into() });
+    let int = |f: &'static str| -> Result<u32, CapsError> {
+        let v = s.get::<i32>(f).map_err(|_| missing(f, "integer"))?;
+        unsigned(f, v)
     };
     let version = int("version")?;
     if version != VERSION as u32 {
-        return Err(format!(
-            "token stream version {version} is not supported (this build reads version {VERSION})"
-        ));
+        return Err(CapsError::Version(version));
     }
-    let id = s
-        .get::<&str>("model-id")
-        .map_err(|_| format!("{MEDIA_TYPE} caps lack string field 'model-id'"))?;
+    let id = s.get::<&str>("model-id").map_err(|_| missing("model-id", "string"))?;
     let fr = s
         .get::<gst::Fraction>("framerate")
-        .map_err(|_| format!("{MEDIA_TYPE} caps lack fraction field 'framerate'"))?;
-    let payload = s
-        .get::<&str>("payload")
-        .map_err(|_| format!("{MEDIA_TYPE} caps lack string field 'payload'"))?;
+        .map_err(|_| missing("framerate", "fraction"))?;
+    let payload = s.get::<&str>("payload").map_err(|_| missing("payload", "string"))?;
     let header = StreamHeader {
-        model_id: model_id_from_hex(id).map_err(|e| e.to_string())?,
+        model_id: model_id_from_hex(id)?,
         width: int("width")?,
         height: int("height")?,
         padded_width: int("padded-width")?,
         padded_height: int("padded-height")?,
-        fps_n: u32::try_from(fr.numer()).map_err(|_| "negative framerate")?,
-        fps_d: u32::try_from(fr.denom()).map_err(|_| "negative framerate")?,
+        fps_n: unsigned("framerate", fr.numer())?,
+        fps_d: unsigned("framerate", fr.denom())?,
         chunk_frames: int("chunk-frames")?,
         grid: [int("grid-t")?, int("grid-h")?, int("grid-w")?],
         channels: int("channels")?,
         codebook_size: int("codebook-size")?,
-        payload_type: PayloadType::from_caps_name(payload).ok_or_else(|| format!("unknown payload '{payload}'"))?,
+        payload_type: PayloadType::from_caps_name(payload).ok_or_else(|| CapsError::Payload(payload.into()))?,
         model_name: String::new(),
     };
-    header.validate().map_err(|e| e.to_string())?;
+    header.validate()?;
     Ok(header)
 }
 
@@ -97,9 +110,19 @@ mod tests {
         let caps = from_header(&h);
         assert_eq!(to_header(&caps).unwrap(), h);
         let wrong = gst::Caps::builder("video/x-raw").build();
-        assert!(to_header(&wrong).unwrap_err().contains("not video/x-omnitok"));
+        assert!(
+            to_header(&wrong)
+                .unwrap_err()
+                .to_string()
+                .contains("not video/x-omnitok")
+        );
         let mut old = caps.clone();
         old.make_mut().structure_mut(0).unwrap().set("version", 9i32);
-        assert!(to_header(&old).unwrap_err().contains("version 9 is not supported"));
+        assert!(
+            to_header(&old)
+                .unwrap_err()
+                .to_string()
+                .contains("version 9 is not supported")
+        );
     }
 }

@@ -115,14 +115,6 @@ impl Chunker {
         }
     }
 
-    pub fn chunk_frames(&self) -> usize {
-        self.chunk_frames
-    }
-
-    pub fn frame_bytes(&self) -> usize {
-        self.frame_bytes
-    }
-
     /// Frames collected towards the next chunk.
     pub fn pending(&self) -> usize {
         self.frames.len()

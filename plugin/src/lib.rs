@@ -25,10 +25,10 @@ gst::plugin_define!(
     omnitok,
     env!("CARGO_PKG_DESCRIPTION"),
     plugin_init,
-    concat!(env!("CARGO_PKG_VERSION"), "-", env!("OMNITOK_COMMIT")),
+    concat!(env!("CARGO_PKG_VERSION"), "-", env!("COMMIT_ID")),
     "MIT/X11",
     env!("CARGO_PKG_NAME"),
     env!("CARGO_PKG_NAME"),
     env!("CARGO_PKG_REPOSITORY"),
-    env!("OMNITOK_BUILD_DATE")
+    env!("BUILD_REL_DATE")
 );

@@ -49,12 +49,6 @@ impl Timebase {
         self.to_ns(1)
     }
 
-    /// Duration of unit `index`: the difference of the rounded-down starts of `index + 1`
-    /// and `index`, so consecutive units tile time without gaps or drift.
-    pub fn unit_ns_at(self, index: u64) -> Option<u64> {
-        Some(self.to_ns(index.checked_add(1)?)? - self.to_ns(index)?)
-    }
-
     /// The unit whose span holds `t` ns: the last `k` with `to_ns(k) <= t` (exact rational
     /// arithmetic, consistent with the rounded-down starts). Always fits for a `u64` `t`.
     pub fn index_at(self, t: u64) -> u64 {
@@ -81,7 +75,6 @@ mod tests {
         assert_eq!(tb(30000, 1001).unit_ns(), Some(33_366_666));
         assert_eq!(tb(30000, 1001).to_ns(3), Some(100_100_000));
         assert_eq!(tb(30000, 1001).to_ns_ceil(1), Some(33_366_667));
-        assert_eq!(tb(30000, 1001).unit_ns_at(1), Some(33_366_667));
         assert_eq!(Timebase::from_fps(0, 1), None);
         assert_eq!(Timebase::from_fps(25, 0), None);
     }
@@ -92,7 +85,6 @@ mod tests {
         let slow = Timebase::from_fps(1, i32::MAX as u32).unwrap();
         assert_eq!(slow.unit_ns(), Some(2_147_483_647_000_000_000));
         assert_eq!(slow.to_ns(9), None);
-        assert_eq!(slow.unit_ns_at(u64::MAX), None);
         assert_eq!(slow.to_ns(u64::MAX), None);
         assert_eq!(slow.per(u64::MAX).and_then(|c| c.per(2)), None);
         let fast = Timebase::from_fps(i32::MAX as u32, 1).unwrap();
