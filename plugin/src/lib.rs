@@ -10,6 +10,7 @@ pub mod format;
 mod omnitokdec;
 pub mod omnitokenc;
 mod omnitokparse;
+mod pads;
 pub mod runtime;
 pub mod stream_map;
 pub mod timebase;

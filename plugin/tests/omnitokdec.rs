@@ -62,13 +62,11 @@ fn vq_frames_equal_the_graph_run_directly() {
     let decoder = dir.join("decoder.onnx");
     let reference = reference_frames(&decoder, &stream);
     let (caps, bufs) = framed(&stream);
-    let r = run(&dec_launch(&decoder, ""), Some((Some(caps.clone()), bufs.clone())));
-    assert!(r.error.is_none(), "{:?}", r.error);
+    let r = run(&dec_launch(&decoder, ""), Some((Some(caps.clone()), bufs.clone()))).ok();
     check_output(&r.samples, &stream, &reference);
 
     // batch-size 2: one batch of two chunks, the third drained at EOS; same frames.
-    let r2 = run(&dec_launch(&decoder, "batch-size=2"), Some((Some(caps), bufs)));
-    assert!(r2.error.is_none(), "{:?}", r2.error);
+    let r2 = run(&dec_launch(&decoder, "batch-size=2"), Some((Some(caps), bufs))).ok();
     check_output(&r2.samples, &stream, &reference);
 }
 
@@ -81,8 +79,7 @@ fn vae_latents_f32_and_f16_decode() {
         let stream = make_stream(&dir, 36, 20, 2, 3, Some(pt));
         let reference = reference_frames(&decoder, &stream);
         let (caps, bufs) = framed(&stream);
-        let r = run(&dec_launch(&decoder, "batch-size=2"), Some((Some(caps), bufs)));
-        assert!(r.error.is_none(), "{pt}: {:?}", r.error);
+        let r = run(&dec_launch(&decoder, "batch-size=2"), Some((Some(caps), bufs))).ok();
         check_output(&r.samples, &stream, &reference);
     }
 }
@@ -235,8 +232,8 @@ fn filesrc_omnitokparse_omnitokdec_end_to_end() {
             decoder.display()
         ),
         None,
-    );
-    assert!(r.error.is_none(), "{:?}", r.error);
+    )
+    .ok();
     check_output(&r.samples, &stream, &reference);
 }
 
@@ -267,8 +264,8 @@ fn gpu_provider_fallback() {
     let r = run(
         &dec_launch(&decoder, "execution-provider=cuda fallback=true"),
         Some((Some(caps), bufs)),
-    );
-    assert!(r.error.is_none(), "{:?}", r.error);
+    )
+    .ok();
     assert_eq!(r.samples.len(), 5);
     if !gpu_usable {
         assert!(

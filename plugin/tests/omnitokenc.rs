@@ -99,6 +99,11 @@ fn run_direct(model: &Path, input: Array5<u8>, outputs: &[&str]) -> Vec<ArrayD<f
         .collect()
 }
 
+/// The tokens encoder.onnx gives for `input` when run directly, flattened.
+fn direct_tokens(model: &Path, input: Array5<u8>) -> Vec<f64> {
+    run_direct(model, input, &["tokens"])[0].iter().copied().collect()
+}
+
 fn make_enc(model: &Path, props: &[(&str, &dyn ToValue)]) -> gst::Element {
     let mut b = gst::ElementFactory::make("omnitokenc").property("model-file", model.to_str().unwrap());
     for (k, v) in props {
@@ -120,6 +125,19 @@ fn encode_frames(h: &mut Harness, n: usize) -> Vec<gst::Buffer> {
     }
     assert!(h.push_event(gst::event::Eos::new()));
     pull_all(h)
+}
+
+/// Encodes frames `0..n` with a Harness around an encoder of `preset` with `props`; returns
+/// the header and the records ([`parse`]).
+fn encode_with(
+    preset: &'static str,
+    props: &[(&str, &dyn ToValue)],
+    n: usize,
+) -> (StreamHeader, Vec<(ChunkRecord, gst::Buffer)>) {
+    init();
+    let mut h = harness(make_enc(&encoder(preset), props));
+    let buffers = encode_frames(&mut h, n);
+    parse(&h, &buffers)
 }
 
 fn pull_all(h: &mut Harness) -> Vec<gst::Buffer> {
@@ -216,8 +234,7 @@ fn vq_chunks_match_direct_onnx_runtime() {
         let (first, n) = expect_time[c];
         assert_eq!(rec.pts, Some(first * FRAME_NS), "chunk {c} pts");
         assert_eq!(rec.duration, Some(n * FRAME_NS), "chunk {c} duration");
-        let reference = run_direct(&model, reference_input(&chunk_frame_indices(c, 5, 12)), &["tokens"]);
-        let reference: Vec<f64> = reference[0].iter().copied().collect();
+        let reference = direct_tokens(&model, reference_input(&chunk_frame_indices(c, 5, 12)));
         assert_eq!(tokens(rec), reference, "chunk {c}: tokens differ from ONNX Runtime");
     }
     // The chunks differ from each other (the frames do).
@@ -238,29 +255,21 @@ fn image_mode_every_frame_is_a_chunk() {
         assert_eq!(rec.real_frames, 1);
         assert_eq!(rec.pts, Some(i as u64 * FRAME_NS));
         assert_eq!(rec.duration, Some(FRAME_NS));
-        let reference = run_direct(&model, reference_input(&[i]), &["tokens"]);
-        assert_eq!(tokens(rec), reference[0].iter().copied().collect::<Vec<_>>());
+        assert_eq!(tokens(rec), direct_tokens(&model, reference_input(&[i])));
     }
 }
 
 #[test]
 fn default_chunk_frames_is_the_clip_length() {
-    init();
-    let model = encoder("tiny");
-    let mut h = harness(make_enc(&model, &[]));
-    let buffers = encode_frames(&mut h, 6);
-    let (header, records) = parse(&h, &buffers);
+    let (header, records) = encode_with("tiny", &[], 6);
     assert_eq!(header.chunk_frames, 5, "tiny's clip length");
     assert_eq!(records.iter().map(|(r, _)| r.real_frames).collect::<Vec<_>>(), [5, 1]);
 }
 
 fn vae_records(props: &[(&str, &dyn ToValue)]) -> (StreamHeader, Vec<ChunkRecord>) {
-    let model = encoder("tiny_vae");
     let mut all: Vec<(&str, &dyn ToValue)> = vec![("chunk-frames", &5u32)];
     all.extend_from_slice(props);
-    let mut h = harness(make_enc(&model, &all));
-    let buffers = encode_frames(&mut h, 7);
-    let (header, records) = parse(&h, &buffers);
+    let (header, records) = encode_with("tiny_vae", &all, 7);
     (header, records.into_iter().map(|(r, _)| r).collect())
 }
 
@@ -309,12 +318,9 @@ fn vae_mean_and_seeded_samples() {
 
 #[test]
 fn batch_size_does_not_change_records() {
-    init();
-    let model = encoder("tiny");
     let run = |batch: u32| {
-        let mut h = harness(make_enc(&model, &[("chunk-frames", &3u32), ("batch-size", &batch)]));
-        let buffers = encode_frames(&mut h, 11); // 4 chunks: 3 + 3 + 3 + 2
-        let (header, records) = parse(&h, &buffers);
+        // 4 chunks: 3 + 3 + 3 + 2
+        let (header, records) = encode_with("tiny", &[("chunk-frames", &3u32), ("batch-size", &batch)], 11);
         (
             header,
             records
@@ -355,8 +361,7 @@ fn flush_drops_pending_frames() {
     let rec = &records[0].0;
     assert_eq!(rec.real_frames, 3);
     assert_eq!(rec.pts, Some(base));
-    let reference = run_direct(&model, reference_input(&[5, 6, 7]), &["tokens"]);
-    assert_eq!(tokens(rec), reference[0].iter().copied().collect::<Vec<_>>());
+    assert_eq!(tokens(rec), direct_tokens(&model, reference_input(&[5, 6, 7])));
 }
 
 #[test]
@@ -420,6 +425,16 @@ fn run_pipeline_sized(
     (errors, out.warnings, out.eos, n, active)
 }
 
+/// Runs the pipeline with `model` as model-file and `more` settings; returns the errors and
+/// whether it reached EOS.
+fn run_with_model(model: &Path, more: impl FnOnce(&gst::Element)) -> (Vec<String>, bool) {
+    let (errors, _, eos, _, _) = run_pipeline(|e| {
+        e.set_property("model-file", model.to_str().unwrap());
+        more(e);
+    });
+    (errors, eos)
+}
+
 #[test]
 fn error_missing_model_file() {
     let (errors, _, eos, _, _) = run_pipeline(|e| e.set_property("model-file", "/nonexistent/encoder.onnx"));
@@ -434,8 +449,7 @@ fn error_missing_model_file() {
 
 #[test]
 fn error_decoder_graph() {
-    let decoder = model_dir("tiny").join("decoder.onnx");
-    let (errors, _, eos, _, _) = run_pipeline(|e| e.set_property("model-file", decoder.to_str().unwrap()));
+    let (errors, eos) = run_with_model(&model_dir("tiny").join("decoder.onnx"), |_| {});
     assert!(!eos);
     assert!(errors[0].contains("decoder graph"), "{errors:?}");
     assert!(errors[0].contains("needs an encoder graph"), "{errors:?}");
@@ -443,11 +457,7 @@ fn error_decoder_graph() {
 
 #[test]
 fn error_invalid_chunk_frames() {
-    let model = encoder("tiny");
-    let (errors, _, eos, _, _) = run_pipeline(|e| {
-        e.set_property("model-file", model.to_str().unwrap());
-        e.set_property("chunk-frames", 4u32);
-    });
+    let (errors, eos) = run_with_model(&encoder("tiny"), |e| e.set_property("chunk-frames", 4u32));
     assert!(!eos);
     assert!(errors[0].contains("invalid chunk-frames 4"), "{errors:?}");
     assert!(errors[0].contains("1 + k x 2"), "{errors:?}");
@@ -456,10 +466,7 @@ fn error_invalid_chunk_frames() {
 #[test]
 fn cuda_without_gpu_errors_or_falls_back() {
     let model = encoder("tiny");
-    let (errors, _, eos, _, _) = run_pipeline(|e| {
-        e.set_property("model-file", model.to_str().unwrap());
-        e.set_property_from_str("execution-provider", "cuda");
-    });
+    let (errors, eos) = run_with_model(&model, |e| e.set_property_from_str("execution-provider", "cuda"));
     if errors.is_empty() && eos {
         eprintln!("CUDA is usable on this machine: nothing to check");
         return;
@@ -503,8 +510,7 @@ fn caps_change_drains_then_new_header() {
     let (r1, _) = ChunkRecord::decode(&old[1].map_readable().unwrap(), &h1).unwrap();
     assert_eq!(r1.real_frames, 3);
     assert_eq!(r1.duration, Some(3 * FRAME_NS));
-    let reference = run_direct(&model, reference_input(&[0, 1, 2, 2, 2]), &["tokens"]);
-    assert_eq!(tokens(&r1), reference[0].iter().copied().collect::<Vec<_>>());
+    assert_eq!(tokens(&r1), direct_tokens(&model, reference_input(&[0, 1, 2, 2, 2])));
 
     for i in 0..2 {
         h.push(frame_buffer_sized(10 + i, (3 + i as u64) * FRAME_NS, 16, 16))
@@ -521,21 +527,13 @@ fn caps_change_drains_then_new_header() {
     assert_eq!(records.len(), 1);
     let r2 = &records[0].0;
     assert_eq!((r2.real_frames, r2.pts), (2, Some(3 * FRAME_NS)));
-    let reference = run_direct(
-        &model,
-        reference_input_sized(&[10, 11, 11, 11, 11], (16, 16), (16, 16)),
-        &["tokens"],
-    );
-    assert_eq!(tokens(r2), reference[0].iter().copied().collect::<Vec<_>>());
+    let reference = direct_tokens(&model, reference_input_sized(&[10, 11, 11, 11, 11], (16, 16), (16, 16)));
+    assert_eq!(tokens(r2), reference);
 }
 
 #[test]
 fn eos_without_frames_writes_the_header() {
-    init();
-    let model = encoder("tiny");
-    let mut h = harness(make_enc(&model, &[]));
-    let buffers = encode_frames(&mut h, 0);
-    let (header, records) = parse(&h, &buffers);
+    let (header, records) = encode_with("tiny", &[], 0);
     assert_eq!(header.width, W as u32);
     assert!(records.is_empty());
 }

@@ -133,19 +133,29 @@ fn typefinder_recognises_token_streams() {
     );
 }
 
-#[test]
-fn flush_restarts_at_a_new_stream() {
+/// A Harness around omnitokparse, and a synthetic 25 fps stream.
+fn harness() -> (TokenStream, gst_check::Harness) {
     init();
-    let s = synthetic(25);
     let elem = gst::ElementFactory::make("omnitokparse").build().unwrap();
     let mut h = gst_check::Harness::with_element(&elem, Some("sink"), Some("src"));
     h.set_src_caps_str("video/x-omnitok");
+    (synthetic(25), h)
+}
+
+/// FLUSH_START + FLUSH_STOP (a seek upstream).
+fn flush(h: &mut gst_check::Harness) {
+    assert!(h.push_event(gst::event::FlushStart::new()));
+    assert!(h.push_event(gst::event::FlushStop::new(true)));
+}
+
+#[test]
+fn flush_restarts_at_a_new_stream() {
+    let (s, mut h) = harness();
     let bytes = s.bytes();
     // Half of the stream, then a flush, then the whole stream again from byte 0.
     let half = s.header_bytes.len() + s.record_bytes[0].len() + 20;
     h.push(gst::Buffer::from_slice(bytes[..half].to_vec())).unwrap();
-    assert!(h.push_event(gst::event::FlushStart::new()));
-    assert!(h.push_event(gst::event::FlushStop::new(true)));
+    flush(&mut h);
     assert!(h.push_event(gst::event::Segment::new(
         &gst::FormattedSegment::<gst::format::Bytes>::new()
     )));
@@ -163,14 +173,9 @@ fn flush_restarts_at_a_new_stream() {
 
 #[test]
 fn resumes_at_a_chunk_boundary_after_a_seek() {
-    init();
-    let s = synthetic(25);
-    let elem = gst::ElementFactory::make("omnitokparse").build().unwrap();
-    let mut h = gst_check::Harness::with_element(&elem, Some("sink"), Some("src"));
-    h.set_src_caps_str("video/x-omnitok");
+    let (s, mut h) = harness();
     h.push(gst::Buffer::from_slice(s.header_bytes.clone())).unwrap();
-    assert!(h.push_event(gst::event::FlushStart::new()));
-    assert!(h.push_event(gst::event::FlushStop::new(true)));
+    flush(&mut h);
     let start = (s.header_bytes.len() + 2 * s.record_bytes[0].len()) as u64;
     let mut seg = gst::FormattedSegment::<gst::format::Bytes>::new();
     seg.set_start(gst::format::Bytes::from_u64(start));

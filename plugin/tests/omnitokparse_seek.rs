@@ -79,22 +79,46 @@ fn segment_of(sample: &gst::Sample) -> gst::FormattedSegment<gst::ClockTime> {
         .clone()
 }
 
+/// A prerolled `filesrc ! omnitokparse ! appsink` on a synthetic stream at `fps_n`/1 fps.
+fn prerolled(name: &str, fps_n: u32) -> (TokenStream, Player) {
+    init();
+    let s = synthetic(fps_n);
+    let file = write_file(name, &s);
+    let p = Player::new(&parse_launch(&file));
+    p.preroll();
+    (s, p)
+}
+
+/// Plays to EOS, which must come without errors; returns the samples.
+fn play_clean(p: &Player) -> Vec<gst::Sample> {
+    let end = p.play_to_end();
+    assert!(end.eos && end.errors.is_empty(), "{:?}", end.errors);
+    p.take_samples()
+}
+
+/// Plays to EOS, which must come without errors or warnings; returns the samples.
+fn play_quiet(p: &Player) -> Vec<gst::Sample> {
+    let end = p.play_to_end();
+    assert!(end.eos, "no EOS");
+    assert!(
+        end.errors.is_empty() && end.warnings.is_empty(),
+        "{:?} {:?}",
+        end.errors,
+        end.warnings
+    );
+    p.take_samples()
+}
+
 fn bytes_of(sample: &gst::Sample) -> Vec<u8> {
     sample.buffer().unwrap().map_readable().unwrap().to_vec()
 }
 
 #[test]
 fn time_seek_resumes_at_the_chunk_holding_the_position() {
-    init();
-    let s = synthetic(25);
-    let file = write_file("mid", &s);
-    let p = Player::new(&parse_launch(&file));
-    p.preroll();
+    let (s, p) = prerolled("mid", 25);
     // Middle of chunk 2 (400..600 ms).
     assert!(p.seek_time(500 * MS, None), "TIME seek refused");
-    let end = p.play_to_end();
-    assert!(end.eos && end.errors.is_empty(), "{:?}", end.errors);
-    let got = p.take_samples();
+    let got = play_clean(&p);
     assert_eq!(got.len(), 2, "chunks 2 and 3 only, no header buffer");
     for (k, sample) in got.iter().enumerate() {
         let i = k + 2;
@@ -123,16 +147,10 @@ fn time_seek_resumes_at_the_chunk_holding_the_position() {
 
 #[test]
 fn time_seek_with_stop_and_seek_back_to_zero() {
-    init();
-    let s = synthetic(25);
-    let file = write_file("stop", &s);
-    let p = Player::new(&parse_launch(&file));
-    p.preroll();
+    let (s, p) = prerolled("stop", 25);
     // 250..450 ms: chunks 1 (200..400) and 2 (400..600), then EOS.
     assert!(p.seek_time(250 * MS, Some(450 * MS)));
-    let end = p.play_to_end();
-    assert!(end.eos && end.errors.is_empty(), "{:?}", end.errors);
-    let got = p.take_samples();
+    let got = play_clean(&p);
     let raw: Vec<Vec<u8>> = got.iter().map(bytes_of).collect();
     assert_eq!(raw, s.record_bytes[1..3].to_vec());
     let seg = segment_of(&got[0]);
@@ -142,19 +160,13 @@ fn time_seek_with_stop_and_seek_back_to_zero() {
     p.pipeline.set_state(gst::State::Paused).unwrap();
     p.wait_state();
     assert!(p.seek_time(0, None));
-    let end = p.play_to_end();
-    assert!(end.eos && end.errors.is_empty(), "{:?}", end.errors);
-    let raw: Vec<Vec<u8>> = p.take_samples().iter().map(bytes_of).collect();
+    let raw: Vec<Vec<u8>> = play_clean(&p).iter().map(bytes_of).collect();
     assert_eq!(raw, s.record_bytes);
 }
 
 #[test]
 fn duration_seeking_and_convert_queries() {
-    init();
-    let s = synthetic(25);
-    let file = write_file("query", &s);
-    let p = Player::new(&parse_launch(&file));
-    p.preroll();
+    let (s, p) = prerolled("query", 25);
     // The last chunk is not read yet: 4 chunks x 200 ms.
     assert_eq!(p.duration(), Some(800 * MS));
     let (seekable, start, end) = p.seeking();
@@ -178,38 +190,20 @@ fn duration_seeking_and_convert_queries() {
         .unwrap();
     assert_eq!(t.nseconds(), 600 * MS);
     // After reading the whole stream: the last chunk's 2 real frames, 680 ms exactly.
-    let end = p.play_to_end();
-    assert!(end.eos && end.errors.is_empty(), "{:?}", end.errors);
-    assert_eq!(p.take_samples().len(), 5);
+    assert_eq!(play_clean(&p).len(), 5);
     assert_eq!(p.duration(), Some(680 * MS));
 }
 
 #[test]
 fn seek_past_the_end_gives_eos() {
-    init();
-    let s = synthetic(25);
-    let file = write_file("past", &s);
-    let p = Player::new(&parse_launch(&file));
-    p.preroll();
+    let (_, p) = prerolled("past", 25);
     assert!(p.seek_time(10_000 * MS, None), "seek past the end refused");
-    let end = p.play_to_end();
-    assert!(end.eos, "no EOS");
-    assert!(
-        end.errors.is_empty() && end.warnings.is_empty(),
-        "{:?} {:?}",
-        end.errors,
-        end.warnings
-    );
-    assert!(p.take_samples().is_empty());
+    assert!(play_quiet(&p).is_empty());
 }
 
 #[test]
 fn unknown_framerate_refuses_time_seeks_but_not_byte_seeks() {
-    init();
-    let s = synthetic(0);
-    let file = write_file("nofps", &s);
-    let p = Player::new(&parse_launch(&file));
-    p.preroll();
+    let (s, p) = prerolled("nofps", 0);
     assert!(!p.seek_time(300 * MS, None), "TIME seek accepted without a framerate");
     assert!(!p.seeking().0, "seekable in TIME without a framerate");
     assert_eq!(p.duration(), None);
@@ -220,15 +214,7 @@ fn unknown_framerate_refuses_time_seeks_but_not_byte_seeks() {
         .seek_simple(gst::SeekFlags::FLUSH, gst::format::Bytes::from_u64(at))
         .expect("BYTES seek");
     p.wait_state();
-    let end = p.play_to_end();
-    assert!(end.eos, "no EOS");
-    assert!(
-        end.errors.is_empty() && end.warnings.is_empty(),
-        "{:?} {:?}",
-        end.errors,
-        end.warnings
-    );
-    let raw: Vec<Vec<u8>> = p.take_samples().iter().map(bytes_of).collect();
+    let raw: Vec<Vec<u8>> = play_quiet(&p).iter().map(bytes_of).collect();
     assert_eq!(raw, s.record_bytes[1..].to_vec());
 }
 
@@ -248,8 +234,7 @@ fn decoded_frames_after_a_seek_equal_those_without_seeking() {
     );
     // Without seeking: every frame, equal to the graph run directly.
     let reference = reference_frames(&decoder, &stream);
-    let all = run(&launch, None);
-    assert!(all.error.is_none(), "{:?}", all.error);
+    let all = run(&launch, None).ok();
     assert_eq!(all.samples.len(), 4 * cf as usize);
     for (k, sample) in all.samples.iter().enumerate() {
         assert!(rgb_bytes(sample) == reference[k], "frame {k} without seeking");
@@ -259,9 +244,7 @@ fn decoded_frames_after_a_seek_equal_those_without_seeking() {
     let p = Player::new(&launch);
     p.preroll();
     assert!(p.seek_time(pos, None));
-    let end = p.play_to_end();
-    assert!(end.eos && end.errors.is_empty(), "{:?}", end.errors);
-    let got = p.take_samples();
+    let got = play_clean(&p);
     // Frames ending after the seek position, i.e. from chunk 2's frame 1 on.
     let first = (2 * cf + 1) as usize;
     assert_eq!(got.len(), all.samples.len() - first);

@@ -88,17 +88,11 @@ impl TensorFile {
             let data = view.data();
             match view.dtype() {
                 safetensors::Dtype::F32 => {
-                    let v = data
-                        .chunks_exact(4)
-                        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-                        .collect();
+                    let v = le_values(data, f32::from_le_bytes);
                     out.f32.insert(name, ArrayD::from_shape_vec(shape, v)?);
                 }
                 safetensors::Dtype::I64 => {
-                    let v = data
-                        .chunks_exact(8)
-                        .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
-                        .collect();
+                    let v = le_values(data, i64::from_le_bytes);
                     out.i64.insert(name, ArrayD::from_shape_vec(shape, v)?);
                 }
                 safetensors::Dtype::U8 => {
@@ -109,6 +103,11 @@ impl TensorFile {
         }
         Ok(out)
     }
+}
+
+/// Little-endian values of `N` bytes each.
+fn le_values<T, const N: usize>(data: &[u8], from: fn([u8; N]) -> T) -> Vec<T> {
+    data.chunks_exact(N).map(|c| from(c.try_into().unwrap())).collect()
 }
 
 /// Largest absolute difference.

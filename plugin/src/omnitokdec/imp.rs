@@ -18,6 +18,7 @@ use gst_video::prelude::*;
 use crate::caps;
 use crate::dechunker;
 use crate::format::{ChunkRecord, StreamHeader, model_id_to_hex};
+use crate::pads;
 use crate::runtime::properties::{self, DEFAULT_BATCH_SIZE, ModelSettings};
 use crate::runtime::slot::GraphSlot;
 use crate::runtime::{DecoderGraph, Frames};
@@ -467,20 +468,9 @@ impl ObjectSubclass for OmnitokDec {
     type ParentType = gst::Element;
 
     fn with_class(klass: &Self::Class) -> Self {
-        let sinkpad = gst::Pad::builder_from_template(&klass.pad_template("sink").unwrap())
-            .chain_function(|pad, parent, buffer| {
-                OmnitokDec::catch_panic_pad_function(parent, || Err(gst::FlowError::Error), |d| d.chain(pad, buffer))
-            })
-            .event_function(|pad, parent, event| {
-                OmnitokDec::catch_panic_pad_function(parent, || false, |d| d.sink_event(pad, event))
-            })
-            .build();
-        let srcpad = gst::Pad::builder_from_template(&klass.pad_template("src").unwrap())
-            .query_function(|pad, parent, query| {
-                OmnitokDec::catch_panic_pad_function(parent, || false, |d| d.src_query(pad, query))
-            })
-            .flags(gst::PadFlags::FIXED_CAPS)
-            .build();
+        let templ = |name| klass.pad_template(name).unwrap();
+        let sinkpad = pads::build(&templ("sink"), Some(Self::chain), Some(Self::sink_event), None);
+        let srcpad = pads::build(&templ("src"), None, None, Some(Self::src_query));
         Self {
             sinkpad,
             srcpad,
@@ -535,9 +525,7 @@ impl ObjectImpl for OmnitokDec {
 
     fn constructed(&self) {
         self.parent_constructed();
-        let obj = self.obj();
-        obj.add_pad(&self.sinkpad).unwrap();
-        obj.add_pad(&self.srcpad).unwrap();
+        pads::add(self, &[&self.sinkpad, &self.srcpad]);
     }
 }
 
@@ -561,19 +549,10 @@ impl ElementImpl for OmnitokDec {
 
     fn pad_templates() -> &'static [gst::PadTemplate] {
         static T: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
-            let sink = gst::PadTemplate::new(
-                "sink",
-                gst::PadDirection::Sink,
-                gst::PadPresence::Always,
-                &gst::Caps::builder(caps::MEDIA_TYPE).build(),
-            )
-            .unwrap();
-            let src_caps = gst_video::VideoCapsBuilder::new()
+            let src = gst_video::VideoCapsBuilder::new()
                 .format(gst_video::VideoFormat::Rgb)
                 .build();
-            let src =
-                gst::PadTemplate::new("src", gst::PadDirection::Src, gst::PadPresence::Always, &src_caps).unwrap();
-            vec![src, sink]
+            pads::templates(&gst::Caps::builder(caps::MEDIA_TYPE).build(), &src)
         });
         T.as_ref()
     }

@@ -14,6 +14,7 @@ use gst_video::prelude::*;
 
 use crate::chunker::{self, Chunk, Chunker, FrameTime};
 use crate::format::{ChunkRecord, PayloadType, StreamHeader};
+use crate::pads;
 use crate::runtime::properties::{self, DEFAULT_BATCH_SIZE, ModelSettings};
 use crate::runtime::slot::GraphSlot;
 use crate::runtime::{ChunkShape, EncoderGraph, GraphError, Sampling};
@@ -323,7 +324,7 @@ impl OmnitokEnc {
         }
     }
 
-    fn sink_chain(&self, buffer: gst::Buffer) -> Result<gst::FlowSuccess, gst::FlowError> {
+    fn sink_chain(&self, _pad: &gst::Pad, buffer: gst::Buffer) -> Result<gst::FlowSuccess, gst::FlowError> {
         let settings = self.settings();
         {
             let mut state = self.state();
@@ -532,29 +533,14 @@ impl ObjectSubclass for OmnitokEnc {
     type ParentType = gst::Element;
 
     fn with_class(klass: &Self::Class) -> Self {
-        let templ = klass.pad_template("sink").unwrap();
-        let sinkpad = gst::Pad::builder_from_template(&templ)
-            .chain_function(|_pad, parent, buffer| {
-                OmnitokEnc::catch_panic_pad_function(
-                    parent,
-                    || Err(gst::FlowError::Error),
-                    |enc| enc.sink_chain(buffer),
-                )
-            })
-            .event_function(|pad, parent, event| {
-                OmnitokEnc::catch_panic_pad_function(parent, || false, |enc| enc.sink_event(pad, event))
-            })
-            .query_function(|pad, parent, query| {
-                OmnitokEnc::catch_panic_pad_function(parent, || false, |enc| enc.sink_query(pad, query))
-            })
-            .build();
-        let templ = klass.pad_template("src").unwrap();
-        let srcpad = gst::Pad::builder_from_template(&templ)
-            .query_function(|pad, parent, query| {
-                OmnitokEnc::catch_panic_pad_function(parent, || false, |enc| enc.src_query(pad, query))
-            })
-            .flags(gst::PadFlags::FIXED_CAPS)
-            .build();
+        let templ = |name| klass.pad_template(name).unwrap();
+        let sinkpad = pads::build(
+            &templ("sink"),
+            Some(Self::sink_chain),
+            Some(Self::sink_event),
+            Some(Self::sink_query),
+        );
+        let srcpad = pads::build(&templ("src"), None, None, Some(Self::src_query));
         OmnitokEnc {
             sinkpad,
             srcpad,
@@ -646,9 +632,7 @@ impl ObjectImpl for OmnitokEnc {
 
     fn constructed(&self) {
         self.parent_constructed();
-        let obj = self.obj();
-        obj.add_pad(&self.sinkpad).unwrap();
-        obj.add_pad(&self.srcpad).unwrap();
+        pads::add(self, &[&self.sinkpad, &self.srcpad]);
     }
 }
 
@@ -672,14 +656,10 @@ impl ElementImpl for OmnitokEnc {
 
     fn pad_templates() -> &'static [gst::PadTemplate] {
         static TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
-            let sink_caps = gst_video::VideoCapsBuilder::new()
+            let sink = gst_video::VideoCapsBuilder::new()
                 .format(gst_video::VideoFormat::Rgb)
                 .build();
-            let src_caps = gst::Caps::new_empty_simple(crate::caps::MEDIA_TYPE);
-            vec![
-                gst::PadTemplate::new("sink", gst::PadDirection::Sink, gst::PadPresence::Always, &sink_caps).unwrap(),
-                gst::PadTemplate::new("src", gst::PadDirection::Src, gst::PadPresence::Always, &src_caps).unwrap(),
-            ]
+            pads::templates(&sink, &gst::Caps::new_empty_simple(crate::caps::MEDIA_TYPE))
         });
         TEMPLATES.as_ref()
     }

@@ -40,6 +40,7 @@ use gst::subclass::prelude::*;
 
 use crate::caps;
 use crate::format::{FormatError, Item, StreamHeader, StreamReader};
+use crate::pads;
 use crate::stream_map::StreamMap;
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
@@ -542,23 +543,9 @@ impl ObjectSubclass for OmnitokParse {
     type ParentType = gst::Element;
 
     fn with_class(klass: &Self::Class) -> Self {
-        let sinkpad = gst::Pad::builder_from_template(&klass.pad_template("sink").unwrap())
-            .chain_function(|pad, parent, buffer| {
-                OmnitokParse::catch_panic_pad_function(parent, || Err(gst::FlowError::Error), |p| p.chain(pad, buffer))
-            })
-            .event_function(|pad, parent, event| {
-                OmnitokParse::catch_panic_pad_function(parent, || false, |p| p.sink_event(pad, event))
-            })
-            .build();
-        let srcpad = gst::Pad::builder_from_template(&klass.pad_template("src").unwrap())
-            .event_function(|pad, parent, event| {
-                OmnitokParse::catch_panic_pad_function(parent, || false, |p| p.src_event(pad, event))
-            })
-            .query_function(|pad, parent, query| {
-                OmnitokParse::catch_panic_pad_function(parent, || false, |p| p.src_query(pad, query))
-            })
-            .flags(gst::PadFlags::FIXED_CAPS)
-            .build();
+        let templ = |name| klass.pad_template(name).unwrap();
+        let sinkpad = pads::build(&templ("sink"), Some(Self::chain), Some(Self::sink_event), None);
+        let srcpad = pads::build(&templ("src"), None, Some(Self::src_event), Some(Self::src_query));
         Self {
             sinkpad,
             srcpad,
@@ -570,9 +557,7 @@ impl ObjectSubclass for OmnitokParse {
 impl ObjectImpl for OmnitokParse {
     fn constructed(&self) {
         self.parent_constructed();
-        let obj = self.obj();
-        obj.add_pad(&self.sinkpad).unwrap();
-        obj.add_pad(&self.srcpad).unwrap();
+        pads::add(self, &[&self.sinkpad, &self.srcpad]);
     }
 }
 
@@ -599,21 +584,8 @@ impl ElementImpl for OmnitokParse {
 
     fn pad_templates() -> &'static [gst::PadTemplate] {
         static T: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
-            let sink = gst::PadTemplate::new(
-                "sink",
-                gst::PadDirection::Sink,
-                gst::PadPresence::Always,
-                &gst::Caps::builder(caps::MEDIA_TYPE).build(),
-            )
-            .unwrap();
-            let src = gst::PadTemplate::new(
-                "src",
-                gst::PadDirection::Src,
-                gst::PadPresence::Always,
-                &gst::Caps::builder(caps::MEDIA_TYPE).field("parsed", true).build(),
-            )
-            .unwrap();
-            vec![src, sink]
+            let parsed = gst::Caps::builder(caps::MEDIA_TYPE).field("parsed", true).build();
+            pads::templates(&gst::Caps::builder(caps::MEDIA_TYPE).build(), &parsed)
         });
         T.as_ref()
     }

@@ -436,6 +436,14 @@ pub fn run(launch: &str, input: Option<(Option<gst::Caps>, Vec<gst::Buffer>)>) -
     }
 }
 
+impl Run {
+    /// The samples of a run that must not have failed.
+    pub fn ok(self) -> Self {
+        assert!(self.error.is_none(), "{:?}", self.error);
+        self
+    }
+}
+
 /// Buffers of `bytes` in blocks of `block` bytes.
 pub fn blocks(bytes: &[u8], block: usize) -> Vec<gst::Buffer> {
     bytes
