@@ -6,12 +6,14 @@ use gst::glib;
 pub mod caps;
 pub mod chunker;
 pub mod format;
+pub mod meta;
 mod omnitokdec;
 pub mod omnitokenc;
 mod omnitokparse;
 pub mod runtime;
 
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
+    meta::register();
     omnitokenc::register(plugin)?;
     omnitokparse::register(plugin)?;
     omnitokdec::register(plugin)?;

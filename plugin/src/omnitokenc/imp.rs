@@ -360,12 +360,13 @@ impl OmnitokEnc {
             gst::debug!(CAT, imp = self, "pushing stream header ({} bytes)", h.size());
             self.srcpad.push(h)?;
         }
-        for (bytes, timing) in records {
+        for (bytes, timing, real_frames) in records {
             let mut buffer = gst::Buffer::from_mut_slice(bytes);
             {
                 let b = buffer.get_mut().unwrap();
                 b.set_pts(timing.pts.map(gst::ClockTime::from_nseconds));
                 b.set_duration(timing.duration.map(gst::ClockTime::from_nseconds));
+                crate::meta::attach(b, &job.header, real_frames);
             }
             gst::log!(
                 CAT,
@@ -593,8 +594,8 @@ impl OmnitokEnc {
     }
 }
 
-/// A chunk record's bytes and timing.
-type Record = (Vec<u8>, FrameTime);
+/// A chunk record's bytes, timing and real frame count.
+type Record = (Vec<u8>, FrameTime, u32);
 
 /// Runs the encoder on a batch of chunks and encodes one record per chunk.
 fn encode(session: &mut Session, job: &Job, settings: &Settings) -> Result<Vec<Record>, String> {
@@ -669,7 +670,7 @@ fn encode(session: &mut Session, job: &Job, settings: &Settings) -> Result<Vec<R
             };
             record
                 .encode(&job.header)
-                .map(|bytes| (bytes, timing))
+                .map(|bytes| (bytes, timing, chunk.real_frames))
                 .map_err(|e| e.to_string())
         })
         .collect()

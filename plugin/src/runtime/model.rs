@@ -179,7 +179,11 @@ impl ModelInfo {
         let config_json = get("omnitok.config")?;
         let geometry: Geometry = serde_json::from_str(&get("omnitok.geometry")?)
             .with_context(|| format!("{}: invalid omnitok.geometry", path.display()))?;
-        if geometry.size_multiple == 0 || geometry.patch == 0 || geometry.temporal_patch == 0 || geometry.clip_frames == 0 {
+        if geometry.size_multiple == 0
+            || geometry.patch == 0
+            || geometry.temporal_patch == 0
+            || geometry.clip_frames == 0
+        {
             bail!("{}: omnitok.geometry has a zero size: {geometry:?}", path.display());
         }
         let id_hex = get("omnitok.model_id")?;
