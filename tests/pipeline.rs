@@ -745,3 +745,140 @@ fn golden_rope_vq_through_the_elements() {
     }
     eprintln!("golden frames: max |diff| {max}");
 }
+
+// ---------------------------------------------------------------------------------------
+// The README's pipelines, as written
+// ---------------------------------------------------------------------------------------
+
+/// The README's `gst-launch-1.0` lines, read from README.md itself, run as written but for
+/// the model (the tiny preset instead of the demo's `out/model/`), the token file (a scratch
+/// path instead of `out/`) and the sample video folder (wherever set-up put it). Each
+/// substituted path must be in the README, so a changed README fails here instead of drifting.
+#[test]
+fn readme_pipelines_run_as_written() {
+    let readme = std::fs::read_to_string(root().join("README.md")).expect("README.md");
+    assert!(
+        readme.lines().any(|l| l.trim() == "source scripts/env.sh"),
+        "README.md no longer says how GStreamer finds the plugin (source scripts/env.sh)"
+    );
+    let lines: Vec<&str> = readme
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("gst-launch-1.0 "))
+        .collect();
+    assert_eq!(lines.len(), 2, "README.md's gst-launch-1.0 lines: {lines:?}");
+    let model = export_preset("tiny", 14, false).unwrap();
+    let tokens = scratch_dir("pipeline/readme").join("carphone.omnitok");
+    let video = sample_video("carphone_pristine.mp4");
+    let subst = [
+        ("out/model/", format!("{}/", model.display())),
+        ("out/carphone.omnitok", tokens.display().to_string()),
+        (".deps/videos/carphone_pristine.mp4", video.display().to_string()),
+    ];
+    for (from, _) in &subst {
+        assert!(
+            lines.iter().any(|l| l.contains(from)),
+            "no README pipeline uses {from}: {lines:?}"
+        );
+    }
+    for line in &lines {
+        let mut desc = line.trim_start_matches("gst-launch-1.0 ").to_string();
+        for (from, to) in &subst {
+            desc = desc.replace(from, to);
+        }
+        launch_ok(&desc, false);
+    }
+    // The token file holds every frame of the video at its own size.
+    let (header, records) = parse_stream(&std::fs::read(&tokens).unwrap());
+    assert_eq!((header.width, header.height), (176, 144));
+    let frames: u64 = records.iter().map(|r| r.real_frames as u64).sum();
+    assert_eq!(frames, 120, "carphone_pristine.mp4 has 120 frames");
+}
+
+/// examples/tokens.py (PyGObject, numpy) against the Rust example and the elements: the same
+/// chunk lines as examples/tokens_appsink.rs prints, and the frames it decodes from its numpy
+/// tokens through `appsrc ! omnitokdec` equal, byte for byte, what `omnitokparse !
+/// omnitokdec` makes of a token file of the same frames.
+#[test]
+fn python_example_matches_the_rust_example_and_the_elements() {
+    const PYTHON: &str = "/usr/bin/python3"; // Debian's, where python3-gi lives
+    const N: usize = 12;
+    let model = export_preset("tiny", 15, false).unwrap();
+    let video = sample_video("carphone_pristine.mp4");
+    let dir = scratch_dir("pipeline/python");
+    let py_frames = dir.join("python.rgb");
+    let script = root().join("examples/tokens.py");
+    let n = N.to_string();
+    let py = tool_run(
+        gst_env(),
+        PYTHON,
+        &[
+            script.to_str().unwrap(),
+            video.to_str().unwrap(),
+            model.to_str().unwrap(),
+            &n,
+            py_frames.to_str().unwrap(),
+        ],
+        GST_TIMEOUT,
+    );
+    assert!(py.ok(), "examples/tokens.py failed:\n{}", py.log());
+    let example = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples/tokens_appsink");
+    let rust = tool_run(
+        gst_env(),
+        example.to_str().unwrap(),
+        &[
+            video.to_str().unwrap(),
+            model.join("encoder.onnx").to_str().unwrap(),
+            &n,
+        ],
+        GST_TIMEOUT,
+    );
+    assert!(rust.ok(), "tokens_appsink failed:\n{}", rust.log());
+    let chunk_lines = |s: &str| -> Vec<String> {
+        s.lines()
+            .filter(|l| l.starts_with("stream: ") || l.starts_with("chunk "))
+            .map(str::to_owned)
+            .collect()
+    };
+    let lines = chunk_lines(&py.stdout);
+    assert_eq!(lines.len(), 1 + N.div_ceil(CHUNK), "{}", py.log());
+    assert_eq!(lines, chunk_lines(&rust.stdout), "Python and Rust examples differ");
+    assert!(
+        py.stdout.contains(&format!("decoded: [{N}, 144, 176, 3] uint8 frames")),
+        "{}",
+        py.log()
+    );
+
+    let tokens = dir.join("elements.omnitok");
+    let frames = dir.join("elements.rgb");
+    launch_ok(
+        &format!(
+            "{} ! omnitokenc model-file={} ! filesink location={}",
+            video_chain(&video, 176, 144, N),
+            q(&model.join("encoder.onnx")),
+            q(&tokens)
+        ),
+        false,
+    );
+    launch_ok(
+        &format!(
+            "filesrc location={} ! omnitokparse ! omnitokdec model-file={} ! video/x-raw,format=RGB ! filesink location={}",
+            q(&tokens),
+            q(&model.join("decoder.onnx")),
+            q(&frames)
+        ),
+        false,
+    );
+    let (want, got) = (std::fs::read(&frames).unwrap(), std::fs::read(&py_frames).unwrap());
+    assert_eq!(want.len(), N * 176 * 144 * 3);
+    assert!(
+        want == got,
+        "frames decoded from numpy tokens differ from the elements' own decode"
+    );
+}

@@ -7,6 +7,7 @@ pub mod caps;
 pub mod chunker;
 pub mod dechunker;
 pub mod format;
+pub mod meta;
 mod omnitokdec;
 pub mod omnitokenc;
 mod omnitokparse;
@@ -16,6 +17,7 @@ pub mod stream_map;
 pub mod timebase;
 
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
+    meta::register();
     omnitokenc::register(plugin)?;
     omnitokparse::register(plugin)?;
     omnitokdec::register(plugin)?;

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use gstomnitok::runtime::locate::{MIN_VERSION, probe, project_local_library};
+use gstomnitok::runtime::locate::{MIN_VERSION, PRIVATE_DIR, candidates, own_file, probe};
 
 mod support;
 
@@ -16,12 +16,35 @@ fn scratch() -> PathBuf {
 fn the_project_local_library_is_usable() {
     let lib = std::env::var_os("ORT_DYLIB_PATH")
         .map(PathBuf::from)
-        .unwrap_or_else(project_local_library);
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.deps/onnxruntime/libonnxruntime.so"));
     let version = probe(&lib).unwrap_or_else(|e| panic!("{}: {e}", lib.display()));
     let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap());
     assert!(
         (parts.next().unwrap(), parts.next().unwrap()) >= MIN_VERSION,
         "{version}"
+    );
+}
+
+/// The private copy beside the code's own file comes first, then ORT_DYLIB_PATH, then the
+/// loader path; nothing of the build tree.
+#[test]
+fn candidates_start_beside_the_loaded_file() {
+    let me = own_file().expect("dladdr names this test executable");
+    assert_eq!(me, std::env::current_exe().unwrap().canonicalize().unwrap());
+    let c = candidates();
+    assert_eq!(c[0].parent().unwrap(), me.parent().unwrap().join(PRIVATE_DIR));
+    assert_eq!(c.last().unwrap(), Path::new("libonnxruntime.so"));
+    let env = std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from);
+    if let Some(env) = &env {
+        assert_eq!(&c[1], env);
+    }
+    // Apart from what ORT_DYLIB_PATH says, nothing points into the source tree's set-up.
+    let deps = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().join(".deps");
+    assert!(
+        c.iter()
+            .filter(|p| Some(*p) != env.as_ref())
+            .all(|p| !p.starts_with(&deps)),
+        "{c:?}"
     );
 }
 

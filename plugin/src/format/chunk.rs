@@ -281,8 +281,36 @@ impl ChunkRecord {
         Ok((record, len))
     }
 
-    /// Rules shared by encode and decode: grid and real frame count.
+    /// Rules shared by encode and decode: timestamps, grid, real frame count and finite latents.
     fn check_fields(&self, header: &StreamHeader) -> Result<(), FormatError> {
+        for (field, t) in [("pts", self.pts), ("duration", self.duration)] {
+            if t.is_some_and(|t| t > MAX_TIME) {
+                return Err(FormatError::invalid(
+                    field,
+                    format!(
+                        "{} ns is beyond the largest timestamp, {MAX_TIME} ns (2^63 - 1)",
+                        t.unwrap_or(0)
+                    ),
+                ));
+            }
+        }
+        if let (Some(pts), Some(duration)) = (self.pts, self.duration)
+            && pts.checked_add(duration).is_none_or(|end| end > MAX_TIME)
+        {
+            return Err(FormatError::invalid(
+                "duration",
+                format!("pts {pts} + duration {duration} ns ends beyond {MAX_TIME} ns (2^63 - 1)"),
+            ));
+        }
+        if let Payload::Latents(values) = &self.payload
+            && let Some((index, &value)) = values.iter().enumerate().find(|(_, v)| !v.is_finite())
+        {
+            return Err(FormatError::LatentNotRepresentable {
+                index,
+                value,
+                payload_type: header.payload_type,
+            });
+        }
         if self.grid != header.grid {
             return Err(FormatError::invalid(
                 "grid",
@@ -305,6 +333,10 @@ impl ChunkRecord {
     }
 }
 
+/// The largest timestamp a record holds (pts, duration and their sum): GStreamer's running
+/// time is signed, and `u64::MAX` is `GST_CLOCK_TIME_NONE`.
+pub const MAX_TIME: u64 = i64::MAX as u64;
+
 fn channels_text(header: &StreamHeader) -> String {
     if header.payload_type.is_tokens() {
         "one token per cell".to_string()
@@ -322,6 +354,53 @@ mod tests {
     use super::super::testutil::{chunk, header};
     use super::*;
 
+    /// A CRC-valid record with a non-finite latent or a timestamp GStreamer cannot hold is
+    /// refused by the reader (it used to decode to black frames, or panic in the elements).
+    #[test]
+    fn non_finite_latents_and_huge_timestamps_are_refused() {
+        let crc_fixed = |mut bytes: Vec<u8>| {
+            let n = bytes.len();
+            let crc = crc32fast::hash(&bytes[..n - 4]);
+            bytes[n - 4..].copy_from_slice(&crc.to_le_bytes());
+            bytes
+        };
+        for pt in [PayloadType::F16, PayloadType::F32] {
+            let h = header(pt);
+            let good = chunk(&h, 3).encode(&h).unwrap();
+            for bad in [f32::NAN, f32::INFINITY] {
+                let mut bytes = good.clone();
+                let at = CHUNK_PREFIX_LEN + 5 * pt.element_size();
+                if pt == PayloadType::F16 {
+                    bytes[at..at + 2].copy_from_slice(&f16::from_f32(bad).to_bits().to_le_bytes());
+                } else {
+                    bytes[at..at + 4].copy_from_slice(&bad.to_le_bytes());
+                }
+                let err = ChunkRecord::decode(&crc_fixed(bytes), &h).unwrap_err();
+                assert!(
+                    matches!(err, FormatError::LatentNotRepresentable { index: 5, .. }),
+                    "{pt}: {err}"
+                );
+            }
+        }
+        let h = header(PayloadType::U16);
+        let mut c = chunk(&h, 1);
+        c.pts = Some(u64::MAX);
+        assert!(c.encode(&h).unwrap_err().to_string().contains("pts"));
+        let mut bytes = chunk(&h, 1).encode(&h).unwrap();
+        bytes[8..12].copy_from_slice(&3u32.to_le_bytes()); // both flags
+        for (pts, duration, field) in [
+            (u64::MAX, 0, "pts"),
+            (0, u64::MAX, "duration"),
+            (MAX_TIME, 1, "duration"),
+        ] {
+            bytes[16..24].copy_from_slice(&pts.to_le_bytes());
+            bytes[24..32].copy_from_slice(&duration.to_le_bytes());
+            let bytes = crc_fixed(bytes.clone());
+            let err = ChunkRecord::decode(&bytes, &h).unwrap_err().to_string();
+            assert!(err.contains(field), "{err}");
+        }
+    }
+
     #[test]
     fn round_trip_every_payload_type() {
         for pt in PayloadType::ALL {
@@ -336,8 +415,9 @@ mod tests {
                     c.real_frames = 1;
                 }
                 if seed == 3 {
+                    // the largest timestamps a record holds (u64::MAX is GStreamer's "none")
                     c.pts = Some(0);
-                    c.duration = Some(u64::MAX);
+                    c.duration = Some(MAX_TIME);
                 }
                 let bytes = c.encode(&h).unwrap();
                 assert_eq!(bytes.len(), h.chunk_record_len());

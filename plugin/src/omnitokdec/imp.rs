@@ -491,6 +491,50 @@ impl ObjectImpl for OmnitokDec {
         P.as_ref()
     }
 
+    /// `make-chunk (caps, payload, pts, duration, real-frames) -> buffer`: a chunk record for
+    /// the stream `caps` describe, from an application's tokens or latents (see
+    /// `crate::meta::make_chunk`); NULL, with a warning message, when they do not fit it.
+    fn signals() -> &'static [glib::subclass::Signal] {
+        static S: LazyLock<Vec<glib::subclass::Signal>> = LazyLock::new(|| {
+            vec![
+                glib::subclass::Signal::builder("make-chunk")
+                    .param_types([
+                        gst::Caps::static_type(),
+                        glib::Bytes::static_type(),
+                        u64::static_type(),
+                        u64::static_type(),
+                        u32::static_type(),
+                    ])
+                    .return_type::<Option<gst::Buffer>>()
+                    .action()
+                    .class_handler(|args| {
+                        let dec = args[0]
+                            .get::<super::OmnitokDec>()
+                            .expect("signal emitted on omnitokdec");
+                        let caps = args[1].get::<gst::Caps>().ok();
+                        let payload = args[2].get::<glib::Bytes>().ok();
+                        let time = |i: usize| Some(args[i].get::<u64>().unwrap_or(u64::MAX)).filter(|&t| t != u64::MAX);
+                        let real_frames = args[5].get::<u32>().unwrap_or(0);
+                        let made = match (caps, payload) {
+                            (Some(caps), Some(payload)) => {
+                                crate::meta::make_chunk(&caps, &payload, time(3), time(4), real_frames)
+                            }
+                            _ => Err("make-chunk needs caps and a payload".to_string()),
+                        };
+                        match made {
+                            Ok(buffer) => Some(buffer.to_value()),
+                            Err(e) => {
+                                gst::element_warning!(dec, gst::StreamError::Format, ("make-chunk: {}", e));
+                                Some(None::<gst::Buffer>.to_value())
+                            }
+                        }
+                    })
+                    .build(),
+            ]
+        });
+        S.as_ref()
+    }
+
     fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
         let mut s = self.settings.lock().unwrap();
         match pspec.name() {

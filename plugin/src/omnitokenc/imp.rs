@@ -259,12 +259,13 @@ impl OmnitokEnc {
             gst::debug!(CAT, imp = self, "pushing stream header ({} bytes)", b.size());
             self.srcpad.push(b)?;
         }
-        for (bytes, timing) in records {
+        for (bytes, timing, real_frames) in records {
             let mut buffer = gst::Buffer::from_mut_slice(bytes);
             {
                 let b = buffer.get_mut().unwrap();
                 b.set_pts(timing.pts.map(gst::ClockTime::from_nseconds));
                 b.set_duration(timing.duration.map(gst::ClockTime::from_nseconds));
+                crate::meta::attach(b, &job.header, real_frames);
             }
             gst::log!(
                 CAT,
@@ -504,8 +505,8 @@ enum EncodeError {
     Format(#[from] crate::format::FormatError),
 }
 
-/// A chunk record's bytes and timing.
-type Record = (Vec<u8>, FrameTime);
+/// A chunk record's bytes, timing and real frame count.
+type Record = (Vec<u8>, FrameTime, u32);
 
 /// One record per chunk of `job`, with the chunk's timing.
 fn encode_records(job: &Job, payloads: Vec<crate::format::Payload>) -> Result<Vec<Record>, crate::format::FormatError> {
@@ -521,7 +522,9 @@ fn encode_records(job: &Job, payloads: Vec<crate::format::Payload>) -> Result<Ve
                 grid: job.header.grid,
                 payload,
             };
-            record.encode(&job.header).map(|bytes| (bytes, timing))
+            record
+                .encode(&job.header)
+                .map(|bytes| (bytes, timing, chunk.real_frames))
         })
         .collect()
 }

@@ -159,6 +159,9 @@ impl OmnitokParse {
                         b.set_duration(rec.duration.map(gst::ClockTime::from_nseconds));
                         b.set_offset(state.next_chunk);
                         b.set_offset_end(state.next_chunk.saturating_add(1));
+                        if let Some((h, _)) = &state.header {
+                            crate::meta::attach(b, h, rec.real_frames);
+                        }
                     }
                     gst::trace!(
                         CAT,

@@ -1,13 +1,15 @@
 //! Finding and loading the ONNX Runtime shared library.
 //!
-//! Order: `ORT_DYLIB_PATH` when set (and then only that), else the project-local
-//! install that `scripts/setup.sh` makes (`.deps/onnxruntime/`), else the dynamic
-//! loader's search path (`libonnxruntime.so`). Each candidate is probed for its
-//! version before `ort` is initialised with it, so a missing or too-old library
-//! is an error naming every path tried, never a panic.
+//! Order: the private copy installed beside the plugin (`omnitok/libonnxruntime.so.*` in the
+//! folder holding the plugin's own file, which `meson install` fills), then `ORT_DYLIB_PATH`
+//! when set, then the dynamic loader's search path (`libonnxruntime.so`). No path of the
+//! build tree is compiled in. Each candidate is probed for its version before `ort` is
+//! initialised with it, so a missing or too-old library is an error naming every path
+//! tried, never a panic.
 
-use std::ffi::{CStr, c_char, c_void};
+use std::ffi::{CStr, OsStr, c_char, c_void};
 use std::fmt;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use once_cell::sync::OnceCell;
@@ -33,7 +35,7 @@ impl fmt::Display for LocateError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "no usable ONNX Runtime (>= {}.{}) found; set ORT_DYLIB_PATH to libonnxruntime.so or run scripts/setup.sh. Tried:",
+            "no usable ONNX Runtime (>= {}.{}) found; install it beside the plugin (meson install does), or set ORT_DYLIB_PATH to libonnxruntime.so (source scripts/env.sh in a checkout). Tried:",
             MIN_VERSION.0, MIN_VERSION.1
         )?;
         for (path, why) in &self.tried {
@@ -45,17 +47,61 @@ impl fmt::Display for LocateError {
 
 impl std::error::Error for LocateError {}
 
-/// The install that `scripts/setup.sh` makes inside the source tree this crate was built from.
-pub fn project_local_library() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../.deps/onnxruntime/libonnxruntime.so")
+/// The folder, beside the plugin's own file, where `meson install` puts ONNX Runtime.
+pub const PRIVATE_DIR: &str = "omnitok";
+
+/// The file this code was loaded from: `libgstomnitok.so` for the plugin, the executable
+/// when the crate is linked statically (tests, examples).
+pub fn own_file() -> Option<PathBuf> {
+    // SAFETY: dladdr only reads the loader's tables; `info` is plain data it fills in.
+    let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
+    let addr = own_file as fn() -> Option<PathBuf> as *const c_void;
+    if unsafe { libc::dladdr(addr, &mut info) } == 0 || info.dli_fname.is_null() {
+        return None;
+    }
+    // SAFETY: dli_fname is a NUL-terminated string owned by the loader.
+    let name = unsafe { CStr::from_ptr(info.dli_fname) };
+    Path::new(OsStr::from_bytes(name.to_bytes())).canonicalize().ok()
+}
+
+/// The private copy beside the plugin: the highest-versioned `libonnxruntime.so.*` in
+/// `<plugin folder>/omnitok/` (the versioned name keeps GStreamer's registry scan, which
+/// only opens `*.so` files, away from it), or that folder's `libonnxruntime.so.<none>`
+/// placeholder path when there is none, so the error can name where it looked.
+pub fn private_library() -> Option<PathBuf> {
+    let dir = own_file()?.parent()?.join(PRIVATE_DIR);
+    let mut found: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("libonnxruntime.so."))
+        })
+        .collect();
+    found.sort_by_key(|p| version_key(p));
+    Some(found.pop().unwrap_or_else(|| dir.join("libonnxruntime.so.*")))
+}
+
+/// `libonnxruntime.so.1.32.0` -> [1, 32, 0], so that 1.100 sorts after 1.32.
+fn version_key(path: &Path) -> Vec<u32> {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    name.trim_start_matches("libonnxruntime.so.")
+        .split('.')
+        .map(|p| p.parse().unwrap_or(0))
+        .collect()
 }
 
 /// The candidates in the order they are tried.
 pub fn candidates() -> Vec<PathBuf> {
-    match std::env::var_os("ORT_DYLIB_PATH") {
-        Some(p) if !p.is_empty() => vec![PathBuf::from(p)],
-        _ => vec![project_local_library(), PathBuf::from("libonnxruntime.so")],
+    let mut c: Vec<PathBuf> = private_library().into_iter().collect();
+    if let Some(p) = std::env::var_os("ORT_DYLIB_PATH").filter(|p| !p.is_empty()) {
+        c.push(PathBuf::from(p));
     }
+    c.push(PathBuf::from("libonnxruntime.so"));
+    c
 }
 
 #[repr(C)]
