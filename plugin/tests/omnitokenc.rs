@@ -140,6 +140,17 @@ fn encode_with(
     parse(&h, &buffers)
 }
 
+/// The `tiny` encoder in a Harness with chunk-frames `chunk`, frames `0..n` pushed.
+fn pushed(chunk: u32, n: usize) -> (PathBuf, Harness) {
+    init();
+    let model = encoder("tiny");
+    let mut h = harness(make_enc(&model, &[("chunk-frames", &chunk)]));
+    for i in 0..n {
+        h.push(frame_buffer(i, i as u64 * FRAME_NS)).unwrap();
+    }
+    (model, h)
+}
+
 fn pull_all(h: &mut Harness) -> Vec<gst::Buffer> {
     let mut out = Vec::new();
     while let Some(b) = h.try_pull() {
@@ -337,12 +348,7 @@ fn batch_size_does_not_change_records() {
 
 #[test]
 fn flush_drops_pending_frames() {
-    init();
-    let model = encoder("tiny");
-    let mut h = harness(make_enc(&model, &[("chunk-frames", &3u32)]));
-    for i in 0..2 {
-        h.push(frame_buffer(i, i as u64 * FRAME_NS)).unwrap();
-    }
+    let (model, mut h) = pushed(3, 2);
     assert!(h.try_pull().is_none(), "no chunk yet");
     assert!(h.push_event(gst::event::FlushStart::new()));
     assert!(h.push_event(gst::event::FlushStop::new(true)));
@@ -494,12 +500,7 @@ fn cuda_without_gpu_errors_or_falls_back() {
 
 #[test]
 fn caps_change_drains_then_new_header() {
-    init();
-    let model = encoder("tiny");
-    let mut h = harness(make_enc(&model, &[("chunk-frames", &5u32)]));
-    for i in 0..3 {
-        h.push(frame_buffer(i, i as u64 * FRAME_NS)).unwrap();
-    }
+    let (model, mut h) = pushed(5, 3);
     assert!(h.try_pull().is_none());
     h.set_src_caps_str("video/x-raw,format=RGB,width=16,height=16,framerate=25/1");
     // The pending 3 frames went out as a padded chunk under the old header.
