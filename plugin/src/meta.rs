@@ -9,7 +9,21 @@
 //! type) into a chunk record through [`ChunkRecord::encode`], with all of its checks; it is
 //! `omnitokdec`'s `make-chunk` action signal.
 
-use crate::format::{CHUNK_PREFIX_LEN, ChunkRecord, Payload, PayloadType, StreamHeader};
+use crate::caps::CapsError;
+use crate::format::{CHUNK_PREFIX_LEN, ChunkRecord, FormatError, Payload, PayloadType, StreamHeader};
+
+/// Why [`make_chunk`] cannot make a record.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum MakeChunkError {
+    #[error("make-chunk needs caps and a payload")]
+    MissingArgument,
+    #[error(transparent)]
+    Caps(#[from] CapsError),
+    #[error("payload of {len} bytes is not a whole number of {payload} elements")]
+    PayloadSize { len: usize, payload: &'static str },
+    #[error(transparent)]
+    Record(#[from] FormatError),
+}
 
 /// The custom meta's name (`gst_buffer_get_custom_meta(buffer, "OmnitokChunkMeta")`).
 pub const CHUNK_META: &str = "OmnitokChunkMeta";
@@ -54,15 +68,14 @@ pub fn make_chunk(
     pts: Option<u64>,
     duration: Option<u64>,
     real_frames: u32,
-) -> Result<gst::Buffer, String> {
-    let header = crate::caps::to_header(caps).map_err(|e| e.to_string())?;
+) -> Result<gst::Buffer, MakeChunkError> {
+    let header = crate::caps::to_header(caps)?;
     let pt = header.payload_type;
     if !payload.len().is_multiple_of(pt.element_size()) {
-        return Err(format!(
-            "payload of {} bytes is not a whole number of {} elements",
-            payload.len(),
-            pt.caps_name()
-        ));
+        return Err(MakeChunkError::PayloadSize {
+            len: payload.len(),
+            payload: pt.caps_name(),
+        });
     }
     let elements = payload.chunks_exact(pt.element_size());
     let payload = match pt {
@@ -82,7 +95,7 @@ pub fn make_chunk(
         grid: header.grid,
         payload,
     };
-    let bytes = record.encode(&header).map_err(|e| e.to_string())?;
+    let bytes = record.encode(&header)?;
     let mut buffer = gst::Buffer::from_mut_slice(bytes);
     {
         let b = buffer.get_mut().expect("a new buffer is writable");
@@ -149,15 +162,15 @@ mod tests {
     fn make_chunk_refuses_what_the_record_cannot_hold() {
         gst::init().unwrap();
         let caps = crate::caps::from_header(&header());
-        let err = make_chunk(&caps, &[0; 47], None, None, 1).unwrap_err();
+        let err = make_chunk(&caps, &[0; 47], None, None, 1).unwrap_err().to_string();
         assert!(err.contains("47 bytes"), "{err}");
-        let err = make_chunk(&caps, &[0; 46], None, None, 1).unwrap_err();
+        let err = make_chunk(&caps, &[0; 46], None, None, 1).unwrap_err().to_string();
         assert!(err.contains("payload"), "{err}");
         let mut big = vec![0u8; 48];
         big[0..2].copy_from_slice(&9000u16.to_le_bytes());
-        let err = make_chunk(&caps, &big, None, None, 1).unwrap_err();
+        let err = make_chunk(&caps, &big, None, None, 1).unwrap_err().to_string();
         assert!(err.contains("9000"), "{err}");
-        let err = make_chunk(&caps, &[0; 48], None, None, 6).unwrap_err();
+        let err = make_chunk(&caps, &[0; 48], None, None, 6).unwrap_err().to_string();
         assert!(err.contains("real"), "{err}");
     }
 }

@@ -519,7 +519,7 @@ impl ObjectImpl for OmnitokDec {
                             (Some(caps), Some(payload)) => {
                                 crate::meta::make_chunk(&caps, &payload, time(3), time(4), real_frames)
                             }
-                            _ => Err("make-chunk needs caps and a payload".to_string()),
+                            _ => Err(crate::meta::MakeChunkError::MissingArgument),
                         };
                         match made {
                             Ok(buffer) => Some(buffer.to_value()),
