@@ -42,7 +42,18 @@ impl Weights {
                     bail!("tensor '{key}' has shape {:?}, the config needs {shape:?}", t.shape);
                 }
                 match &t.data {
-                    TensorData::F32(v) => Ok(Cow::Borrowed(v.as_slice())),
+                    TensorData::F32(v) => {
+                        let bad = v.iter().filter(|x| !x.is_finite()).count();
+                        if bad > 0 {
+                            let s = if bad == 1 { "" } else { "s" };
+                            bail!(
+                                "tensor '{key}' holds {bad} non-finite value{s} (NaN or infinity) out of {}; \
+                                 the checkpoint is damaged or its training diverged",
+                                v.len()
+                            );
+                        }
+                        Ok(Cow::Borrowed(v.as_slice()))
+                    }
                     TensorData::I64(_) => bail!("tensor '{key}' holds integers, expected floats"),
                 }
             }
@@ -127,5 +138,38 @@ pub fn random_tensor(seed: u64, key: &str, shape: &[usize]) -> Vec<f32> {
         _ => (0..n)
             .map(|_| (rng.normal() * 0.02).clamp(-0.04, 0.04) as f32)
             .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkpoint::{DType, Tensor};
+
+    fn checkpoint(key: &str, data: Vec<f32>) -> Weights {
+        let t = Tensor {
+            dtype: DType::F32,
+            shape: vec![data.len()],
+            data: TensorData::F32(data),
+        };
+        Weights::new(Source::Checkpoint(BTreeMap::from([(key.to_string(), t)])))
+    }
+
+    #[test]
+    fn non_finite_weights_are_refused_naming_key_and_count() {
+        let w = checkpoint(
+            "encoder.x.weight",
+            vec![f32::NAN, 1.0, f32::INFINITY, f32::NEG_INFINITY, 0.5],
+        );
+        let e = w.get("encoder.x.weight", &[5]).unwrap_err().to_string();
+        assert!(
+            e.contains("'encoder.x.weight'") && e.contains("3 non-finite values") && e.contains("out of 5"),
+            "{e}"
+        );
+        let w = checkpoint("k", vec![f32::NAN; 4]);
+        let e = w.get("k", &[4]).unwrap_err().to_string();
+        assert!(e.contains("4 non-finite"), "{e}");
+        let w = checkpoint("k", vec![f32::MAX, -f32::MAX, 0.0, f32::MIN_POSITIVE]);
+        assert_eq!(w.get("k", &[4]).unwrap().len(), 4);
     }
 }

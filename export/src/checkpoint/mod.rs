@@ -127,9 +127,19 @@ impl HyperValue {
     }
 }
 
+/// The two file formats [`load`] reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// A torch zip archive (`torch.save`, a Lightning `.ckpt`).
+    Torch,
+    Safetensors,
+}
+
 /// What [`load`] returns.
 #[derive(Debug, Clone)]
 pub struct Checkpoint {
+    /// Which format the file turned out to be (by its content, not its name).
+    pub format: Format,
     /// Inference weights only, keyed by the state_dict key.
     pub tensors: BTreeMap<String, Tensor>,
     /// The `argparse.Namespace` fields Lightning saved in `hyper_parameters`
@@ -190,56 +200,9 @@ fn load_inner(path: &Path, progress: &mut dyn FnMut(u64, u64)) -> Result<Checkpo
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
-    use std::path::PathBuf;
-
-    /// The golden test data: `$OMNITOK_GOLDEN_DIR`, else `shared/golden` found
-    /// beside the crate or its workspace.
-    pub(crate) fn golden_dir() -> PathBuf {
-        if let Some(d) = std::env::var_os("OMNITOK_GOLDEN_DIR") {
-            return PathBuf::from(d);
-        }
-        let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let candidates = [manifest.join("../shared/golden"), manifest.join("../../shared/golden")];
-        candidates.iter().find(|p| p.is_dir()).unwrap_or(&candidates[0]).clone()
-    }
-
-    /// A golden file, or `None` (after saying so) when the golden dir is missing;
-    /// under `CI=true` a missing dir is a failure.
-    pub(crate) fn golden(name: &str) -> Option<PathBuf> {
-        let dir = golden_dir();
-        if !dir.is_dir() {
-            if std::env::var("CI").as_deref() == Ok("true") {
-                panic!("golden dir {} missing", dir.display());
-            }
-            println!("skipped: golden dir {} missing", dir.display());
-            return None;
-        }
-        Some(dir.join(name))
-    }
-
-    /// A file in the temp dir, removed on drop.
-    pub(crate) struct TempFile(pub PathBuf);
-
-    impl TempFile {
-        pub(crate) fn with(name: &str, bytes: &[u8]) -> Self {
-            let dir = std::env::temp_dir().join(format!("omnitok-checkpoint-{}", std::process::id()));
-            std::fs::create_dir_all(&dir).unwrap();
-            let path = dir.join(name);
-            std::fs::write(&path, bytes).unwrap();
-            TempFile(path)
-        }
-    }
-
-    impl Drop for TempFile {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_file(&self.0);
-            if let Some(dir) = self.0.parent() {
-                let _ = std::fs::remove_dir(dir); // only succeeds once empty
-            }
-        }
-    }
+    use crate::test_support::{TempFile, golden};
 
     fn sha256_hex(path: &Path) -> String {
         use sha2::{Digest, Sha256};
@@ -377,9 +340,9 @@ pub(crate) mod tests {
         ];
         for (name, bytes, want) in cases {
             let t = TempFile::with(name, bytes);
-            let e = format!("{:#}", load(&t.0, &mut |_, _| {}).unwrap_err());
+            let e = format!("{:#}", load(&t.path, &mut |_, _| {}).unwrap_err());
             assert!(e.contains(want), "{name}: {e}");
-            assert!(e.starts_with(&t.0.display().to_string()), "{name}: {e}");
+            assert!(e.starts_with(&t.path.display().to_string()), "{name}: {e}");
         }
         let e = load(Path::new("/nonexistent/x.ckpt"), &mut |_, _| {}).unwrap_err();
         assert!(e.to_string().starts_with("/nonexistent/x.ckpt: cannot open"), "{e}");

@@ -1735,7 +1735,10 @@ mod tests {
                 p = p.op(0x85);
             }
             let e = err(&p.stop());
-            assert!(e.contains(&format!("more than {MAX_NESTING} levels deep")), "{levels}: {e}");
+            assert!(
+                e.contains(&format!("more than {MAX_NESTING} levels deep")),
+                "{levels}: {e}"
+            );
         }
         // The same through MARK ... TUPLE.
         let mut p = P::new();

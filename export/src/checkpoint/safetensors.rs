@@ -11,7 +11,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use super::convert::{Decoder, check_len, numel};
 use super::json::{self, Json};
 use super::stream::HashedFile;
-use super::{Checkpoint, DType, Tensor, is_training_only};
+use super::{Checkpoint, DType, Format, Tensor, is_training_only};
 
 /// The safetensors format's own limit on the header size.
 const MAX_HEADER: u64 = 100_000_000;
@@ -181,6 +181,7 @@ pub(crate) fn load(path: &Path, progress: &mut dyn FnMut(u64, u64)) -> Result<Ch
     }
     let sha256 = f.finish()?;
     Ok(Checkpoint {
+        format: Format::Safetensors,
         tensors,
         hyper_parameters: None,
         sha256,
@@ -190,9 +191,9 @@ pub(crate) fn load(path: &Path, progress: &mut dyn FnMut(u64, u64)) -> Result<Ch
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::{TempFile, golden};
     use super::super::{TensorData, load};
     use super::*;
+    use crate::test_support::{TempFile, golden};
     use safetensors::tensor::{Dtype, TensorView};
 
     fn write_st(name: &str, tensors: &[(&str, Dtype, Vec<usize>, Vec<u8>)]) -> TempFile {
@@ -220,7 +221,7 @@ mod tests {
                 ("b", Dtype::BF16, vec![7], le16(&bf16)),
             ],
         );
-        let ck = load(&t.0, &mut |_, _| {}).unwrap();
+        let ck = load(&t.path, &mut |_, _| {}).unwrap();
         let bits = |k: &str| match &ck.tensors[k].data {
             TensorData::F32(v) => v.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
             TensorData::I64(_) => panic!(),
@@ -270,7 +271,7 @@ mod tests {
                 ("perceptual_model.x", Dtype::F32, vec![1], vec![0; 4]),
             ],
         );
-        let ck = load(&t.0, &mut |_, _| {}).unwrap();
+        let ck = load(&t.path, &mut |_, _| {}).unwrap();
         assert_eq!(ck.skipped, 2);
         assert_eq!(ck.tensors.len(), 6);
         assert_eq!(ck.tensors["d"].data, TensorData::F32(vec![0.1f64 as f32, -2.0]));
@@ -283,7 +284,7 @@ mod tests {
         assert_eq!(ck.tensors["e"].data, TensorData::F32(vec![]));
         // An unsupported dtype is an error only when the tensor is needed.
         let t = write_st("i16.safetensors", &[("w", Dtype::I16, vec![1], vec![1, 0])]);
-        let e = format!("{:#}", load(&t.0, &mut |_, _| {}).unwrap_err());
+        let e = format!("{:#}", load(&t.path, &mut |_, _| {}).unwrap_err());
         assert!(e.contains("'w' has dtype I16"), "{e}");
     }
 
@@ -295,9 +296,9 @@ mod tests {
     }
 
     fn load_err(t: &TempFile) -> String {
-        let e = format!("{:#}", load(&t.0, &mut |_, _| {}).unwrap_err());
+        let e = format!("{:#}", load(&t.path, &mut |_, _| {}).unwrap_err());
         assert!(
-            e.contains(&t.0.display().to_string()),
+            e.contains(&t.path.display().to_string()),
             "error does not name the file: {e}"
         );
         e

@@ -18,7 +18,7 @@ use zip::{CompressionMethod, ZipArchive};
 use super::convert::{Decoder, check_len, gather, is_contiguous, max_index, numel, to_usize};
 use super::pickle::{self, DictObj, GlobalKind, Obj, TensorRef, Unpickled, Value};
 use super::stream::HashedFile;
-use super::{Checkpoint, DType, HyperValue, Tensor, TensorData, is_training_only};
+use super::{Checkpoint, DType, Format, HyperValue, Tensor, TensorData, is_training_only};
 
 /// How many more elements than the file has bytes the tensor views may expand to.
 const MAX_EXPANSION: u64 = 1 << 24;
@@ -153,6 +153,7 @@ pub(crate) fn load(path: &Path, progress: &mut dyn FnMut(u64, u64)) -> Result<Ch
     }
     let sha256 = f.finish()?;
     Ok(Checkpoint {
+        format: Format::Torch,
         tensors,
         hyper_parameters,
         sha256,
@@ -473,9 +474,9 @@ fn big_int_decimal(le: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::super::pickle::build::P;
-    use super::super::tests::{TempFile, golden};
     use super::super::{TensorData, load};
     use super::*;
+    use crate::test_support::{TempFile, golden};
     use std::io::Write;
     use zip::write::{SimpleFileOptions, ZipWriter};
 
@@ -533,9 +534,9 @@ mod tests {
     }
 
     fn load_err(t: &TempFile) -> String {
-        let e = format!("{:#}", load(&t.0, &mut |_, _| {}).unwrap_err());
+        let e = format!("{:#}", load(&t.path, &mut |_, _| {}).unwrap_err());
         assert!(
-            e.contains(&t.0.display().to_string()),
+            e.contains(&t.path.display().to_string()),
             "error does not name the file: {e}"
         );
         e
@@ -571,8 +572,8 @@ mod tests {
             ],
         );
         let mut calls = Vec::new();
-        let ck = load(&t.0, &mut |d, n| calls.push((d, n))).unwrap();
-        let len = std::fs::metadata(&t.0).unwrap().len();
+        let ck = load(&t.path, &mut |d, n| calls.push((d, n))).unwrap();
+        let len = std::fs::metadata(&t.path).unwrap().len();
         assert_eq!(calls.first(), Some(&(0, len)));
         assert_eq!(calls.last(), Some(&(len, len)));
         assert_eq!(ck.skipped, 1);
@@ -617,7 +618,7 @@ mod tests {
                 ("m/data/0", &[0x3c, 0x00, 0xc0, 0x00]),
             ],
         );
-        let ck = load(&t.0, &mut |_, _| {}).unwrap();
+        let ck = load(&t.path, &mut |_, _| {}).unwrap();
         assert_eq!(ck.tensors["w"].data, TensorData::F32(vec![1.0, -2.0]));
         assert!(ck.hyper_parameters.is_none());
     }
@@ -644,7 +645,7 @@ mod tests {
             .setitems()
             .stop();
         let t = archive("direct.ckpt", &[("a/data.pkl", &pkl)]);
-        let ck = load(&t.0, &mut |_, _| {}).unwrap();
+        let ck = load(&t.path, &mut |_, _| {}).unwrap();
         let hp = ck.hyper_parameters.unwrap();
         assert_eq!(hp["lr"], HyperValue::Float(0.5));
         assert_eq!(hp["name"], HyperValue::Str("x".into()));
@@ -722,7 +723,7 @@ mod tests {
                 .tensor(("ComplexFloatStorage", "0", "cpu", 2), (0, &[2], &[1]))
         });
         let t = archive("complex_skip.ckpt", &[("x/data.pkl", &cx)]);
-        let ck = load(&t.0, &mut |_, _| {}).unwrap();
+        let ck = load(&t.path, &mut |_, _| {}).unwrap();
         assert_eq!((ck.skipped, ck.tensors.len()), (1, 0));
     }
 
@@ -762,7 +763,7 @@ mod tests {
             "bcast.ckpt",
             &[("x/data.pkl", &pkl), ("x/data/0", &f32_bytes([1., 2.]))],
         );
-        let ck = load(&t.0, &mut |_, _| {}).unwrap();
+        let ck = load(&t.path, &mut |_, _| {}).unwrap();
         assert_eq!(ck.tensors["empty"].shape, [0, 4]);
         assert!(ck.tensors["empty"].data.is_empty());
         assert_eq!(ck.tensors["bcast"].data, TensorData::F32(vec![2.0; 6]));
@@ -830,7 +831,7 @@ mod tests {
                 "mutated.ckpt",
                 &[("x/data.pkl", &p), ("x/data/0", &storage0), ("x/data/1", &storage1)],
             );
-            match load(&t.0, &mut |_, _| {}) {
+            match load(&t.path, &mut |_, _| {}) {
                 Ok(_) => outcomes.0 += 1,
                 Err(_) => outcomes.1 += 1,
             }
