@@ -11,7 +11,6 @@
 //!   records / tensor data are decoded straight from the file as they go by.
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::io::Read;
 use std::path::Path;
 
@@ -23,6 +22,8 @@ mod pickle;
 mod safetensors;
 mod stream;
 mod torch;
+
+use stream::Input;
 
 /// Element type of a tensor as stored in the file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -164,18 +165,19 @@ pub fn is_training_only(key: &str) -> bool {
 /// content. `progress(done_bytes, total_bytes)` is called as the file is read
 /// (first with 0, last with the file size). Every error names the file.
 pub fn load(path: &Path, progress: &mut dyn FnMut(u64, u64)) -> Result<Checkpoint> {
-    load_inner(path, progress).map_err(|e| anyhow!("{}: {e:#}", path.display()))
+    load_input(Input::File(path), progress).map_err(|e| anyhow!("{}: {e:#}", path.display()))
 }
 
-fn load_inner(path: &Path, progress: &mut dyn FnMut(u64, u64)) -> Result<Checkpoint> {
+/// [`load`] for a checkpoint already in memory.
+pub fn load_bytes(bytes: &[u8]) -> Result<Checkpoint> {
+    load_input(Input::Bytes(bytes), &mut |_, _| {})
+}
+
+fn load_input(input: Input, progress: &mut dyn FnMut(u64, u64)) -> Result<Checkpoint> {
     let mut head = Vec::with_capacity(16);
-    File::open(path)
-        .context("cannot open")?
-        .take(16)
-        .read_to_end(&mut head)
-        .context("cannot read")?;
+    input.open()?.take(16).read_to_end(&mut head).context("cannot read")?;
     if head.starts_with(b"PK\x03\x04") || head.starts_with(b"PK\x05\x06") {
-        return torch::load(path, progress);
+        return torch::load(input, progress);
     }
     if head.is_empty() {
         bail!("the file is empty");
@@ -190,7 +192,7 @@ fn load_inner(path: &Path, progress: &mut dyn FnMut(u64, u64)) -> Result<Checkpo
     // length (under 2^40) without the '{' is still treated as safetensors, so
     // that a damaged header gets a precise error.
     if head.len() >= 9 && (head[8] == b'{' || head[5..8] == [0, 0, 0]) {
-        return safetensors::load(path, progress);
+        return safetensors::load(input, progress);
     }
     let shown: String = head.iter().map(|b| format!("{b:02x}")).collect();
     bail!(
@@ -199,10 +201,34 @@ fn load_inner(path: &Path, progress: &mut dyn FnMut(u64, u64)) -> Result<Checkpo
     )
 }
 
+/// The readers on bytes in memory, for the fuzz targets (`fuzz/` at the repository root).
+/// Each returns whether the input was accepted; errors are the expected outcome.
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing {
+    use super::{Input, safetensors, torch};
+
+    /// The restricted unpickler and the interpretation of `data.pkl` (state dict,
+    /// hyper-parameters).
+    pub fn pickle(data: &[u8]) -> bool {
+        torch::read_pickle(data).is_ok()
+    }
+
+    /// A torch zip archive: the zip reader, `data.pkl`, the storage records.
+    pub fn torch_zip(data: &[u8]) -> bool {
+        torch::load(Input::Bytes(data), &mut |_, _| {}).is_ok()
+    }
+
+    /// A safetensors file: header length, JSON header, tensor data.
+    pub fn safetensors(data: &[u8]) -> bool {
+        safetensors::load(Input::Bytes(data), &mut |_, _| {}).is_ok()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::test_support::{TempFile, golden};
+    use std::path::PathBuf;
 
     fn sha256_hex(path: &Path) -> String {
         use sha2::{Digest, Sha256};
@@ -324,6 +350,39 @@ mod tests {
         // rel_vq.ckpt spells these flags with "causal_" (unlike the rope_* files).
         assert_eq!(rel["causal_in_peg"], Bool(true));
         assert_eq!(rel["causal_in_temporal_transformer"], Bool(true));
+    }
+
+    #[test]
+    fn fuzz_seeds_are_valid_inputs() {
+        // The committed seed corpus of fuzz/ (fuzz/seeds/make_seeds.py) reads cleanly,
+        // so the fuzzers start from inputs that reach every stage of the readers.
+        let seeds = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds");
+        let files = |target: &str| -> Vec<(PathBuf, Vec<u8>)> {
+            let mut v: Vec<_> = std::fs::read_dir(seeds.join(target))
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .map(|p| (p.clone(), std::fs::read(&p).unwrap()))
+                .collect();
+            v.sort();
+            assert!(v.len() >= 2, "{target}: {v:?}");
+            v
+        };
+        for (path, data) in files("pickle") {
+            torch::read_pickle(&data).unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+        }
+        for target in ["torch_zip", "safetensors"] {
+            for (path, data) in files(target) {
+                let ck = load_bytes(&data).unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+                assert!(!ck.tensors.is_empty(), "{}", path.display());
+            }
+        }
+        let ck = load_bytes(&std::fs::read(seeds.join("torch_zip/lightning.ckpt")).unwrap()).unwrap();
+        let hp = ck.hyper_parameters.unwrap();
+        assert_eq!(hp["embedding_dim"], HyperValue::Int(32));
+        assert_eq!(
+            ck.tensors["encoder.proj.t"].data,
+            TensorData::F32(vec![-2.0, -0.125, 0.5, 7.0])
+        );
     }
 
     #[test]

@@ -4,13 +4,12 @@
 //! order while the whole file is hashed.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use anyhow::{Context, Result, anyhow, bail};
 
 use super::convert::{Decoder, check_len, numel};
 use super::json::{self, Json};
-use super::stream::HashedFile;
+use super::stream::{HashedFile, Input};
 use super::{Checkpoint, DType, Format, Tensor, is_training_only};
 
 /// The safetensors format's own limit on the header size.
@@ -80,8 +79,8 @@ fn parse_entry(name: &str, v: &Json) -> Result<Entry> {
     })
 }
 
-pub(crate) fn load(path: &Path, progress: &mut dyn FnMut(u64, u64)) -> Result<Checkpoint> {
-    let mut f = HashedFile::open(path, progress)?;
+pub(crate) fn load(input: Input, progress: &mut dyn FnMut(u64, u64)) -> Result<Checkpoint> {
+    let mut f = HashedFile::open(input, progress)?;
     let file_len = f.len();
     if file_len < 8 {
         bail!("the file is only {file_len} bytes, too short for a safetensors header length");

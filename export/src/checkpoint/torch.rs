@@ -7,9 +7,7 @@
 //! during the single hashing pass.
 
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::io::{BufReader, Read};
-use std::path::Path;
+use std::io::Read;
 use std::rc::Rc;
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -17,7 +15,7 @@ use zip::{CompressionMethod, ZipArchive};
 
 use super::convert::{Decoder, check_len, gather, is_contiguous, max_index, numel, to_usize};
 use super::pickle::{self, DictObj, GlobalKind, Obj, TensorRef, Unpickled, Value};
-use super::stream::HashedFile;
+use super::stream::{HashedFile, Input};
 use super::{Checkpoint, DType, Format, HyperValue, Tensor, TensorData, is_training_only};
 
 /// How many more elements than the file has bytes the tensor views may expand to.
@@ -46,30 +44,21 @@ struct SpanRead {
     tensors: Vec<Wanted>,
 }
 
-pub(crate) fn load(path: &Path, progress: &mut dyn FnMut(u64, u64)) -> Result<Checkpoint> {
-    let file = File::open(path).context("cannot open")?;
-    let mut zip = ZipArchive::new(BufReader::new(file)).map_err(|e| {
-        anyhow!("it starts like a zip archive but cannot be read as one ({e}); it may be truncated or corrupt")
-    })?;
+/// What `data.pkl` holds: the inference tensors' views grouped by storage record key,
+/// the hyper-parameters, and how many training-only tensors were left out.
+pub(crate) struct Contents {
+    by_key: BTreeMap<String, (Rc<pickle::StorageRef>, Vec<Named>)>,
+    hyper_parameters: Option<BTreeMap<String, HyperValue>>,
+    skipped: usize,
+}
 
-    let prefix = find_prefix(&zip)?;
-    let big_endian = match read_small(&mut zip, &format!("{prefix}byteorder"))? {
-        None => false,
-        Some(b) => match String::from_utf8_lossy(&b).trim() {
-            "little" => false,
-            "big" => true,
-            other => bail!("{prefix}byteorder says '{other}', neither 'little' nor 'big'"),
-        },
-    };
-    let pkl_name = format!("{prefix}data.pkl");
-    let pkl = read_small(&mut zip, &pkl_name)?.ok_or_else(|| anyhow!("the archive lacks {pkl_name}"))?;
-    let u = pickle::unpickle(&pkl, "data.pkl")?;
-
+/// Unpickles and interprets `data.pkl`: a Lightning checkpoint (weights under
+/// "state_dict", "hyper_parameters") or a bare `torch.save(model.state_dict())`.
+pub(crate) fn read_pickle(pkl: &[u8]) -> Result<Contents> {
+    let u = pickle::unpickle(pkl, "data.pkl")?;
     let root = u
         .dict(&u.root)
         .ok_or_else(|| anyhow!("data.pkl holds a {}, not a dict", u.root.kind(&u.objs)))?;
-    // A Lightning checkpoint keeps the weights under "state_dict"; a bare
-    // `torch.save(model.state_dict())` is the state dict itself.
     let state_dict = match root.get("state_dict") {
         Some(v) => u
             .dict(v)
@@ -80,8 +69,6 @@ pub(crate) fn load(path: &Path, progress: &mut dyn FnMut(u64, u64)) -> Result<Ch
         Some(v) => hyper_parameters(&u, v)?,
         None => None,
     };
-
-    // Plan the reads: group the needed tensors by storage record.
     let mut skipped = 0;
     let mut by_key: BTreeMap<String, (Rc<pickle::StorageRef>, Vec<Named>)> = BTreeMap::new();
     for (k, v) in &state_dict.entries {
@@ -99,6 +86,36 @@ pub(crate) fn load(path: &Path, progress: &mut dyn FnMut(u64, u64)) -> Result<Ch
             .1
             .push((name.to_string(), t.clone()));
     }
+    Ok(Contents {
+        by_key,
+        hyper_parameters,
+        skipped,
+    })
+}
+
+pub(crate) fn load(input: Input, progress: &mut dyn FnMut(u64, u64)) -> Result<Checkpoint> {
+    let mut zip = ZipArchive::new(input.open()?).map_err(|e| {
+        anyhow!("it starts like a zip archive but cannot be read as one ({e}); it may be truncated or corrupt")
+    })?;
+
+    let prefix = find_prefix(&zip)?;
+    let big_endian = match read_small(&mut zip, &format!("{prefix}byteorder"))? {
+        None => false,
+        Some(b) => match String::from_utf8_lossy(&b).trim() {
+            "little" => false,
+            "big" => true,
+            other => bail!("{prefix}byteorder says '{other}', neither 'little' nor 'big'"),
+        },
+    };
+    let pkl_name = format!("{prefix}data.pkl");
+    let pkl = read_small(&mut zip, &pkl_name)?.ok_or_else(|| anyhow!("the archive lacks {pkl_name}"))?;
+    let Contents {
+        by_key,
+        hyper_parameters,
+        skipped,
+    } = read_pickle(&pkl)?;
+
+    // Plan the reads: one per storage record.
     let mut reads = Vec::with_capacity(by_key.len());
     for (key, (storage, tensors)) in by_key {
         reads.push(plan_read(&mut zip, &prefix, &key, &storage, tensors)?);
@@ -108,7 +125,7 @@ pub(crate) fn load(path: &Path, progress: &mut dyn FnMut(u64, u64)) -> Result<Ch
 
     // Broadcast views (stride 0) can expand a few stored bytes into many
     // elements; a checkpoint has no reason to do that on a large scale.
-    let file_len = std::fs::metadata(path).context("cannot stat")?.len();
+    let file_len = input.len()?;
     let mut total = 0u64;
     for w in reads.iter().flat_map(|r| &r.tensors) {
         total = total.saturating_add(w.size.iter().map(|&n| n as u64).product());
@@ -121,7 +138,7 @@ pub(crate) fn load(path: &Path, progress: &mut dyn FnMut(u64, u64)) -> Result<Ch
     }
 
     // One pass over the file: hash everything, decode the planned spans.
-    let mut f = HashedFile::open(path, progress)?;
+    let mut f = HashedFile::open(input, progress)?;
     let mut tensors = BTreeMap::new();
     for r in reads {
         if r.span_len > 0 {
@@ -844,7 +861,7 @@ mod tests {
         let Some(path) = golden("rope_vq.ckpt") else {
             return;
         };
-        let mut zip = ZipArchive::new(File::open(path).unwrap()).unwrap();
+        let mut zip = ZipArchive::new(std::fs::File::open(path).unwrap()).unwrap();
         let pkl = read_small(&mut zip, "rope_vq/data.pkl").unwrap().unwrap();
         let u = pickle::unpickle(&pkl, "data.pkl").unwrap();
         let root = u.dict(&u.root).unwrap();
