@@ -57,20 +57,6 @@ impl TensorData {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
-
-    pub fn as_f32(&self) -> Option<&[f32]> {
-        match self {
-            TensorData::F32(v) => Some(v),
-            TensorData::I64(_) => None,
-        }
-    }
-
-    pub fn as_i64(&self) -> Option<&[i64]> {
-        match self {
-            TensorData::I64(v) => Some(v),
-            TensorData::F32(_) => None,
-        }
-    }
 }
 
 /// A contiguous tensor: `data.len()` is the product of `shape`.
@@ -94,38 +80,6 @@ pub enum HyperValue {
     Str(String),
     List(Vec<HyperValue>),
     Dict(BTreeMap<String, HyperValue>),
-}
-
-impl HyperValue {
-    pub fn as_bool(&self) -> Option<bool> {
-        match self {
-            HyperValue::Bool(b) => Some(*b),
-            _ => None,
-        }
-    }
-
-    pub fn as_i64(&self) -> Option<i64> {
-        match self {
-            HyperValue::Int(i) => Some(*i),
-            _ => None,
-        }
-    }
-
-    /// Floats, and integers as floats.
-    pub fn as_f64(&self) -> Option<f64> {
-        match self {
-            HyperValue::Float(f) => Some(*f),
-            HyperValue::Int(i) => Some(*i as f64),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(&self) -> Option<&str> {
-        match self {
-            HyperValue::Str(s) => Some(s),
-            _ => None,
-        }
-    }
 }
 
 /// The two file formats [`load`] reads.
