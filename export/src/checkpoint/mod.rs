@@ -11,10 +11,8 @@
 //!   records / tensor data are decoded straight from the file as they go by.
 
 use std::collections::BTreeMap;
-use std::io::Read;
-use std::path::Path;
-
-use anyhow::{Context, Result, anyhow, bail};
+use std::fmt;
+use std::path::{Path, PathBuf};
 
 mod convert;
 mod json;
@@ -118,41 +116,110 @@ pub fn is_training_only(key: &str) -> bool {
 /// Loads a `.ckpt` (torch zip archive) or `.safetensors` file, chosen by its
 /// content. `progress(done_bytes, total_bytes)` is called as the file is read
 /// (first with 0, last with the file size). Every error names the file.
-pub fn load(path: &Path, progress: &mut dyn FnMut(u64, u64)) -> Result<Checkpoint> {
-    load_input(Input::File(path), progress).map_err(|e| anyhow!("{}: {e:#}", path.display()))
+pub fn load(path: &Path, progress: &mut dyn FnMut(u64, u64)) -> Result<Checkpoint, Error> {
+    load_input(Input::File(path), progress).map_err(|e| e.at(path))
 }
 
 /// [`load`] for a checkpoint already in memory.
-pub fn load_bytes(bytes: &[u8]) -> Result<Checkpoint> {
+pub fn load_bytes(bytes: &[u8]) -> Result<Checkpoint, Error> {
     load_input(Input::Bytes(bytes), &mut |_, _| {})
 }
 
-fn load_input(input: Input, progress: &mut dyn FnMut(u64, u64)) -> Result<Checkpoint> {
-    let mut head = Vec::with_capacity(16);
-    input.open()?.take(16).read_to_end(&mut head).context("cannot read")?;
+/// Why a checkpoint cannot be read. [`load`]'s errors name the file.
+#[derive(Debug)]
+pub enum Error {
+    /// The file cannot be opened or read.
+    Io {
+        path: Option<PathBuf>,
+        source: std::io::Error,
+    },
+    /// Neither a torch zip archive nor a safetensors file (empty, torch's legacy
+    /// format, anything else).
+    UnknownFormat { path: Option<PathBuf>, message: String },
+    /// A torch archive or safetensors file the reader refuses: truncated or damaged,
+    /// beyond a limit, or naming what a checkpoint never needs. `message` says where.
+    Invalid {
+        path: Option<PathBuf>,
+        format: Format,
+        message: String,
+    },
+}
+
+impl Error {
+    fn at(mut self, file: &Path) -> Self {
+        let (Error::Io { path, .. } | Error::UnknownFormat { path, .. } | Error::Invalid { path, .. }) = &mut self;
+        *path = Some(file.to_path_buf());
+        self
+    }
+
+    /// The file the error is about (`None` for [`load_bytes`]).
+    pub fn path(&self) -> Option<&Path> {
+        let (Error::Io { path, .. } | Error::UnknownFormat { path, .. } | Error::Invalid { path, .. }) = self;
+        path.as_deref()
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(p) = self.path() {
+            write!(f, "{}: ", p.display())?;
+        }
+        match self {
+            Error::Io { source, .. } => write!(f, "cannot open: {source}"),
+            Error::UnknownFormat { message, .. } | Error::Invalid { message, .. } => f.write_str(message),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+fn load_input(input: Input, progress: &mut dyn FnMut(u64, u64)) -> Result<Checkpoint, Error> {
+    let head = input.head(16).map_err(|source| Error::Io { path: None, source })?;
+    let format = sniff(&head).map_err(|message| Error::UnknownFormat { path: None, message })?;
+    let read = match format {
+        Format::Torch => torch::load(input, progress),
+        Format::Safetensors => safetensors::load(input, progress),
+    };
+    read.map_err(|e| Error::Invalid {
+        path: None,
+        format,
+        message: format!("{e:#}"),
+    })
+}
+
+/// The format a file's first 16 bytes announce, or why they announce none.
+fn sniff(head: &[u8]) -> Result<Format, String> {
     if head.starts_with(b"PK\x03\x04") || head.starts_with(b"PK\x05\x06") {
-        return torch::load(input, progress);
+        return Ok(Format::Torch);
     }
     if head.is_empty() {
-        bail!("the file is empty");
+        return Err("the file is empty".into());
     }
     if head.starts_with(&[0x80, 0x02, 0x8a, 0x0a]) {
-        bail!(
+        return Err(
             "this is torch's legacy (pre-1.6) serialization format, which is not supported; \
              re-save it with a current torch, or convert it to safetensors"
+                .into(),
         );
     }
     // safetensors: a little-endian u64 header length, then '{'. A plausible
     // length (under 2^40) without the '{' is still treated as safetensors, so
     // that a damaged header gets a precise error.
     if head.len() >= 9 && (head[8] == b'{' || head[5..8] == [0, 0, 0]) {
-        return safetensors::load(input, progress);
+        return Ok(Format::Safetensors);
     }
     let shown: String = head.iter().map(|b| format!("{b:02x}")).collect();
-    bail!(
+    Err(format!(
         "neither a torch zip archive (which starts with \"PK\") nor a safetensors file (an 8-byte \
          header length, then '{{'); it starts with {shown}"
-    )
+    ))
 }
 
 /// The readers on bytes in memory, for the fuzz targets (`fuzz/` at the repository root).
@@ -182,7 +249,6 @@ pub mod fuzzing {
 mod tests {
     use super::*;
     use crate::test_support::{TempFile, golden};
-    use std::path::PathBuf;
 
     fn sha256_hex(path: &Path) -> String {
         use sha2::{Digest, Sha256};
@@ -336,6 +402,43 @@ mod tests {
         assert_eq!(
             ck.tensors["encoder.proj.t"].data,
             TensorData::F32(vec![-2.0, -0.125, 0.5, 7.0])
+        );
+    }
+
+    #[test]
+    fn errors_say_their_kind_and_file() {
+        let e = load(Path::new("/nonexistent/x.ckpt"), &mut |_, _| {}).unwrap_err();
+        assert!(matches!(&e, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound));
+        assert_eq!(e.path(), Some(Path::new("/nonexistent/x.ckpt")));
+        assert!(std::error::Error::source(&e).is_some());
+        let t = TempFile::with("text.bin", b"hello, I am not a checkpoint");
+        assert!(matches!(
+            load(&t.path, &mut |_, _| {}),
+            Err(Error::UnknownFormat { .. })
+        ));
+        let e = load_bytes(b"PK\x03\x04 not really a zip archive").unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::Invalid {
+                    format: Format::Torch,
+                    path: None,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        assert!(e.to_string().starts_with("it starts like a zip archive"), "{e}");
+        let e = load_bytes(b"\x02\x00\x00\x00\x00\x00\x00\x00{x").unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::Invalid {
+                    format: Format::Safetensors,
+                    ..
+                }
+            ),
+            "{e:?}"
         );
     }
 

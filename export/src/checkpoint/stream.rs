@@ -32,6 +32,16 @@ impl<'a> Input<'a> {
         })
     }
 
+    /// Up to the first `n` bytes.
+    pub(crate) fn head(self, n: usize) -> std::io::Result<Vec<u8>> {
+        let mut head = Vec::with_capacity(n);
+        match self {
+            Input::File(path) => File::open(path)?.take(n as u64).read_to_end(&mut head)?,
+            Input::Bytes(b) => b.take(n as u64).read_to_end(&mut head)?,
+        };
+        Ok(head)
+    }
+
     pub(crate) fn len(self) -> Result<u64> {
         Ok(match self {
             Input::File(path) => std::fs::metadata(path).context("cannot stat")?.len(),
