@@ -109,17 +109,21 @@ fn onnx_checker_accepts_the_graphs() {
     }
 }
 
+/// Exports `checkpoint` (its own config, or `--config config`) into `out`.
+fn export(checkpoint: &Path, config: Option<&Path>, out: &Scratch) {
+    let mut args = vec!["--checkpoint", checkpoint.to_str().unwrap()];
+    if let Some(c) = config {
+        args.extend(["--config", c.to_str().unwrap()]);
+    }
+    args.extend(["--output", out.path().to_str().unwrap(), "-q"]);
+    succeeds(&args);
+}
+
 /// The config JSON of golden `rope_vq.ckpt` (what its graphs record), for the
 /// safetensors copy of its weights, which carries none; `edit` may change it.
 fn rope_vq_config(golden: &Path, dir: &Scratch, edit: impl FnOnce(&mut serde_json::Value)) -> PathBuf {
     let out = Scratch::new("rope_vq-config");
-    succeeds(&[
-        "--checkpoint",
-        golden.join("rope_vq.ckpt").to_str().unwrap(),
-        "--output",
-        out.path().to_str().unwrap(),
-        "-q",
-    ]);
+    export(&golden.join("rope_vq.ckpt"), None, &out);
     let enc = onnx::load(&out.join("encoder.onnx")).unwrap();
     let mut cfg: serde_json::Value = serde_json::from_str(enc.metadata("omnitok.config").unwrap()).unwrap();
     cfg.as_object_mut().unwrap().remove("attention");
@@ -132,24 +136,9 @@ fn ckpt_and_safetensors_export_identical_weights() {
     let Some(golden) = golden_dir() else { return };
     let a = Scratch::new("from-ckpt");
     let b = Scratch::new("from-safetensors");
-    succeeds(&[
-        "--checkpoint",
-        golden.join("rope_vq.ckpt").to_str().unwrap(),
-        "--output",
-        a.path().to_str().unwrap(),
-        "-q",
-    ]);
+    export(&golden.join("rope_vq.ckpt"), None, &a);
     let cfg_path = rope_vq_config(&golden, &b, |_| {});
-    let st = golden.join("rope_vq.weights.safetensors");
-    succeeds(&[
-        "--checkpoint",
-        st.to_str().unwrap(),
-        "--config",
-        cfg_path.to_str().unwrap(),
-        "--output",
-        b.path().to_str().unwrap(),
-        "-q",
-    ]);
+    export(&golden.join("rope_vq.weights.safetensors"), Some(&cfg_path), &b);
     for g in ["encoder.onnx", "decoder.onnx"] {
         let x = onnx::load(&a.join(g)).unwrap();
         let y = onnx::load(&b.join(g)).unwrap();

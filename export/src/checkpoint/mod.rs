@@ -246,9 +246,19 @@ pub mod fuzzing {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::test_support::{TempFile, golden};
+
+    /// The error loading `t`, which must name the file.
+    pub(crate) fn load_err(t: &TempFile) -> String {
+        let e = format!("{:#}", load(&t.path, &mut |_, _| {}).unwrap_err());
+        assert!(
+            e.contains(&t.path.display().to_string()),
+            "error does not name the file: {e}"
+        );
+        e
+    }
 
     fn sha256_hex(path: &Path) -> String {
         use sha2::{Digest, Sha256};

@@ -190,6 +190,7 @@ pub(crate) fn load(input: Input, progress: &mut dyn FnMut(u64, u64)) -> Result<C
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::load_err;
     use super::super::{TensorData, load};
     use super::*;
     use crate::test_support::{TempFile, golden};
@@ -292,15 +293,6 @@ mod tests {
         b.extend_from_slice(header.as_bytes());
         b.extend_from_slice(data);
         TempFile::with(name, &b)
-    }
-
-    fn load_err(t: &TempFile) -> String {
-        let e = format!("{:#}", load(&t.path, &mut |_, _| {}).unwrap_err());
-        assert!(
-            e.contains(&t.path.display().to_string()),
-            "error does not name the file: {e}"
-        );
-        e
     }
 
     #[test]

@@ -491,6 +491,7 @@ fn big_int_decimal(le: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::super::pickle::build::P;
+    use super::super::tests::load_err;
     use super::super::{TensorData, load};
     use super::*;
     use crate::test_support::{TempFile, golden};
@@ -548,15 +549,6 @@ mod tests {
             .op(b's')
             .setitems()
             .stop()
-    }
-
-    fn load_err(t: &TempFile) -> String {
-        let e = format!("{:#}", load(&t.path, &mut |_, _| {}).unwrap_err());
-        assert!(
-            e.contains(&t.path.display().to_string()),
-            "error does not name the file: {e}"
-        );
-        e
     }
 
     #[test]
