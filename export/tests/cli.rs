@@ -233,6 +233,16 @@ fn torch_archive(pickle: &[u8], records: &[(&str, &[u8])]) -> Vec<u8> {
     zip.finish().unwrap().into_inner()
 }
 
+/// Exports `checkpoint` with its own config into `out`, expecting failure; returns stderr.
+fn export_fails(checkpoint: &Path, out: &Scratch) -> String {
+    fails(&[
+        "--checkpoint",
+        checkpoint.to_str().unwrap(),
+        "--output",
+        out.path().to_str().unwrap(),
+    ])
+}
+
 #[test]
 fn a_deeply_nested_pickle_is_an_error_not_an_abort() {
     // 200,000 nested one-element tuples (200 kB): the stack overflowed when they were dropped
@@ -241,12 +251,7 @@ fn a_deeply_nested_pickle_is_an_error_not_an_abort() {
     pickle.push(b'.');
     let dir = Scratch::new("deep");
     let ckpt = dir.file("deep.ckpt", &torch_archive(&pickle, &[]));
-    let err = fails(&[
-        "--checkpoint",
-        ckpt.to_str().unwrap(),
-        "--output",
-        dir.path().to_str().unwrap(),
-    ]);
+    let err = export_fails(&ckpt, &dir);
     assert!(
         err.contains("deep.ckpt") && err.contains("more than 256 levels deep"),
         "{err}"
@@ -258,12 +263,7 @@ fn a_ckpt_without_hyper_parameters_is_told_so() {
     // a bare state dict: {} (EMPTY_DICT, STOP)
     let dir = Scratch::new("bare");
     let ckpt = dir.file("bare.ckpt", &torch_archive(b"\x80\x02}.", &[]));
-    let err = fails(&[
-        "--checkpoint",
-        ckpt.to_str().unwrap(),
-        "--output",
-        dir.path().to_str().unwrap(),
-    ]);
+    let err = export_fails(&ckpt, &dir);
     assert!(
         err.contains("bare.ckpt")
             && err.contains("no hyper_parameters")

@@ -15,6 +15,12 @@ const PATCH_NORM_OUT: usize = 3;
 /// The slot of `to_pixels*`: `nn.Sequential(Linear, Rearrange)`.
 const PIXELS_PROJ: usize = 0;
 
+/// Values in a patch of `pt` frames: `c * pt * p * p`.
+fn patch_len(cx: &Ctx, pt: i64) -> usize {
+    let p = cx.cfg.patch_size;
+    (cx.cfg.image_channels * pt * p * p) as usize
+}
+
 pub struct PatchEmbed {
     path: ModulePath,
     norm_in: LayerNorm,
@@ -27,16 +33,14 @@ pub struct PatchEmbed {
 impl PatchEmbed {
     /// `pt` is 1 for the first frame, `temporal_patch_size` for the rest.
     pub fn load(cx: &mut Ctx, path: ModulePath, pt: i64) -> Result<Self> {
-        let p = cx.cfg.patch_size;
-        let patch = (cx.cfg.image_channels * pt * p * p) as usize;
-        let dim = cx.cfg.embedding_dim as usize;
+        let (patch, dim) = (patch_len(cx, pt), cx.cfg.embedding_dim as usize);
         Ok(PatchEmbed {
             norm_in: LayerNorm::load(cx, path.child(PATCH_NORM_IN), patch, NormKeys::WeightBias)?,
             proj: Linear::load(cx, path.child(PATCH_PROJ), patch, dim, true)?,
             norm_out: LayerNorm::load(cx, path.child(PATCH_NORM_OUT), dim, NormKeys::WeightBias)?,
             path,
             pt,
-            p,
+            p: cx.cfg.patch_size,
         })
     }
 
@@ -83,14 +87,12 @@ pub struct ToPixels {
 
 impl ToPixels {
     pub fn load(cx: &mut Ctx, path: ModulePath, pt: i64) -> Result<Self> {
-        let p = cx.cfg.patch_size;
-        let patch = (cx.cfg.image_channels * pt * p * p) as usize;
-        let dim = cx.cfg.embedding_dim as usize;
+        let (patch, dim) = (patch_len(cx, pt), cx.cfg.embedding_dim as usize);
         Ok(ToPixels {
             proj: Linear::load(cx, path.child(PIXELS_PROJ), dim, patch, true)?,
             path,
             pt,
-            p,
+            p: cx.cfg.patch_size,
         })
     }
 
