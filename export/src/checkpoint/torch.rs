@@ -431,7 +431,9 @@ impl Hyper<'_> {
             Value::None => HyperValue::None,
             Value::Bool(b) => HyperValue::Bool(*b),
             Value::Int(i) => HyperValue::Int(*i),
-            Value::BigInt(b) => HyperValue::Str(big_int_decimal(b)),
+            // Decimal conversion is quadratic in the length: only for plausible integers.
+            Value::BigInt(b) if b.len() <= MAX_DECIMAL_BYTES => HyperValue::Str(big_int_decimal(b)),
+            Value::BigInt(b) => HyperValue::Str(format!("<int of {} bytes>", b.len())),
             Value::Float(f) => HyperValue::Float(*f),
             Value::Str(s) => HyperValue::Str(s.to_string()),
             Value::Bytes(b) => HyperValue::List(b.iter().map(|&x| HyperValue::Int(x.into())).collect()),
@@ -450,6 +452,9 @@ impl Hyper<'_> {
         })
     }
 }
+
+/// Longest integer (in bytes, 154 decimal digits) a hyper-parameter shows as decimal text.
+const MAX_DECIMAL_BYTES: usize = 64;
 
 /// Decimal text of a little-endian two's complement integer.
 fn big_int_decimal(le: &[u8]) -> String {
@@ -806,6 +811,31 @@ mod tests {
         let t = archive("laughs.ckpt", &[("x/data.pkl", &pkl)]);
         let e = load_err(&t);
         assert!(e.contains("expand to more than"), "{e}");
+    }
+
+    #[test]
+    fn huge_integers_are_not_converted_to_decimal() {
+        // a 100 kB LONG4 in hyper_parameters: decimal text would take minutes
+        let mut long4 = vec![0x8b];
+        long4.extend_from_slice(&100_000i32.to_le_bytes());
+        long4.extend(std::iter::repeat_n(0x5a, 100_000));
+        let pkl = P::new()
+            .empty_dict()
+            .str("hyper_parameters")
+            .empty_dict()
+            .str("big")
+            .raw(&long4)
+            .op(b's')
+            .str("fine")
+            .raw(&[0x8a, 9, 0, 0, 0, 0, 0, 0, 0, 0, 1])
+            .op(b's')
+            .op(b's')
+            .stop();
+        let t0 = std::time::Instant::now();
+        let hp = read_pickle(&pkl).unwrap().hyper_parameters.unwrap();
+        assert!(t0.elapsed().as_secs() < 5);
+        assert_eq!(hp["big"], HyperValue::Str("<int of 100000 bytes>".into()));
+        assert_eq!(hp["fine"], HyperValue::Str("18446744073709551616".into()));
     }
 
     /// xorshift64: deterministic "random" mutations.
