@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use omnitok_export::onnx;
-use support::{Scratch, export_preset, golden, golden_dir, python};
+use support::{Scratch, export_preset, golden, golden_dir, python, torch_archive};
 
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_omnitok-export"))
@@ -217,22 +217,6 @@ fn bad_inputs_are_clear_errors() {
     );
 }
 
-/// A torch zip archive (`archive/data.pkl` plus the given records), as `torch.save` writes.
-fn torch_archive(pickle: &[u8], records: &[(&str, &[u8])]) -> Vec<u8> {
-    use std::io::Write;
-    use zip::write::{SimpleFileOptions, ZipWriter};
-    let mut zip = ZipWriter::new(std::io::Cursor::new(Vec::new()));
-    let stored = SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
-    for (name, bytes) in [("archive/data.pkl", pickle)]
-        .into_iter()
-        .chain(records.iter().copied())
-    {
-        zip.start_file(name, stored).unwrap();
-        zip.write_all(bytes).unwrap();
-    }
-    zip.finish().unwrap().into_inner()
-}
-
 /// Exports `checkpoint` with its own config into `out`, expecting failure; returns stderr.
 fn export_fails(checkpoint: &Path, out: &Scratch) -> String {
     fails(&[
@@ -250,7 +234,7 @@ fn a_deeply_nested_pickle_is_an_error_not_an_abort() {
     pickle.extend(std::iter::repeat_n(0x85, 200_000));
     pickle.push(b'.');
     let dir = Scratch::new("deep");
-    let ckpt = dir.file("deep.ckpt", &torch_archive(&pickle, &[]));
+    let ckpt = dir.file("deep.ckpt", &torch_archive(&[("archive/data.pkl", &pickle)]));
     let err = export_fails(&ckpt, &dir);
     assert!(
         err.contains("deep.ckpt") && err.contains("more than 256 levels deep"),
@@ -262,7 +246,7 @@ fn a_deeply_nested_pickle_is_an_error_not_an_abort() {
 fn a_ckpt_without_hyper_parameters_is_told_so() {
     // a bare state dict: {} (EMPTY_DICT, STOP)
     let dir = Scratch::new("bare");
-    let ckpt = dir.file("bare.ckpt", &torch_archive(b"\x80\x02}.", &[]));
+    let ckpt = dir.file("bare.ckpt", &torch_archive(&[("archive/data.pkl", b"\x80\x02}.")]));
     let err = export_fails(&ckpt, &dir);
     assert!(
         err.contains("bare.ckpt")

@@ -499,19 +499,10 @@ mod tests {
     use super::super::tests::load_err;
     use super::super::{TensorData, load};
     use super::*;
-    use crate::test_support::{TempFile, golden};
-    use std::io::Write;
-    use zip::write::{SimpleFileOptions, ZipWriter};
+    use crate::test_support::{TempFile, golden, torch_archive};
 
     fn archive(name: &str, entries: &[(&str, &[u8])]) -> TempFile {
-        let mut w = ZipWriter::new(std::io::Cursor::new(Vec::new()));
-        let opts = SimpleFileOptions::default().compression_method(CompressionMethod::Stored);
-        for (n, data) in entries {
-            w.start_file(*n, opts).unwrap();
-            w.write_all(data).unwrap();
-        }
-        let bytes = w.finish().unwrap().into_inner();
-        TempFile::with(name, &bytes)
+        TempFile::with(name, &torch_archive(entries))
     }
 
     fn f32_bytes(v: impl IntoIterator<Item = f32>) -> Vec<u8> {

@@ -101,6 +101,20 @@ impl TempFile {
     }
 }
 
+/// A torch zip archive of `records` (name, bytes), stored uncompressed as `torch.save`
+/// writes them; a checkpoint's records are `<name>/data.pkl`, `<name>/data/<key>`, ...
+pub fn torch_archive(records: &[(&str, &[u8])]) -> Vec<u8> {
+    use std::io::Write;
+    use zip::write::{SimpleFileOptions, ZipWriter};
+    let mut zip = ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let stored = SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    for (name, bytes) in records {
+        zip.start_file(*name, stored).unwrap();
+        zip.write_all(bytes).unwrap();
+    }
+    zip.finish().unwrap().into_inner()
+}
+
 /// Exports `preset` with seeded random weights into a fresh scratch folder
 /// (`encoder.onnx`, `decoder.onnx`).
 pub fn export_preset(preset: &str, seed: u64, intermediates: bool) -> Scratch {
