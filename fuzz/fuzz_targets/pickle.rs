@@ -3,6 +3,9 @@
 
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| {
-    omnitok_export::checkpoint::fuzzing::pickle(data);
-});
+#[global_allocator]
+static ALLOC: omnitok_fuzz::Guard = omnitok_fuzz::Guard;
+
+fuzz_target!(|data: &[u8]| omnitok_fuzz::run(data, |d| {
+    omnitok_export::checkpoint::fuzzing::pickle(d);
+}));
