@@ -73,7 +73,8 @@ impl<'p> HashedFile<'p> {
             len,
             pos: 0,
             hasher: Sha256::new(),
-            buf: vec![0; CHUNK],
+            // A chunk, or the whole input when that is smaller.
+            buf: vec![0; CHUNK.min(usize::try_from(len).unwrap_or(CHUNK))],
             progress,
         })
     }
@@ -84,6 +85,9 @@ impl<'p> HashedFile<'p> {
 
     /// Reads and hashes the next `n <= CHUNK` bytes.
     fn next_chunk(&mut self, n: usize) -> Result<&[u8]> {
+        if self.buf.len() < n {
+            self.buf.resize(n, 0);
+        }
         let buf = &mut self.buf[..n];
         if let Err(e) = self.file.read_exact(buf) {
             if e.kind() == ErrorKind::UnexpectedEof {
