@@ -1052,10 +1052,9 @@ impl Machine<'_> {
         Err(self.malformed(format_args!("cannot set items on a {k}")))
     }
 
-    /// Items of a list, tuple or set argument.
     /// Accounts for `n` copied values.
     fn charge(&mut self, n: usize) -> Result<()> {
-        let limit = self.data.len().saturating_mul(16).saturating_add(1 << 20);
+        let limit = self.data.len().saturating_mul(16).saturating_add(1 << 16);
         self.copied = self.copied.saturating_add(n);
         if self.copied > limit {
             return Err(self.malformed(format_args!(

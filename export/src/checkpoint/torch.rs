@@ -66,7 +66,7 @@ pub(crate) fn read_pickle(pkl: &[u8]) -> Result<Contents> {
         None => root,
     };
     let hyper_parameters = match root.get("hyper_parameters") {
-        Some(v) => hyper_parameters(&u, v)?,
+        Some(v) => hyper_parameters(&u, v, hyper_value_budget(pkl.len()))?,
         None => None,
     };
     let mut skipped = 0;
@@ -338,11 +338,12 @@ fn plan_read<R: Read + std::io::Seek>(
 /// `argparse.Namespace`; the Namespace's fields are returned flattened, followed
 /// by any other top-level entries they do not shadow. Hyper-parameters held
 /// directly (without a Namespace) are returned as they are.
-fn hyper_parameters(u: &Unpickled, v: &Value) -> Result<Option<BTreeMap<String, HyperValue>>> {
+fn hyper_parameters(u: &Unpickled, v: &Value, budget: usize) -> Result<Option<BTreeMap<String, HyperValue>>> {
     let mut out = BTreeMap::new();
     let mut conv = Hyper {
         u,
-        left: HYPER_VALUE_BUDGET,
+        budget,
+        left: budget,
     };
     let top: Vec<&DictObj> = if let Some(d) = u.dict(v) {
         vec![d]
@@ -389,14 +390,18 @@ fn key_string(u: &Unpickled, k: &Value) -> String {
     }
 }
 
-/// Most values a hyper-parameter conversion produces: shared sub-objects are
-/// expanded, so a small pickle could otherwise ask for exponentially many.
-const HYPER_VALUE_BUDGET: usize = 1_000_000;
+/// Most values a hyper-parameter conversion of a `pickle_len`-byte pickle produces:
+/// shared sub-objects are expanded, so a small pickle could otherwise ask for
+/// exponentially many. A few per byte (each pickled value takes at least one byte).
+fn hyper_value_budget(pickle_len: usize) -> usize {
+    pickle_len.saturating_mul(4).saturating_add(10_000).min(1_000_000)
+}
 
 /// Converts pickled values to [`HyperValue`]s. Values with no counterpart
 /// (tensors, opaque objects) become a description in angle brackets.
 struct Hyper<'a> {
     u: &'a Unpickled,
+    budget: usize,
     left: usize,
 }
 
@@ -423,7 +428,7 @@ impl Hyper<'_> {
         self.left = self
             .left
             .checked_sub(cost)
-            .ok_or_else(|| anyhow!("data.pkl's hyper_parameters expand to more than {HYPER_VALUE_BUDGET} values"))?;
+            .ok_or_else(|| anyhow!("data.pkl's hyper_parameters expand to more than {} values", self.budget))?;
         if depth > 32 {
             return Ok(HyperValue::Str("<nested too deeply>".into()));
         }
@@ -805,6 +810,35 @@ mod tests {
     }
 
     #[test]
+    fn hyper_parameter_expansion_is_bounded_by_the_pickle_size() {
+        // 15 doublings: 65,536 values from a pickle of about 150 bytes, which took
+        // tenths of a second when any pickle could expand to a million values
+        let doubled = |levels: usize| {
+            let mut p = P::new()
+                .empty_dict()
+                .str("hyper_parameters")
+                .empty_dict()
+                .str("x")
+                .mark()
+                .op(b'N')
+                .op(b'N')
+                .op(b'l');
+            for _ in 0..levels {
+                p = p.put(0).op(b'0').mark().get(0).get(0).op(b'l');
+            }
+            p.op(b's').op(b's').stop()
+        };
+        let small = doubled(15);
+        let e = format!("{:#}", read_pickle(&small).err().unwrap());
+        assert!(
+            e.contains(&format!("expand to more than {} values", 4 * small.len() + 10_000)),
+            "{e}"
+        );
+        // a few doublings stay well within it
+        assert!(read_pickle(&doubled(8)).is_ok());
+    }
+
+    #[test]
     fn huge_integers_are_not_converted_to_decimal() {
         // a 100 kB LONG4 in hyper_parameters: decimal text would take minutes
         let mut long4 = vec![0x8b];
@@ -876,23 +910,12 @@ mod tests {
         };
         let mut zip = ZipArchive::new(std::fs::File::open(path).unwrap()).unwrap();
         let pkl = read_small(&mut zip, "rope_vq/data.pkl").unwrap().unwrap();
-        let u = pickle::unpickle(&pkl, "data.pkl").unwrap();
-        let root = u.dict(&u.root).unwrap();
-        assert!(
-            hyper_parameters(&u, root.get("hyper_parameters").unwrap())
-                .unwrap()
-                .is_some()
-        );
+        assert!(read_pickle(&pkl).unwrap().hyper_parameters.is_some());
         let mut seed = 0x0bad_5eed_dead_beefu64;
         for round in 0..400 {
             let mut p = pkl.clone();
             mutate(&mut p, &mut seed, 1 + round % 4);
-            if let Ok(u) = pickle::unpickle(&p, "data.pkl")
-                && let Some(root) = u.dict(&u.root)
-                && let Some(h) = root.get("hyper_parameters")
-            {
-                let _ = hyper_parameters(&u, h);
-            }
+            let _ = read_pickle(&p);
         }
     }
 
