@@ -7,7 +7,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::{AttentionSemantics, Config};
 use crate::graph::Graph;
-use crate::model::{Ctx, decoder::Decoder, encoder::Encoder};
+use crate::model::{Ctx, vqgan};
 use crate::onnx::{self, ModelProto, SaveReport};
 use crate::weights::Weights;
 
@@ -180,9 +180,9 @@ pub fn build(cfg: &Config, weights: &Weights, opts: ExportOptions, provenance: &
         f(&mut cx).with_context(|| format!("tracing the {what}"))?;
         Ok(g)
     };
-    let g = trace("encoder", &|cx| Encoder::load(cx)?.trace(cx, opts.intermediates))?;
+    let g = trace("encoder", &|cx| vqgan::trace_encode(cx, opts.intermediates))?;
     let encoder = finish(g, "omnitok_encoder", "encoder", &meta)?;
-    let g = trace("decoder", &|cx| Decoder::load(cx)?.trace(cx, opts.intermediates))?;
+    let g = trace("decoder", &|cx| vqgan::trace_decode(cx, opts.intermediates))?;
     let decoder = finish(g, "omnitok_decoder", "decoder", &meta)?;
 
     Ok(Exported {

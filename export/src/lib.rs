@@ -9,6 +9,13 @@ pub mod model;
 pub mod onnx;
 pub mod weights;
 
+// The unit tests share the integration tests' support code (which names this crate).
+#[cfg(test)]
+extern crate self as omnitok_export;
+#[cfg(test)]
+#[path = "../tests/support/mod.rs"]
+mod test_support;
+
 pub use config::{AttentionSemantics, Config, PRESETS, preset};
 pub use export::{ExportOptions, Exported, Provenance, build, write, write_random_preset};
 pub use weights::{Source, Weights};

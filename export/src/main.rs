@@ -105,10 +105,17 @@ fn run(args: Args) -> Result<()> {
                 (_, Some(p), None) => p.config(),
                 (Some(hp), None, None) => Config::from_hyper_parameters(hp)
                     .with_context(|| format!("{}: reading hyper_parameters", path.display()))?,
-                (None, None, None) => bail!(
-                    "{}: a safetensors file carries no config; pass --preset NAME or --config JSON",
-                    path.display()
-                ),
+                (None, None, None) => match ck.format {
+                    checkpoint::Format::Safetensors => bail!(
+                        "{}: a safetensors file carries no config; pass --preset NAME or --config JSON",
+                        path.display()
+                    ),
+                    checkpoint::Format::Torch => bail!(
+                        "{}: this .ckpt has no hyper_parameters (Lightning saves them; a bare state dict \
+                         lacks them), so it carries no config; pass --preset NAME or --config JSON",
+                        path.display()
+                    ),
+                },
             };
             let prov = Provenance::Checkpoint {
                 file: path.clone(),

@@ -5,10 +5,48 @@
 use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::BTreeMap;
-
-use anyhow::{Result, bail};
+use std::fmt;
 
 use crate::checkpoint::{Tensor, TensorData};
+
+/// Why the weights cannot serve a tensor the graphs need.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Error {
+    /// The checkpoint lacks the tensor.
+    Missing { key: String, shape: Vec<usize> },
+    /// The checkpoint's tensor has another shape than the config implies.
+    Shape {
+        key: String,
+        found: Vec<usize>,
+        expected: Vec<usize>,
+    },
+    /// The tensor holds integers where the graphs need floats.
+    NotFloat { key: String },
+    /// The tensor holds NaN or infinite values: `count` of its `len`.
+    NonFinite { key: String, count: usize, len: usize },
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Missing { key, shape } => {
+                write!(f, "tensor '{key}' (shape {shape:?}) is missing from the checkpoint")
+            }
+            Error::Shape { key, found, expected } => {
+                write!(f, "tensor '{key}' has shape {found:?}, the config needs {expected:?}")
+            }
+            Error::NotFloat { key } => write!(f, "tensor '{key}' holds integers, expected floats"),
+            Error::NonFinite { key, count, len } => write!(
+                f,
+                "tensor '{key}' holds {count} non-finite value{} (NaN or infinity) out of {len}; \
+                 the checkpoint is damaged or its training diverged",
+                if *count == 1 { "" } else { "s" }
+            ),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
 
 /// Where tensors come from.
 pub enum Source {
@@ -30,24 +68,39 @@ impl Weights {
         }
     }
 
-    /// The float tensor `key`, which must have `shape`.
-    pub fn get(&self, key: &str, shape: &[usize]) -> Result<Cow<'_, [f32]>> {
+    /// The float tensor `key`, which must have `shape` and finite values.
+    pub fn get(&self, key: &str, shape: &[usize]) -> Result<Cow<'_, [f32]>, Error> {
         self.used.borrow_mut().insert(key.to_string(), shape.to_vec());
-        match &self.source {
-            Source::Checkpoint(map) => {
-                let Some(t) = map.get(key) else {
-                    bail!("tensor '{key}' (shape {shape:?}) is missing from the checkpoint");
-                };
-                if t.shape != shape {
-                    bail!("tensor '{key}' has shape {:?}, the config needs {shape:?}", t.shape);
-                }
-                match &t.data {
-                    TensorData::F32(v) => Ok(Cow::Borrowed(v.as_slice())),
-                    TensorData::I64(_) => bail!("tensor '{key}' holds integers, expected floats"),
-                }
-            }
-            Source::Random(seed) => Ok(Cow::Owned(random_tensor(*seed, key, shape))),
+        let map = match &self.source {
+            Source::Checkpoint(map) => map,
+            Source::Random(seed) => return Ok(Cow::Owned(random_tensor(*seed, key, shape))),
+        };
+        let key = key.to_string();
+        let Some(t) = map.get(&key) else {
+            return Err(Error::Missing {
+                key,
+                shape: shape.to_vec(),
+            });
+        };
+        if t.shape != shape {
+            return Err(Error::Shape {
+                key,
+                found: t.shape.clone(),
+                expected: shape.to_vec(),
+            });
         }
+        let TensorData::F32(v) = &t.data else {
+            return Err(Error::NotFloat { key });
+        };
+        let count = v.iter().filter(|x| !x.is_finite()).count();
+        if count > 0 {
+            return Err(Error::NonFinite {
+                key,
+                count,
+                len: v.len(),
+            });
+        }
+        Ok(Cow::Borrowed(v.as_slice()))
     }
 
     /// Marks a tensor the graphs do not need but a complete checkpoint holds
@@ -127,5 +180,61 @@ pub fn random_tensor(seed: u64, key: &str, shape: &[usize]) -> Vec<f32> {
         _ => (0..n)
             .map(|_| (rng.normal() * 0.02).clamp(-0.04, 0.04) as f32)
             .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkpoint::{DType, Tensor};
+
+    fn checkpoint(key: &str, data: Vec<f32>) -> Weights {
+        let t = Tensor {
+            dtype: DType::F32,
+            shape: vec![data.len()],
+            data: TensorData::F32(data),
+        };
+        Weights::new(Source::Checkpoint(BTreeMap::from([(key.to_string(), t)])))
+    }
+
+    #[test]
+    fn missing_misshapen_and_integer_tensors_are_typed_errors() {
+        let w = checkpoint("a", vec![1.0, 2.0]);
+        assert_eq!(
+            w.get("b", &[2]),
+            Err(Error::Missing {
+                key: "b".into(),
+                shape: vec![2]
+            })
+        );
+        let e = w.get("a", &[3]).unwrap_err();
+        assert_eq!(e.to_string(), "tensor 'a' has shape [2], the config needs [3]");
+        let t = Tensor {
+            dtype: DType::I64,
+            shape: vec![1],
+            data: TensorData::I64(vec![1]),
+        };
+        let w = Weights::new(Source::Checkpoint(BTreeMap::from([("i".to_string(), t)])));
+        assert_eq!(w.get("i", &[1]), Err(Error::NotFloat { key: "i".into() }));
+    }
+
+    #[test]
+    fn non_finite_weights_are_refused_naming_key_and_count() {
+        let w = checkpoint(
+            "encoder.x.weight",
+            vec![f32::NAN, 1.0, f32::INFINITY, f32::NEG_INFINITY, 0.5],
+        );
+        let e = w.get("encoder.x.weight", &[5]).unwrap_err();
+        assert!(matches!(e, Error::NonFinite { count: 3, len: 5, .. }), "{e:?}");
+        let e = e.to_string();
+        assert!(
+            e.contains("'encoder.x.weight'") && e.contains("3 non-finite values") && e.contains("out of 5"),
+            "{e}"
+        );
+        let w = checkpoint("k", vec![f32::NAN; 4]);
+        let e = w.get("k", &[4]).unwrap_err().to_string();
+        assert!(e.contains("4 non-finite"), "{e}");
+        let w = checkpoint("k", vec![f32::MAX, -f32::MAX, 0.0, f32::MIN_POSITIVE]);
+        assert_eq!(w.get("k", &[4]).unwrap().len(), 4);
     }
 }

@@ -1,37 +1,16 @@
 //! The `omnitok-export` command line: the contract of its issue, and a clear error naming
 //! the file and the problem for each kind of bad input.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use omnitok_export::onnx;
+use support::{Scratch, export_preset, golden, golden_dir, python, torch_archive};
 
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_omnitok-export"))
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli").join(name);
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-/// `OMNITOK_GOLDEN_DIR` (default ../shared/golden); `None` after saying why, a failure under CI=true.
-fn golden() -> Option<PathBuf> {
-    let dir = std::env::var_os("OMNITOK_GOLDEN_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/golden"));
-    if dir.join("cases.json").is_file() {
-        return Some(dir);
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "CI=true but golden data missing at {}",
-        dir.display()
-    );
-    eprintln!("skipped: golden parity data not found at {}", dir.display());
-    None
 }
 
 /// Runs the CLI, expecting failure; returns stderr.
@@ -44,6 +23,7 @@ fn fails(args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stdout)
     );
     assert!(!err.contains("panicked"), "panic for {args:?}: {err}");
+    assert_eq!(out.status.code(), Some(1), "{args:?} did not exit cleanly: {err}");
     err
 }
 
@@ -60,14 +40,14 @@ fn succeeds(args: &[&str]) -> String {
 
 #[test]
 fn random_init_writes_both_graphs_with_metadata() {
-    let dir = scratch("tiny");
+    let dir = Scratch::new("tiny");
     let out = succeeds(&[
         "--preset",
         "tiny",
         "--random-init",
         "3",
         "--output",
-        dir.to_str().unwrap(),
+        dir.path().to_str().unwrap(),
         "-q",
     ]);
     assert!(
@@ -108,26 +88,9 @@ fn random_init_writes_both_graphs_with_metadata() {
 
 #[test]
 fn onnx_checker_accepts_the_graphs() {
-    let Some(python) = std::env::var_os("OMNITOK_PYTHON") else {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "CI=true needs OMNITOK_PYTHON"
-        );
-        eprintln!("skipped: OMNITOK_PYTHON not set");
-        return;
-    };
+    let Some(python) = python() else { return };
     for preset in ["tiny", "tiny_vae"] {
-        let dir = scratch(&format!("checker-{preset}"));
-        succeeds(&[
-            "--preset",
-            preset,
-            "--random-init",
-            "1",
-            "--intermediates",
-            "--output",
-            dir.to_str().unwrap(),
-            "-q",
-        ]);
+        let dir = export_preset(preset, 1, true);
         for g in ["encoder.onnx", "decoder.onnx"] {
             let out = Command::new(&python)
                 .args([
@@ -146,34 +109,36 @@ fn onnx_checker_accepts_the_graphs() {
     }
 }
 
-#[test]
-fn ckpt_and_safetensors_export_identical_weights() {
-    let Some(golden) = golden() else { return };
-    let a = scratch("from-ckpt");
-    let b = scratch("from-safetensors");
-    succeeds(&[
-        "--checkpoint",
-        golden.join("rope_vq.ckpt").to_str().unwrap(),
-        "--output",
-        a.to_str().unwrap(),
-        "-q",
-    ]);
-    // the safetensors file has no config: give it the checkpoint's own
-    let enc = onnx::load(&a.join("encoder.onnx")).unwrap();
+/// Exports `checkpoint` (its own config, or `--config config`) into `out`.
+fn export(checkpoint: &Path, config: Option<&Path>, out: &Scratch) {
+    let mut args = vec!["--checkpoint", checkpoint.to_str().unwrap()];
+    if let Some(c) = config {
+        args.extend(["--config", c.to_str().unwrap()]);
+    }
+    args.extend(["--output", out.path().to_str().unwrap(), "-q"]);
+    succeeds(&args);
+}
+
+/// The config JSON of golden `rope_vq.ckpt` (what its graphs record), for the
+/// safetensors copy of its weights, which carries none; `edit` may change it.
+fn rope_vq_config(golden: &Path, dir: &Scratch, edit: impl FnOnce(&mut serde_json::Value)) -> PathBuf {
+    let out = Scratch::new("rope_vq-config");
+    export(&golden.join("rope_vq.ckpt"), None, &out);
+    let enc = onnx::load(&out.join("encoder.onnx")).unwrap();
     let mut cfg: serde_json::Value = serde_json::from_str(enc.metadata("omnitok.config").unwrap()).unwrap();
     cfg.as_object_mut().unwrap().remove("attention");
-    let cfg_path = b.join("config.json");
-    std::fs::write(&cfg_path, cfg.to_string()).unwrap();
-    let st = golden.join("rope_vq.weights.safetensors");
-    succeeds(&[
-        "--checkpoint",
-        st.to_str().unwrap(),
-        "--config",
-        cfg_path.to_str().unwrap(),
-        "--output",
-        b.to_str().unwrap(),
-        "-q",
-    ]);
+    edit(&mut cfg);
+    dir.file("config.json", cfg.to_string().as_bytes())
+}
+
+#[test]
+fn ckpt_and_safetensors_export_identical_weights() {
+    let Some(golden) = golden_dir() else { return };
+    let a = Scratch::new("from-ckpt");
+    let b = Scratch::new("from-safetensors");
+    export(&golden.join("rope_vq.ckpt"), None, &a);
+    let cfg_path = rope_vq_config(&golden, &b, |_| {});
+    export(&golden.join("rope_vq.weights.safetensors"), Some(&cfg_path), &b);
     for g in ["encoder.onnx", "decoder.onnx"] {
         let x = onnx::load(&a.join(g)).unwrap();
         let y = onnx::load(&b.join(g)).unwrap();
@@ -190,8 +155,8 @@ fn ckpt_and_safetensors_export_identical_weights() {
 
 #[test]
 fn bad_inputs_are_clear_errors() {
-    let out = scratch("errors");
-    let o = out.to_str().unwrap();
+    let out = Scratch::new("errors");
+    let o = out.path().to_str().unwrap();
     let err = fails(&["--preset", "nope", "--random-init", "1", "--output", o]);
     assert!(
         err.contains("unknown preset 'nope'") && err.contains("imagenet_k600"),
@@ -207,7 +172,7 @@ fn bad_inputs_are_clear_errors() {
     let err = fails(&["--checkpoint", garbage.to_str().unwrap(), "--output", o]);
     assert!(err.contains("garbage.ckpt"), "{err}");
 
-    let Some(golden) = golden() else { return };
+    let Some(golden) = golden_dir() else { return };
     let bytes = std::fs::read(golden.join("rope_vq.ckpt")).unwrap();
     let truncated = out.join("truncated.ckpt");
     std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
@@ -235,27 +200,7 @@ fn bad_inputs_are_clear_errors() {
         "{err}"
     );
     // missing tensors: RoPE weights under math semantics with a rel-position config need the bias MLP
-    let mut cfg: serde_json::Value = serde_json::from_str(
-        onnx::load(&{
-            let d = scratch("for-config");
-            succeeds(&[
-                "--checkpoint",
-                golden.join("rope_vq.ckpt").to_str().unwrap(),
-                "--output",
-                d.to_str().unwrap(),
-                "-q",
-            ]);
-            d.join("encoder.onnx")
-        })
-        .unwrap()
-        .metadata("omnitok.config")
-        .unwrap(),
-    )
-    .unwrap();
-    cfg["spatial_pos"] = "rel".into();
-    cfg.as_object_mut().unwrap().remove("attention");
-    let cfg_path = out.join("rel.json");
-    std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+    let cfg_path = rope_vq_config(&golden, &out, |cfg| cfg["spatial_pos"] = "rel".into());
     let err = fails(&[
         "--checkpoint",
         st.to_str().unwrap(),
@@ -270,4 +215,111 @@ fn bad_inputs_are_clear_errors() {
         err.contains("is missing from the checkpoint") && err.contains("spatial_rel_pos_bias"),
         "{err}"
     );
+}
+
+/// Exports `checkpoint` with its own config into `out`, expecting failure; returns stderr.
+fn export_fails(checkpoint: &Path, out: &Scratch) -> String {
+    fails(&[
+        "--checkpoint",
+        checkpoint.to_str().unwrap(),
+        "--output",
+        out.path().to_str().unwrap(),
+    ])
+}
+
+#[test]
+fn a_deeply_nested_pickle_is_an_error_not_an_abort() {
+    // 200,000 nested one-element tuples (200 kB): the stack overflowed when they were dropped
+    let mut pickle = vec![0x80, 2, b'N'];
+    pickle.extend(std::iter::repeat_n(0x85, 200_000));
+    pickle.push(b'.');
+    let dir = Scratch::new("deep");
+    let ckpt = dir.file("deep.ckpt", &torch_archive(&[("archive/data.pkl", &pickle)]));
+    let err = export_fails(&ckpt, &dir);
+    assert!(
+        err.contains("deep.ckpt") && err.contains("more than 256 levels deep"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_ckpt_without_hyper_parameters_is_told_so() {
+    // a bare state dict: {} (EMPTY_DICT, STOP)
+    let dir = Scratch::new("bare");
+    let ckpt = dir.file("bare.ckpt", &torch_archive(&[("archive/data.pkl", b"\x80\x02}.")]));
+    let err = export_fails(&ckpt, &dir);
+    assert!(
+        err.contains("bare.ckpt")
+            && err.contains("no hyper_parameters")
+            && err.contains("--preset")
+            && err.contains("--config")
+            && !err.contains("safetensors"),
+        "{err}"
+    );
+}
+
+#[test]
+fn non_finite_weights_are_refused() {
+    let Some(st) = golden("rope_vq.weights.safetensors") else {
+        return;
+    };
+    let dir = Scratch::new("nan");
+    let cfg = rope_vq_config(st.parent().unwrap(), &dir, |_| {});
+    // the golden weights with every float tensor NaN, then with one infinity in one tensor
+    let bytes = std::fs::read(&st).unwrap();
+    let golden = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let rewrite = |name: &str, poison: &dyn Fn(&str, &mut [f32])| -> PathBuf {
+        let tensors: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)> = golden
+            .tensors()
+            .into_iter()
+            .map(|(k, v)| {
+                let mut data = v.data().to_vec();
+                if v.dtype() == safetensors::Dtype::F32 {
+                    let mut f: Vec<f32> = data
+                        .chunks_exact(4)
+                        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                        .collect();
+                    poison(&k, &mut f);
+                    data = f.iter().flat_map(|x| x.to_le_bytes()).collect();
+                }
+                (k, v.dtype(), v.shape().to_vec(), data)
+            })
+            .collect();
+        let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
+            .iter()
+            .map(|(k, d, s, b)| {
+                (
+                    k.clone(),
+                    safetensors::tensor::TensorView::new(*d, s.clone(), b).unwrap(),
+                )
+            })
+            .collect();
+        dir.file(name, &safetensors::serialize(views, None).unwrap())
+    };
+    let export = |path: &Path| {
+        fails(&[
+            "--checkpoint",
+            path.to_str().unwrap(),
+            "--config",
+            cfg.to_str().unwrap(),
+            "--output",
+            dir.join("out").to_str().unwrap(),
+        ])
+    };
+    let all_nan = rewrite("nan.safetensors", &|_, f| f.fill(f32::NAN));
+    let err = export(&all_nan);
+    // the codebook (8192 x 8) is the first tensor the export reads
+    assert!(
+        err.contains("nan.safetensors") && err.contains("'codebook.embeddings' holds 65536 non-finite values"),
+        "{err}"
+    );
+    let key = "decoder.dec_spatial_transformer.layers.1.3.4.weight";
+    let one_inf = rewrite("inf.safetensors", &|k, f| {
+        if k == key {
+            f[7] = f32::NEG_INFINITY;
+        }
+    });
+    let err = export(&one_inf);
+    assert!(err.contains(&format!("'{key}' holds 1 non-finite value")), "{err}");
+    assert!(!dir.join("out/encoder.onnx").exists() || !dir.join("out/decoder.onnx").exists());
 }

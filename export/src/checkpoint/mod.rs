@@ -11,11 +11,8 @@
 //!   records / tensor data are decoded straight from the file as they go by.
 
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::io::Read;
-use std::path::Path;
-
-use anyhow::{Context, Result, anyhow, bail};
+use std::fmt;
+use std::path::{Path, PathBuf};
 
 mod convert;
 mod json;
@@ -23,6 +20,8 @@ mod pickle;
 mod safetensors;
 mod stream;
 mod torch;
+
+use stream::Input;
 
 /// Element type of a tensor as stored in the file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -56,20 +55,6 @@ impl TensorData {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
-
-    pub fn as_f32(&self) -> Option<&[f32]> {
-        match self {
-            TensorData::F32(v) => Some(v),
-            TensorData::I64(_) => None,
-        }
-    }
-
-    pub fn as_i64(&self) -> Option<&[i64]> {
-        match self {
-            TensorData::I64(v) => Some(v),
-            TensorData::F32(_) => None,
-        }
-    }
 }
 
 /// A contiguous tensor: `data.len()` is the product of `shape`.
@@ -95,41 +80,19 @@ pub enum HyperValue {
     Dict(BTreeMap<String, HyperValue>),
 }
 
-impl HyperValue {
-    pub fn as_bool(&self) -> Option<bool> {
-        match self {
-            HyperValue::Bool(b) => Some(*b),
-            _ => None,
-        }
-    }
-
-    pub fn as_i64(&self) -> Option<i64> {
-        match self {
-            HyperValue::Int(i) => Some(*i),
-            _ => None,
-        }
-    }
-
-    /// Floats, and integers as floats.
-    pub fn as_f64(&self) -> Option<f64> {
-        match self {
-            HyperValue::Float(f) => Some(*f),
-            HyperValue::Int(i) => Some(*i as f64),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(&self) -> Option<&str> {
-        match self {
-            HyperValue::Str(s) => Some(s),
-            _ => None,
-        }
-    }
+/// The two file formats [`load`] reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// A torch zip archive (`torch.save`, a Lightning `.ckpt`).
+    Torch,
+    Safetensors,
 }
 
 /// What [`load`] returns.
 #[derive(Debug, Clone)]
 pub struct Checkpoint {
+    /// Which format the file turned out to be (by its content, not its name).
+    pub format: Format,
     /// Inference weights only, keyed by the state_dict key.
     pub tensors: BTreeMap<String, Tensor>,
     /// The `argparse.Namespace` fields Lightning saved in `hyper_parameters`
@@ -153,92 +116,148 @@ pub fn is_training_only(key: &str) -> bool {
 /// Loads a `.ckpt` (torch zip archive) or `.safetensors` file, chosen by its
 /// content. `progress(done_bytes, total_bytes)` is called as the file is read
 /// (first with 0, last with the file size). Every error names the file.
-pub fn load(path: &Path, progress: &mut dyn FnMut(u64, u64)) -> Result<Checkpoint> {
-    load_inner(path, progress).map_err(|e| anyhow!("{}: {e:#}", path.display()))
+pub fn load(path: &Path, progress: &mut dyn FnMut(u64, u64)) -> Result<Checkpoint, Error> {
+    load_input(Input::File(path), progress).map_err(|e| e.at(path))
 }
 
-fn load_inner(path: &Path, progress: &mut dyn FnMut(u64, u64)) -> Result<Checkpoint> {
-    let mut head = Vec::with_capacity(16);
-    File::open(path)
-        .context("cannot open")?
-        .take(16)
-        .read_to_end(&mut head)
-        .context("cannot read")?;
+/// [`load`] for a checkpoint already in memory.
+pub fn load_bytes(bytes: &[u8]) -> Result<Checkpoint, Error> {
+    load_input(Input::Bytes(bytes), &mut |_, _| {})
+}
+
+/// Why a checkpoint cannot be read. [`load`]'s errors name the file.
+#[derive(Debug)]
+pub enum Error {
+    /// The file cannot be opened or read.
+    Io {
+        path: Option<PathBuf>,
+        source: std::io::Error,
+    },
+    /// Neither a torch zip archive nor a safetensors file (empty, torch's legacy
+    /// format, anything else).
+    UnknownFormat { path: Option<PathBuf>, message: String },
+    /// A torch archive or safetensors file the reader refuses: truncated or damaged,
+    /// beyond a limit, or naming what a checkpoint never needs. `message` says where.
+    Invalid {
+        path: Option<PathBuf>,
+        format: Format,
+        message: String,
+    },
+}
+
+impl Error {
+    fn at(mut self, file: &Path) -> Self {
+        let (Error::Io { path, .. } | Error::UnknownFormat { path, .. } | Error::Invalid { path, .. }) = &mut self;
+        *path = Some(file.to_path_buf());
+        self
+    }
+
+    /// The file the error is about (`None` for [`load_bytes`]).
+    pub fn path(&self) -> Option<&Path> {
+        let (Error::Io { path, .. } | Error::UnknownFormat { path, .. } | Error::Invalid { path, .. }) = self;
+        path.as_deref()
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(p) = self.path() {
+            write!(f, "{}: ", p.display())?;
+        }
+        match self {
+            Error::Io { source, .. } => write!(f, "cannot open: {source}"),
+            Error::UnknownFormat { message, .. } | Error::Invalid { message, .. } => f.write_str(message),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+fn load_input(input: Input, progress: &mut dyn FnMut(u64, u64)) -> Result<Checkpoint, Error> {
+    let head = input.head(16).map_err(|source| Error::Io { path: None, source })?;
+    let format = sniff(&head).map_err(|message| Error::UnknownFormat { path: None, message })?;
+    let read = match format {
+        Format::Torch => torch::load(input, progress),
+        Format::Safetensors => safetensors::load(input, progress),
+    };
+    read.map_err(|e| Error::Invalid {
+        path: None,
+        format,
+        message: format!("{e:#}"),
+    })
+}
+
+/// The format a file's first 16 bytes announce, or why they announce none.
+fn sniff(head: &[u8]) -> Result<Format, String> {
     if head.starts_with(b"PK\x03\x04") || head.starts_with(b"PK\x05\x06") {
-        return torch::load(path, progress);
+        return Ok(Format::Torch);
     }
     if head.is_empty() {
-        bail!("the file is empty");
+        return Err("the file is empty".into());
     }
     if head.starts_with(&[0x80, 0x02, 0x8a, 0x0a]) {
-        bail!(
+        return Err(
             "this is torch's legacy (pre-1.6) serialization format, which is not supported; \
              re-save it with a current torch, or convert it to safetensors"
+                .into(),
         );
     }
     // safetensors: a little-endian u64 header length, then '{'. A plausible
     // length (under 2^40) without the '{' is still treated as safetensors, so
     // that a damaged header gets a precise error.
     if head.len() >= 9 && (head[8] == b'{' || head[5..8] == [0, 0, 0]) {
-        return safetensors::load(path, progress);
+        return Ok(Format::Safetensors);
     }
     let shown: String = head.iter().map(|b| format!("{b:02x}")).collect();
-    bail!(
+    Err(format!(
         "neither a torch zip archive (which starts with \"PK\") nor a safetensors file (an 8-byte \
          header length, then '{{'); it starts with {shown}"
-    )
+    ))
+}
+
+/// The readers on bytes in memory, for the fuzz targets (`fuzz/` at the repository root).
+/// Each returns whether the input was accepted; errors are the expected outcome.
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing {
+    use super::{Input, safetensors, torch};
+
+    /// The restricted unpickler and the interpretation of `data.pkl` (state dict,
+    /// hyper-parameters).
+    pub fn pickle(data: &[u8]) -> bool {
+        torch::read_pickle(data).is_ok()
+    }
+
+    /// A torch zip archive: the zip reader, `data.pkl`, the storage records.
+    pub fn torch_zip(data: &[u8]) -> bool {
+        torch::load(Input::Bytes(data), &mut |_, _| {}).is_ok()
+    }
+
+    /// A safetensors file: header length, JSON header, tensor data.
+    pub fn safetensors(data: &[u8]) -> bool {
+        safetensors::load(Input::Bytes(data), &mut |_, _| {}).is_ok()
+    }
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use std::path::PathBuf;
+    use crate::test_support::{TempFile, golden};
 
-    /// The golden test data: `$OMNITOK_GOLDEN_DIR`, else `shared/golden` found
-    /// beside the crate or its workspace.
-    pub(crate) fn golden_dir() -> PathBuf {
-        if let Some(d) = std::env::var_os("OMNITOK_GOLDEN_DIR") {
-            return PathBuf::from(d);
-        }
-        let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let candidates = [manifest.join("../shared/golden"), manifest.join("../../shared/golden")];
-        candidates.iter().find(|p| p.is_dir()).unwrap_or(&candidates[0]).clone()
-    }
-
-    /// A golden file, or `None` (after saying so) when the golden dir is missing;
-    /// under `CI=true` a missing dir is a failure.
-    pub(crate) fn golden(name: &str) -> Option<PathBuf> {
-        let dir = golden_dir();
-        if !dir.is_dir() {
-            if std::env::var("CI").as_deref() == Ok("true") {
-                panic!("golden dir {} missing", dir.display());
-            }
-            println!("skipped: golden dir {} missing", dir.display());
-            return None;
-        }
-        Some(dir.join(name))
-    }
-
-    /// A file in the temp dir, removed on drop.
-    pub(crate) struct TempFile(pub PathBuf);
-
-    impl TempFile {
-        pub(crate) fn with(name: &str, bytes: &[u8]) -> Self {
-            let dir = std::env::temp_dir().join(format!("omnitok-checkpoint-{}", std::process::id()));
-            std::fs::create_dir_all(&dir).unwrap();
-            let path = dir.join(name);
-            std::fs::write(&path, bytes).unwrap();
-            TempFile(path)
-        }
-    }
-
-    impl Drop for TempFile {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_file(&self.0);
-            if let Some(dir) = self.0.parent() {
-                let _ = std::fs::remove_dir(dir); // only succeeds once empty
-            }
-        }
+    /// The error loading `t`, which must name the file.
+    pub(crate) fn load_err(t: &TempFile) -> String {
+        let e = format!("{:#}", load(&t.path, &mut |_, _| {}).unwrap_err());
+        assert!(
+            e.contains(&t.path.display().to_string()),
+            "error does not name the file: {e}"
+        );
+        e
     }
 
     fn sha256_hex(path: &Path) -> String {
@@ -364,6 +383,76 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn fuzz_seeds_are_valid_inputs() {
+        // The committed seed corpus of fuzz/ (fuzz/seeds/make_seeds.py) reads cleanly,
+        // so the fuzzers start from inputs that reach every stage of the readers.
+        let seeds = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds");
+        let files = |target: &str| -> Vec<(PathBuf, Vec<u8>)> {
+            let mut v: Vec<_> = std::fs::read_dir(seeds.join(target))
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .map(|p| (p.clone(), std::fs::read(&p).unwrap()))
+                .collect();
+            v.sort();
+            assert!(v.len() >= 2, "{target}: {v:?}");
+            v
+        };
+        for (path, data) in files("pickle") {
+            torch::read_pickle(&data).unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+        }
+        for target in ["torch_zip", "safetensors"] {
+            for (path, data) in files(target) {
+                let ck = load_bytes(&data).unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+                assert!(!ck.tensors.is_empty(), "{}", path.display());
+            }
+        }
+        let ck = load_bytes(&std::fs::read(seeds.join("torch_zip/lightning.ckpt")).unwrap()).unwrap();
+        let hp = ck.hyper_parameters.unwrap();
+        assert_eq!(hp["embedding_dim"], HyperValue::Int(32));
+        assert_eq!(
+            ck.tensors["encoder.proj.t"].data,
+            TensorData::F32(vec![-2.0, -0.125, 0.5, 7.0])
+        );
+    }
+
+    #[test]
+    fn errors_say_their_kind_and_file() {
+        let e = load(Path::new("/nonexistent/x.ckpt"), &mut |_, _| {}).unwrap_err();
+        assert!(matches!(&e, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound));
+        assert_eq!(e.path(), Some(Path::new("/nonexistent/x.ckpt")));
+        assert!(std::error::Error::source(&e).is_some());
+        let t = TempFile::with("text.bin", b"hello, I am not a checkpoint");
+        assert!(matches!(
+            load(&t.path, &mut |_, _| {}),
+            Err(Error::UnknownFormat { .. })
+        ));
+        let e = load_bytes(b"PK\x03\x04 not really a zip archive").unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::Invalid {
+                    format: Format::Torch,
+                    path: None,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        assert!(e.to_string().starts_with("it starts like a zip archive"), "{e}");
+        let e = load_bytes(b"\x02\x00\x00\x00\x00\x00\x00\x00{x").unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::Invalid {
+                    format: Format::Safetensors,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+    }
+
+    #[test]
     fn unrecognised_files_are_clear_errors() {
         let cases: &[(&str, &[u8], &str)] = &[
             ("empty.bin", b"", "the file is empty"),
@@ -377,9 +466,9 @@ pub(crate) mod tests {
         ];
         for (name, bytes, want) in cases {
             let t = TempFile::with(name, bytes);
-            let e = format!("{:#}", load(&t.0, &mut |_, _| {}).unwrap_err());
+            let e = format!("{:#}", load(&t.path, &mut |_, _| {}).unwrap_err());
             assert!(e.contains(want), "{name}: {e}");
-            assert!(e.starts_with(&t.0.display().to_string()), "{name}: {e}");
+            assert!(e.starts_with(&t.path.display().to_string()), "{name}: {e}");
         }
         let e = load(Path::new("/nonexistent/x.ckpt"), &mut |_, _| {}).unwrap_err();
         assert!(e.to_string().starts_with("/nonexistent/x.ckpt: cannot open"), "{e}");

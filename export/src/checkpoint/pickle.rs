@@ -13,6 +13,7 @@
 //! and cycles cannot leak memory.
 
 use std::collections::HashMap;
+use std::ops::Deref;
 use std::rc::Rc;
 
 use anyhow::{Result, anyhow};
@@ -113,14 +114,74 @@ pub(crate) enum Value {
     Float(f64),
     Str(Rc<str>),
     Bytes(Rc<[u8]>),
-    Tuple(Rc<[Value]>),
+    Tuple(Tuple),
     Obj(ObjId),
     Global(Rc<GlobalRef>),
     Storage(Rc<StorageRef>),
     Tensor(Rc<TensorRef>),
 }
 
+/// Most levels tuples may nest. Tuples are the one value held inline (lists, dicts and
+/// instances live in the arena), so this bounds the depth of every value; torch
+/// checkpoints nest a few levels.
+pub(crate) const MAX_NESTING: u32 = 256;
+
+/// An immutable tuple, with its nesting depth (1 for a tuple of non-tuples).
+#[derive(Debug, Clone)]
+pub(crate) struct Tuple {
+    items: Rc<[Value]>,
+    depth: u32,
+}
+
+impl Tuple {
+    /// `None` when the tuple would nest deeper than [`MAX_NESTING`].
+    fn new(items: Vec<Value>) -> Option<Self> {
+        let depth = 1 + items.iter().map(Value::nesting).max().unwrap_or(0);
+        (depth <= MAX_NESTING).then(|| Tuple {
+            items: Rc::from(items),
+            depth,
+        })
+    }
+}
+
+impl Deref for Tuple {
+    type Target = [Value];
+
+    fn deref(&self) -> &[Value] {
+        &self.items
+    }
+}
+
+impl Drop for Tuple {
+    /// Takes nested tuples apart one level at a time, so that dropping a value never
+    /// recurses, however deep it is.
+    fn drop(&mut self) {
+        if !self.items.iter().any(|v| matches!(v, Value::Tuple(_))) {
+            return;
+        }
+        let mut pending = vec![std::mem::take(&mut self.items)];
+        while let Some(mut items) = pending.pop() {
+            // Shared tuples are left to their other owners.
+            if let Some(items) = Rc::get_mut(&mut items) {
+                for v in items.iter_mut() {
+                    if let Value::Tuple(t) = v {
+                        pending.push(std::mem::take(&mut t.items));
+                    }
+                }
+            }
+        }
+    }
+}
+
 impl Value {
+    /// How many tuples deep the value is (0 for anything but a tuple).
+    fn nesting(&self) -> u32 {
+        match self {
+            Value::Tuple(t) => t.depth,
+            _ => 0,
+        }
+    }
+
     /// A short description of the value's kind, for error messages.
     pub(crate) fn kind(&self, objs: &[Obj]) -> String {
         match self {
@@ -556,6 +617,14 @@ impl Machine<'_> {
         Ok(self.stack.split_off(m))
     }
 
+    fn tuple(&self, items: Vec<Value>) -> Result<Value> {
+        Tuple::new(items).map(Value::Tuple).ok_or_else(|| {
+            self.malformed(format_args!(
+                "its values nest more than {MAX_NESTING} levels deep, far deeper than a checkpoint's; refusing"
+            ))
+        })
+    }
+
     fn new_obj(&mut self, o: Obj) -> Value {
         self.objs.push(o);
         Value::Obj(self.objs.len() - 1)
@@ -726,10 +795,14 @@ impl Machine<'_> {
                     self.push(v);
                 }
                 // Containers.
-                b')' => self.push(Value::Tuple(Rc::from(Vec::new()))),
+                b')' => {
+                    let v = self.tuple(Vec::new())?;
+                    self.push(v);
+                }
                 b't' => {
                     let items = self.pop_mark()?;
-                    self.push(Value::Tuple(Rc::from(items)));
+                    let v = self.tuple(items)?;
+                    self.push(v);
                 }
                 0x85..=0x87 => {
                     let n = usize::from(op - 0x84);
@@ -737,7 +810,8 @@ impl Machine<'_> {
                         return Err(self.malformed("stack underflow"));
                     }
                     let items = self.stack.split_off(self.stack.len() - n);
-                    self.push(Value::Tuple(Rc::from(items)));
+                    let v = self.tuple(items)?;
+                    self.push(v);
                 }
                 b']' => {
                     let v = self.new_obj(Obj::List(Vec::new()));
@@ -978,10 +1052,9 @@ impl Machine<'_> {
         Err(self.malformed(format_args!("cannot set items on a {k}")))
     }
 
-    /// Items of a list, tuple or set argument.
     /// Accounts for `n` copied values.
     fn charge(&mut self, n: usize) -> Result<()> {
-        let limit = self.data.len().saturating_mul(16).saturating_add(1 << 20);
+        let limit = self.data.len().saturating_mul(16).saturating_add(1 << 16);
         self.copied = self.copied.saturating_add(n);
         if self.copied > limit {
             return Err(self.malformed(format_args!(
@@ -1094,7 +1167,7 @@ impl Machine<'_> {
                 Ok(match g.kind {
                     G::Set | G::FrozenSet => self.new_obj(Obj::Set(items)),
                     G::List => self.new_obj(Obj::List(items)),
-                    _ => Value::Tuple(Rc::from(items)),
+                    _ => self.tuple(items)?,
                 })
             }
             G::Bytes => match args {
@@ -1649,6 +1722,64 @@ mod tests {
         }
         let e = err(&p.stop());
         assert!(e.contains("copies more than"), "{e}");
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_by_its_limit() {
+        // 200,000 nested one-element tuples in a 200 kB pickle: once an abort (the stack
+        // overflowed while the nested values were dropped), now an error naming the limit.
+        for levels in [200_000, 100_000, MAX_NESTING as usize + 1] {
+            let mut p = P::new().op(b'N');
+            for _ in 0..levels {
+                p = p.op(0x85);
+            }
+            let e = err(&p.stop());
+            assert!(
+                e.contains(&format!("more than {MAX_NESTING} levels deep")),
+                "{levels}: {e}"
+            );
+        }
+        // The same through MARK ... TUPLE.
+        let mut p = P::new();
+        for _ in 0..1000 {
+            p = p.mark();
+        }
+        p = p.op(b'N');
+        for _ in 0..1000 {
+            p = p.tuple();
+        }
+        let e = err(&p.stop());
+        assert!(e.contains("levels deep"), "{e}");
+        let mut p = P::new().op(b'N');
+        for _ in 0..MAX_NESTING {
+            p = p.op(0x85);
+        }
+        let u = unpickle(&p.stop(), "t").unwrap();
+        assert_eq!(u.root.nesting(), MAX_NESTING);
+    }
+
+    #[test]
+    fn dropping_deep_tuples_never_recurses() {
+        // Built past the reader's limit on purpose, on a small stack: a recursive drop
+        // of a million levels would overflow it.
+        std::thread::Builder::new()
+            .stack_size(256 << 10)
+            .spawn(|| {
+                let mut v = Value::None;
+                for _ in 0..1_000_000 {
+                    v = Value::Tuple(Tuple {
+                        items: Rc::from(vec![v]),
+                        depth: 0,
+                    });
+                }
+                let shared = v.clone();
+                drop(v);
+                assert!(matches!(&shared, Value::Tuple(t) if t.len() == 1));
+                drop(shared);
+            })
+            .unwrap()
+            .join()
+            .unwrap();
     }
 
     #[test]

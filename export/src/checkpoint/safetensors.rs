@@ -4,14 +4,13 @@
 //! order while the whole file is hashed.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use anyhow::{Context, Result, anyhow, bail};
 
 use super::convert::{Decoder, check_len, numel};
 use super::json::{self, Json};
-use super::stream::HashedFile;
-use super::{Checkpoint, DType, Tensor, is_training_only};
+use super::stream::{HashedFile, Input};
+use super::{Checkpoint, DType, Format, Tensor, is_training_only};
 
 /// The safetensors format's own limit on the header size.
 const MAX_HEADER: u64 = 100_000_000;
@@ -80,8 +79,8 @@ fn parse_entry(name: &str, v: &Json) -> Result<Entry> {
     })
 }
 
-pub(crate) fn load(path: &Path, progress: &mut dyn FnMut(u64, u64)) -> Result<Checkpoint> {
-    let mut f = HashedFile::open(path, progress)?;
+pub(crate) fn load(input: Input, progress: &mut dyn FnMut(u64, u64)) -> Result<Checkpoint> {
+    let mut f = HashedFile::open(input, progress)?;
     let file_len = f.len();
     if file_len < 8 {
         bail!("the file is only {file_len} bytes, too short for a safetensors header length");
@@ -181,6 +180,7 @@ pub(crate) fn load(path: &Path, progress: &mut dyn FnMut(u64, u64)) -> Result<Ch
     }
     let sha256 = f.finish()?;
     Ok(Checkpoint {
+        format: Format::Safetensors,
         tensors,
         hyper_parameters: None,
         sha256,
@@ -190,9 +190,10 @@ pub(crate) fn load(path: &Path, progress: &mut dyn FnMut(u64, u64)) -> Result<Ch
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::{TempFile, golden};
+    use super::super::tests::load_err;
     use super::super::{TensorData, load};
     use super::*;
+    use crate::test_support::{TempFile, golden};
     use safetensors::tensor::{Dtype, TensorView};
 
     fn write_st(name: &str, tensors: &[(&str, Dtype, Vec<usize>, Vec<u8>)]) -> TempFile {
@@ -220,7 +221,7 @@ mod tests {
                 ("b", Dtype::BF16, vec![7], le16(&bf16)),
             ],
         );
-        let ck = load(&t.0, &mut |_, _| {}).unwrap();
+        let ck = load(&t.path, &mut |_, _| {}).unwrap();
         let bits = |k: &str| match &ck.tensors[k].data {
             TensorData::F32(v) => v.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
             TensorData::I64(_) => panic!(),
@@ -270,7 +271,7 @@ mod tests {
                 ("perceptual_model.x", Dtype::F32, vec![1], vec![0; 4]),
             ],
         );
-        let ck = load(&t.0, &mut |_, _| {}).unwrap();
+        let ck = load(&t.path, &mut |_, _| {}).unwrap();
         assert_eq!(ck.skipped, 2);
         assert_eq!(ck.tensors.len(), 6);
         assert_eq!(ck.tensors["d"].data, TensorData::F32(vec![0.1f64 as f32, -2.0]));
@@ -283,7 +284,7 @@ mod tests {
         assert_eq!(ck.tensors["e"].data, TensorData::F32(vec![]));
         // An unsupported dtype is an error only when the tensor is needed.
         let t = write_st("i16.safetensors", &[("w", Dtype::I16, vec![1], vec![1, 0])]);
-        let e = format!("{:#}", load(&t.0, &mut |_, _| {}).unwrap_err());
+        let e = format!("{:#}", load(&t.path, &mut |_, _| {}).unwrap_err());
         assert!(e.contains("'w' has dtype I16"), "{e}");
     }
 
@@ -292,15 +293,6 @@ mod tests {
         b.extend_from_slice(header.as_bytes());
         b.extend_from_slice(data);
         TempFile::with(name, &b)
-    }
-
-    fn load_err(t: &TempFile) -> String {
-        let e = format!("{:#}", load(&t.0, &mut |_, _| {}).unwrap_err());
-        assert!(
-            e.contains(&t.0.display().to_string()),
-            "error does not name the file: {e}"
-        );
-        e
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! nothing larger than one chunk is buffered besides the tensors themselves.
 
 use std::fs::File;
-use std::io::{ErrorKind, Read};
+use std::io::{BufReader, Cursor, ErrorKind, Read, Seek};
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
@@ -13,8 +13,45 @@ use sha2::{Digest, Sha256};
 /// Bytes read per call; a multiple of every element size.
 const CHUNK: usize = 1 << 20;
 
+/// Where a checkpoint's bytes come from: a file, or memory (the fuzz targets, tests).
+#[derive(Clone, Copy)]
+pub(crate) enum Input<'a> {
+    File(&'a Path),
+    Bytes(&'a [u8]),
+}
+
+pub(crate) trait ReadSeek: Read + Seek {}
+impl<T: Read + Seek> ReadSeek for T {}
+
+impl<'a> Input<'a> {
+    /// A new reader at the start (buffered for a file).
+    pub(crate) fn open(self) -> Result<Box<dyn ReadSeek + 'a>> {
+        Ok(match self {
+            Input::File(path) => Box::new(BufReader::new(File::open(path).context("cannot open")?)),
+            Input::Bytes(b) => Box::new(Cursor::new(b)),
+        })
+    }
+
+    /// Up to the first `n` bytes.
+    pub(crate) fn head(self, n: usize) -> std::io::Result<Vec<u8>> {
+        let mut head = Vec::with_capacity(n);
+        match self {
+            Input::File(path) => File::open(path)?.take(n as u64).read_to_end(&mut head)?,
+            Input::Bytes(b) => b.take(n as u64).read_to_end(&mut head)?,
+        };
+        Ok(head)
+    }
+
+    pub(crate) fn len(self) -> Result<u64> {
+        Ok(match self {
+            Input::File(path) => std::fs::metadata(path).context("cannot stat")?.len(),
+            Input::Bytes(b) => b.len() as u64,
+        })
+    }
+}
+
 pub(crate) struct HashedFile<'p> {
-    file: File,
+    file: Box<dyn Read + 'p>,
     len: u64,
     pos: u64,
     hasher: Sha256,
@@ -23,16 +60,21 @@ pub(crate) struct HashedFile<'p> {
 }
 
 impl<'p> HashedFile<'p> {
-    pub(crate) fn open(path: &Path, progress: &'p mut dyn FnMut(u64, u64)) -> Result<Self> {
-        let file = File::open(path).context("cannot open")?;
-        let len = file.metadata().context("cannot stat")?.len();
+    pub(crate) fn open(input: Input<'p>, progress: &'p mut dyn FnMut(u64, u64)) -> Result<Self> {
+        let file: Box<dyn Read + 'p> = match input {
+            // Read in CHUNK-sized calls already: no buffer in between.
+            Input::File(path) => Box::new(File::open(path).context("cannot open")?),
+            Input::Bytes(b) => Box::new(b),
+        };
+        let len = input.len()?;
         progress(0, len);
         Ok(HashedFile {
             file,
             len,
             pos: 0,
             hasher: Sha256::new(),
-            buf: vec![0; CHUNK],
+            // A chunk, or the whole input when that is smaller.
+            buf: vec![0; CHUNK.min(usize::try_from(len).unwrap_or(CHUNK))],
             progress,
         })
     }
@@ -43,6 +85,9 @@ impl<'p> HashedFile<'p> {
 
     /// Reads and hashes the next `n <= CHUNK` bytes.
     fn next_chunk(&mut self, n: usize) -> Result<&[u8]> {
+        if self.buf.len() < n {
+            self.buf.resize(n, 0);
+        }
         let buf = &mut self.buf[..n];
         if let Err(e) = self.file.read_exact(buf) {
             if e.kind() == ErrorKind::UnexpectedEof {

@@ -7,9 +7,7 @@
 //! during the single hashing pass.
 
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::io::{BufReader, Read};
-use std::path::Path;
+use std::io::Read;
 use std::rc::Rc;
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -17,8 +15,8 @@ use zip::{CompressionMethod, ZipArchive};
 
 use super::convert::{Decoder, check_len, gather, is_contiguous, max_index, numel, to_usize};
 use super::pickle::{self, DictObj, GlobalKind, Obj, TensorRef, Unpickled, Value};
-use super::stream::HashedFile;
-use super::{Checkpoint, DType, HyperValue, Tensor, TensorData, is_training_only};
+use super::stream::{HashedFile, Input};
+use super::{Checkpoint, DType, Format, HyperValue, Tensor, TensorData, is_training_only};
 
 /// How many more elements than the file has bytes the tensor views may expand to.
 const MAX_EXPANSION: u64 = 1 << 24;
@@ -46,30 +44,21 @@ struct SpanRead {
     tensors: Vec<Wanted>,
 }
 
-pub(crate) fn load(path: &Path, progress: &mut dyn FnMut(u64, u64)) -> Result<Checkpoint> {
-    let file = File::open(path).context("cannot open")?;
-    let mut zip = ZipArchive::new(BufReader::new(file)).map_err(|e| {
-        anyhow!("it starts like a zip archive but cannot be read as one ({e}); it may be truncated or corrupt")
-    })?;
+/// What `data.pkl` holds: the inference tensors' views grouped by storage record key,
+/// the hyper-parameters, and how many training-only tensors were left out.
+pub(crate) struct Contents {
+    by_key: BTreeMap<String, (Rc<pickle::StorageRef>, Vec<Named>)>,
+    hyper_parameters: Option<BTreeMap<String, HyperValue>>,
+    skipped: usize,
+}
 
-    let prefix = find_prefix(&zip)?;
-    let big_endian = match read_small(&mut zip, &format!("{prefix}byteorder"))? {
-        None => false,
-        Some(b) => match String::from_utf8_lossy(&b).trim() {
-            "little" => false,
-            "big" => true,
-            other => bail!("{prefix}byteorder says '{other}', neither 'little' nor 'big'"),
-        },
-    };
-    let pkl_name = format!("{prefix}data.pkl");
-    let pkl = read_small(&mut zip, &pkl_name)?.ok_or_else(|| anyhow!("the archive lacks {pkl_name}"))?;
-    let u = pickle::unpickle(&pkl, "data.pkl")?;
-
+/// Unpickles and interprets `data.pkl`: a Lightning checkpoint (weights under
+/// "state_dict", "hyper_parameters") or a bare `torch.save(model.state_dict())`.
+pub(crate) fn read_pickle(pkl: &[u8]) -> Result<Contents> {
+    let u = pickle::unpickle(pkl, "data.pkl")?;
     let root = u
         .dict(&u.root)
         .ok_or_else(|| anyhow!("data.pkl holds a {}, not a dict", u.root.kind(&u.objs)))?;
-    // A Lightning checkpoint keeps the weights under "state_dict"; a bare
-    // `torch.save(model.state_dict())` is the state dict itself.
     let state_dict = match root.get("state_dict") {
         Some(v) => u
             .dict(v)
@@ -77,11 +66,9 @@ pub(crate) fn load(path: &Path, progress: &mut dyn FnMut(u64, u64)) -> Result<Ch
         None => root,
     };
     let hyper_parameters = match root.get("hyper_parameters") {
-        Some(v) => hyper_parameters(&u, v)?,
+        Some(v) => hyper_parameters(&u, v, hyper_value_budget(pkl.len()))?,
         None => None,
     };
-
-    // Plan the reads: group the needed tensors by storage record.
     let mut skipped = 0;
     let mut by_key: BTreeMap<String, (Rc<pickle::StorageRef>, Vec<Named>)> = BTreeMap::new();
     for (k, v) in &state_dict.entries {
@@ -99,6 +86,36 @@ pub(crate) fn load(path: &Path, progress: &mut dyn FnMut(u64, u64)) -> Result<Ch
             .1
             .push((name.to_string(), t.clone()));
     }
+    Ok(Contents {
+        by_key,
+        hyper_parameters,
+        skipped,
+    })
+}
+
+pub(crate) fn load(input: Input, progress: &mut dyn FnMut(u64, u64)) -> Result<Checkpoint> {
+    let mut zip = ZipArchive::new(input.open()?).map_err(|e| {
+        anyhow!("it starts like a zip archive but cannot be read as one ({e}); it may be truncated or corrupt")
+    })?;
+
+    let prefix = find_prefix(&zip)?;
+    let big_endian = match read_small(&mut zip, &format!("{prefix}byteorder"))? {
+        None => false,
+        Some(b) => match String::from_utf8_lossy(&b).trim() {
+            "little" => false,
+            "big" => true,
+            other => bail!("{prefix}byteorder says '{other}', neither 'little' nor 'big'"),
+        },
+    };
+    let pkl_name = format!("{prefix}data.pkl");
+    let pkl = read_small(&mut zip, &pkl_name)?.ok_or_else(|| anyhow!("the archive lacks {pkl_name}"))?;
+    let Contents {
+        by_key,
+        hyper_parameters,
+        skipped,
+    } = read_pickle(&pkl)?;
+
+    // Plan the reads: one per storage record.
     let mut reads = Vec::with_capacity(by_key.len());
     for (key, (storage, tensors)) in by_key {
         reads.push(plan_read(&mut zip, &prefix, &key, &storage, tensors)?);
@@ -108,7 +125,7 @@ pub(crate) fn load(path: &Path, progress: &mut dyn FnMut(u64, u64)) -> Result<Ch
 
     // Broadcast views (stride 0) can expand a few stored bytes into many
     // elements; a checkpoint has no reason to do that on a large scale.
-    let file_len = std::fs::metadata(path).context("cannot stat")?.len();
+    let file_len = input.len()?;
     let mut total = 0u64;
     for w in reads.iter().flat_map(|r| &r.tensors) {
         total = total.saturating_add(w.size.iter().map(|&n| n as u64).product());
@@ -121,7 +138,7 @@ pub(crate) fn load(path: &Path, progress: &mut dyn FnMut(u64, u64)) -> Result<Ch
     }
 
     // One pass over the file: hash everything, decode the planned spans.
-    let mut f = HashedFile::open(path, progress)?;
+    let mut f = HashedFile::open(input, progress)?;
     let mut tensors = BTreeMap::new();
     for r in reads {
         if r.span_len > 0 {
@@ -153,6 +170,7 @@ pub(crate) fn load(path: &Path, progress: &mut dyn FnMut(u64, u64)) -> Result<Ch
     }
     let sha256 = f.finish()?;
     Ok(Checkpoint {
+        format: Format::Torch,
         tensors,
         hyper_parameters,
         sha256,
@@ -320,11 +338,12 @@ fn plan_read<R: Read + std::io::Seek>(
 /// `argparse.Namespace`; the Namespace's fields are returned flattened, followed
 /// by any other top-level entries they do not shadow. Hyper-parameters held
 /// directly (without a Namespace) are returned as they are.
-fn hyper_parameters(u: &Unpickled, v: &Value) -> Result<Option<BTreeMap<String, HyperValue>>> {
+fn hyper_parameters(u: &Unpickled, v: &Value, budget: usize) -> Result<Option<BTreeMap<String, HyperValue>>> {
     let mut out = BTreeMap::new();
     let mut conv = Hyper {
         u,
-        left: HYPER_VALUE_BUDGET,
+        budget,
+        left: budget,
     };
     let top: Vec<&DictObj> = if let Some(d) = u.dict(v) {
         vec![d]
@@ -371,14 +390,18 @@ fn key_string(u: &Unpickled, k: &Value) -> String {
     }
 }
 
-/// Most values a hyper-parameter conversion produces: shared sub-objects are
-/// expanded, so a small pickle could otherwise ask for exponentially many.
-const HYPER_VALUE_BUDGET: usize = 1_000_000;
+/// Most values a hyper-parameter conversion of a `pickle_len`-byte pickle produces:
+/// shared sub-objects are expanded, so a small pickle could otherwise ask for
+/// exponentially many. A few per byte (each pickled value takes at least one byte).
+fn hyper_value_budget(pickle_len: usize) -> usize {
+    pickle_len.saturating_mul(4).saturating_add(10_000).min(1_000_000)
+}
 
 /// Converts pickled values to [`HyperValue`]s. Values with no counterpart
 /// (tensors, opaque objects) become a description in angle brackets.
 struct Hyper<'a> {
     u: &'a Unpickled,
+    budget: usize,
     left: usize,
 }
 
@@ -405,7 +428,7 @@ impl Hyper<'_> {
         self.left = self
             .left
             .checked_sub(cost)
-            .ok_or_else(|| anyhow!("data.pkl's hyper_parameters expand to more than {HYPER_VALUE_BUDGET} values"))?;
+            .ok_or_else(|| anyhow!("data.pkl's hyper_parameters expand to more than {} values", self.budget))?;
         if depth > 32 {
             return Ok(HyperValue::Str("<nested too deeply>".into()));
         }
@@ -413,7 +436,9 @@ impl Hyper<'_> {
             Value::None => HyperValue::None,
             Value::Bool(b) => HyperValue::Bool(*b),
             Value::Int(i) => HyperValue::Int(*i),
-            Value::BigInt(b) => HyperValue::Str(big_int_decimal(b)),
+            // Decimal conversion is quadratic in the length: only for plausible integers.
+            Value::BigInt(b) if b.len() <= MAX_DECIMAL_BYTES => HyperValue::Str(big_int_decimal(b)),
+            Value::BigInt(b) => HyperValue::Str(format!("<int of {} bytes>", b.len())),
             Value::Float(f) => HyperValue::Float(*f),
             Value::Str(s) => HyperValue::Str(s.to_string()),
             Value::Bytes(b) => HyperValue::List(b.iter().map(|&x| HyperValue::Int(x.into())).collect()),
@@ -432,6 +457,9 @@ impl Hyper<'_> {
         })
     }
 }
+
+/// Longest integer (in bytes, 154 decimal digits) a hyper-parameter shows as decimal text.
+const MAX_DECIMAL_BYTES: usize = 64;
 
 /// Decimal text of a little-endian two's complement integer.
 fn big_int_decimal(le: &[u8]) -> String {
@@ -473,21 +501,13 @@ fn big_int_decimal(le: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::super::pickle::build::P;
-    use super::super::tests::{TempFile, golden};
+    use super::super::tests::load_err;
     use super::super::{TensorData, load};
     use super::*;
-    use std::io::Write;
-    use zip::write::{SimpleFileOptions, ZipWriter};
+    use crate::test_support::{TempFile, golden, torch_archive};
 
     fn archive(name: &str, entries: &[(&str, &[u8])]) -> TempFile {
-        let mut w = ZipWriter::new(std::io::Cursor::new(Vec::new()));
-        let opts = SimpleFileOptions::default().compression_method(CompressionMethod::Stored);
-        for (n, data) in entries {
-            w.start_file(*n, opts).unwrap();
-            w.write_all(data).unwrap();
-        }
-        let bytes = w.finish().unwrap().into_inner();
-        TempFile::with(name, &bytes)
+        TempFile::with(name, &torch_archive(entries))
     }
 
     fn f32_bytes(v: impl IntoIterator<Item = f32>) -> Vec<u8> {
@@ -532,15 +552,6 @@ mod tests {
             .stop()
     }
 
-    fn load_err(t: &TempFile) -> String {
-        let e = format!("{:#}", load(&t.0, &mut |_, _| {}).unwrap_err());
-        assert!(
-            e.contains(&t.0.display().to_string()),
-            "error does not name the file: {e}"
-        );
-        e
-    }
-
     #[test]
     fn views_share_storage_with_offset_and_stride() {
         let pkl = lightning_pickle(|p| {
@@ -571,8 +582,8 @@ mod tests {
             ],
         );
         let mut calls = Vec::new();
-        let ck = load(&t.0, &mut |d, n| calls.push((d, n))).unwrap();
-        let len = std::fs::metadata(&t.0).unwrap().len();
+        let ck = load(&t.path, &mut |d, n| calls.push((d, n))).unwrap();
+        let len = std::fs::metadata(&t.path).unwrap().len();
         assert_eq!(calls.first(), Some(&(0, len)));
         assert_eq!(calls.last(), Some(&(len, len)));
         assert_eq!(ck.skipped, 1);
@@ -617,7 +628,7 @@ mod tests {
                 ("m/data/0", &[0x3c, 0x00, 0xc0, 0x00]),
             ],
         );
-        let ck = load(&t.0, &mut |_, _| {}).unwrap();
+        let ck = load(&t.path, &mut |_, _| {}).unwrap();
         assert_eq!(ck.tensors["w"].data, TensorData::F32(vec![1.0, -2.0]));
         assert!(ck.hyper_parameters.is_none());
     }
@@ -644,7 +655,7 @@ mod tests {
             .setitems()
             .stop();
         let t = archive("direct.ckpt", &[("a/data.pkl", &pkl)]);
-        let ck = load(&t.0, &mut |_, _| {}).unwrap();
+        let ck = load(&t.path, &mut |_, _| {}).unwrap();
         let hp = ck.hyper_parameters.unwrap();
         assert_eq!(hp["lr"], HyperValue::Float(0.5));
         assert_eq!(hp["name"], HyperValue::Str("x".into()));
@@ -722,7 +733,7 @@ mod tests {
                 .tensor(("ComplexFloatStorage", "0", "cpu", 2), (0, &[2], &[1]))
         });
         let t = archive("complex_skip.ckpt", &[("x/data.pkl", &cx)]);
-        let ck = load(&t.0, &mut |_, _| {}).unwrap();
+        let ck = load(&t.path, &mut |_, _| {}).unwrap();
         assert_eq!((ck.skipped, ck.tensors.len()), (1, 0));
     }
 
@@ -762,7 +773,7 @@ mod tests {
             "bcast.ckpt",
             &[("x/data.pkl", &pkl), ("x/data/0", &f32_bytes([1., 2.]))],
         );
-        let ck = load(&t.0, &mut |_, _| {}).unwrap();
+        let ck = load(&t.path, &mut |_, _| {}).unwrap();
         assert_eq!(ck.tensors["empty"].shape, [0, 4]);
         assert!(ck.tensors["empty"].data.is_empty());
         assert_eq!(ck.tensors["bcast"].data, TensorData::F32(vec![2.0; 6]));
@@ -798,6 +809,60 @@ mod tests {
         assert!(e.contains("expand to more than"), "{e}");
     }
 
+    #[test]
+    fn hyper_parameter_expansion_is_bounded_by_the_pickle_size() {
+        // 15 doublings: 65,536 values from a pickle of about 150 bytes, which took
+        // tenths of a second when any pickle could expand to a million values
+        let doubled = |levels: usize| {
+            let mut p = P::new()
+                .empty_dict()
+                .str("hyper_parameters")
+                .empty_dict()
+                .str("x")
+                .mark()
+                .op(b'N')
+                .op(b'N')
+                .op(b'l');
+            for _ in 0..levels {
+                p = p.put(0).op(b'0').mark().get(0).get(0).op(b'l');
+            }
+            p.op(b's').op(b's').stop()
+        };
+        let small = doubled(15);
+        let e = format!("{:#}", read_pickle(&small).err().unwrap());
+        assert!(
+            e.contains(&format!("expand to more than {} values", 4 * small.len() + 10_000)),
+            "{e}"
+        );
+        // a few doublings stay well within it
+        assert!(read_pickle(&doubled(8)).is_ok());
+    }
+
+    #[test]
+    fn huge_integers_are_not_converted_to_decimal() {
+        // a 100 kB LONG4 in hyper_parameters: decimal text would take minutes
+        let mut long4 = vec![0x8b];
+        long4.extend_from_slice(&100_000i32.to_le_bytes());
+        long4.extend(std::iter::repeat_n(0x5a, 100_000));
+        let pkl = P::new()
+            .empty_dict()
+            .str("hyper_parameters")
+            .empty_dict()
+            .str("big")
+            .raw(&long4)
+            .op(b's')
+            .str("fine")
+            .raw(&[0x8a, 9, 0, 0, 0, 0, 0, 0, 0, 0, 1])
+            .op(b's')
+            .op(b's')
+            .stop();
+        let t0 = std::time::Instant::now();
+        let hp = read_pickle(&pkl).unwrap().hyper_parameters.unwrap();
+        assert!(t0.elapsed().as_secs() < 5);
+        assert_eq!(hp["big"], HyperValue::Str("<int of 100000 bytes>".into()));
+        assert_eq!(hp["fine"], HyperValue::Str("18446744073709551616".into()));
+    }
+
     /// xorshift64: deterministic "random" mutations.
     fn mutate(data: &mut [u8], seed: &mut u64, flips: usize) {
         for _ in 0..flips {
@@ -830,7 +895,7 @@ mod tests {
                 "mutated.ckpt",
                 &[("x/data.pkl", &p), ("x/data/0", &storage0), ("x/data/1", &storage1)],
             );
-            match load(&t.0, &mut |_, _| {}) {
+            match load(&t.path, &mut |_, _| {}) {
                 Ok(_) => outcomes.0 += 1,
                 Err(_) => outcomes.1 += 1,
             }
@@ -843,25 +908,14 @@ mod tests {
         let Some(path) = golden("rope_vq.ckpt") else {
             return;
         };
-        let mut zip = ZipArchive::new(File::open(path).unwrap()).unwrap();
+        let mut zip = ZipArchive::new(std::fs::File::open(path).unwrap()).unwrap();
         let pkl = read_small(&mut zip, "rope_vq/data.pkl").unwrap().unwrap();
-        let u = pickle::unpickle(&pkl, "data.pkl").unwrap();
-        let root = u.dict(&u.root).unwrap();
-        assert!(
-            hyper_parameters(&u, root.get("hyper_parameters").unwrap())
-                .unwrap()
-                .is_some()
-        );
+        assert!(read_pickle(&pkl).unwrap().hyper_parameters.is_some());
         let mut seed = 0x0bad_5eed_dead_beefu64;
         for round in 0..400 {
             let mut p = pkl.clone();
             mutate(&mut p, &mut seed, 1 + round % 4);
-            if let Ok(u) = pickle::unpickle(&p, "data.pkl")
-                && let Some(root) = u.dict(&u.root)
-                && let Some(h) = root.get("hyper_parameters")
-            {
-                let _ = hyper_parameters(&u, h);
-            }
+            let _ = read_pickle(&p);
         }
     }
 

@@ -6,10 +6,14 @@
 //! be written in terms of it and the same graph serves every size. Dimension
 //! arithmetic on known sizes folds at trace time.
 //!
-//! Node names follow the module path of the official model (`encoder/enc_spatial_transformer/layers.0/1/MatMul_3`),
-//! initializers are named by their state-dict key, duplicate names are refused.
+//! Nodes are added only through the typed operators of `ops.rs` (one per ONNX operator,
+//! each computing its output shape). Node names follow the scope the model sets, its
+//! module path (`encoder/enc_spatial_transformer/layers.0/1/to_q/MatMul`); initializers
+//! are named by their state-dict key; duplicate names are refused.
 
 mod ops;
+
+pub use ops::Heads;
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -18,6 +22,14 @@ use std::rc::Rc;
 use anyhow::{Result, bail};
 
 use crate::onnx::{AttributeProto, DataType, Dim as OnnxDim, NodeProto, TensorProto, ValueInfoProto};
+
+/// One dimension of a graph input: a fixed size, or a name for a size the graph
+/// takes at run time.
+#[derive(Debug, Clone, Copy)]
+pub enum InputDim<'a> {
+    Named(&'a str),
+    Fixed(i64),
+}
 
 /// Element types our graphs use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,7 +41,7 @@ pub enum DType {
 }
 
 impl DType {
-    pub fn onnx(self) -> DataType {
+    fn onnx(self) -> DataType {
         match self {
             DType::F32 => DataType::Float,
             DType::I64 => DataType::Int64,
@@ -150,20 +162,18 @@ impl Graph {
         }
     }
 
-    /// Runs `f` with `name` pushed on the module path (`layers.0`, `1`, `to_q`, ...).
-    pub fn scope<T>(&mut self, name: impl Into<String>, f: impl FnOnce(&mut Self) -> T) -> T {
-        self.scope.push(name.into());
+    /// Makes `parts` the node-name scope (the module path: `encoder`,
+    /// `enc_spatial_transformer`, `layers.0`, `1`); returns the scope it replaces.
+    pub fn replace_scope(&mut self, parts: Vec<String>) -> Vec<String> {
+        std::mem::replace(&mut self.scope, parts)
+    }
+
+    /// Runs `f` with `name` pushed on the scope (the tracer's own helper nodes).
+    fn scope<T>(&mut self, name: &str, f: impl FnOnce(&mut Self) -> T) -> T {
+        self.scope.push(name.to_string());
         let out = f(self);
         self.scope.pop();
         out
-    }
-
-    pub fn push_scope(&mut self, name: impl Into<String>) {
-        self.scope.push(name.into());
-    }
-
-    pub fn pop_scope(&mut self) {
-        self.scope.pop();
     }
 
     fn scoped_name(&mut self, op: &str) -> String {
@@ -183,9 +193,16 @@ impl Graph {
 
     /// Declares a graph input; symbolic dims are given by name and become `Dim::Sym`
     /// values computed from `Shape(input)`.
-    pub fn input(&mut self, name: &str, dtype: DType, dims: &[OnnxDim]) -> Result<Value> {
+    pub fn input(&mut self, name: &str, dtype: DType, dims: &[InputDim]) -> Result<Value> {
         self.claim(name)?;
-        self.inputs.push(ValueInfoProto::tensor(name, dtype.onnx(), dims));
+        let onnx_dims: Vec<OnnxDim> = dims
+            .iter()
+            .map(|d| match *d {
+                InputDim::Named(n) => OnnxDim::named(n),
+                InputDim::Fixed(v) => OnnxDim::Fixed(v),
+            })
+            .collect();
+        self.inputs.push(ValueInfoProto::tensor(name, dtype.onnx(), &onnx_dims));
         let value = Value {
             name: name.to_string(),
             dtype,
@@ -194,9 +211,9 @@ impl Graph {
         let mut traced = Vec::new();
         let mut shape: Option<Value> = None;
         for (axis, d) in dims.iter().enumerate() {
-            match d {
-                OnnxDim::Fixed(v) => traced.push(Dim::Fixed(*v)),
-                OnnxDim::Named(sym) => {
+            match *d {
+                InputDim::Fixed(v) => traced.push(Dim::Fixed(v)),
+                InputDim::Named(sym) => {
                     let shape = match &shape {
                         Some(s) => s.clone(),
                         None => {
@@ -216,10 +233,10 @@ impl Graph {
                     let a = axis as i64;
                     let t = self.scope(name, |g| g.slice_const(&shape, 0, a, a + 1))?;
                     let sd = Rc::new(SymDim {
-                        name: sym.clone(),
+                        name: sym.to_string(),
                         tensor: t.name,
                     });
-                    self.dim_cache.insert(sym.clone(), sd.clone());
+                    self.dim_cache.insert(sym.to_string(), sd.clone());
                     traced.push(Dim::Sym(sd));
                 }
             }
@@ -263,7 +280,8 @@ impl Graph {
     }
 
     /// Adds a node in the current scope. Output dims are the caller's shape inference.
-    pub fn node(
+    /// Only the typed operators (`ops.rs`) add nodes.
+    fn node(
         &mut self,
         op: &str,
         inputs: &[&Value],
@@ -277,7 +295,7 @@ impl Graph {
     }
 
     /// Adds a node in the com.microsoft domain.
-    pub fn ms_node(
+    fn ms_node(
         &mut self,
         op: &str,
         inputs: &[Option<&Value>],
@@ -291,7 +309,7 @@ impl Graph {
     }
 
     /// The general form: optional inputs are left as empty names.
-    pub fn node_opt(
+    fn node_opt(
         &mut self,
         domain: &str,
         op: &str,
@@ -346,7 +364,7 @@ impl Graph {
     }
 
     /// A small int64 constant, deduplicated by content.
-    pub fn const_i64(&mut self, dims: &[i64], data: &[i64]) -> Result<Value> {
+    fn const_i64(&mut self, dims: &[i64], data: &[i64]) -> Result<Value> {
         let key = format!("i64{dims:?}{data:?}");
         if let Some(v) = self.const_cache.get(&key) {
             return Ok(v.clone());
@@ -436,7 +454,7 @@ impl Graph {
         self.dim_binary(a, b, "Div", "/", |x, y| x / y)
     }
 
-    pub fn dim_add(&mut self, a: &Dim, b: &Dim) -> Result<Dim> {
+    fn dim_add(&mut self, a: &Dim, b: &Dim) -> Result<Dim> {
         if b.fixed() == Some(0) {
             return Ok(a.clone());
         }
@@ -451,7 +469,7 @@ impl Graph {
     }
 
     /// The shape tensor for `dims` (a constant when all are known).
-    pub fn shape_tensor(&mut self, dims: &[Dim]) -> Result<Value> {
+    fn shape_tensor(&mut self, dims: &[Dim]) -> Result<Value> {
         if let Some(fixed) = dims.iter().map(Dim::fixed).collect::<Option<Vec<i64>>>() {
             return self.const_i64(&[fixed.len() as i64], &fixed);
         }
@@ -467,7 +485,7 @@ impl Graph {
     }
 
     /// Broadcast shape of two operands (numpy rules), checked where both sides are known.
-    pub fn broadcast(&self, a: &[Dim], b: &[Dim]) -> Result<Vec<Dim>> {
+    fn broadcast(&self, a: &[Dim], b: &[Dim]) -> Result<Vec<Dim>> {
         let n = a.len().max(b.len());
         let mut out = Vec::with_capacity(n);
         for i in 0..n {

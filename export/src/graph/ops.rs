@@ -5,6 +5,13 @@ use anyhow::{Result, ensure};
 use super::{DType, Dim, Graph, Value};
 use crate::onnx::AttributeProto;
 
+/// The heads of an attention node and its logit scale.
+#[derive(Debug, Clone, Copy)]
+pub struct Heads {
+    pub count: usize,
+    pub scale: f32,
+}
+
 fn norm_axis(axis: isize, rank: usize) -> usize {
     if axis < 0 {
         (rank as isize + axis) as usize
@@ -217,6 +224,75 @@ impl Graph {
 
     pub fn max(&mut self, a: &Value, b: &Value) -> Result<Value> {
         self.elementwise("Max", a, b)
+    }
+
+    /// Integer remainder (`Mod`, `fmod = 0`: the sign of the divisor, as Python's `%`).
+    pub fn modulo(&mut self, a: &Value, b: &Value) -> Result<Value> {
+        self.elementwise("Mod", a, b)
+    }
+
+    /// `a > b`, elementwise, as bools.
+    pub fn greater(&mut self, a: &Value, b: &Value) -> Result<Value> {
+        let dims = self.broadcast(&a.dims, &b.dims)?;
+        self.node("Greater", &[a, b], vec![], DType::Bool, dims)
+    }
+
+    /// `cond ? a : b`, elementwise (`torch.where`).
+    pub fn where_(&mut self, cond: &Value, a: &Value, b: &Value) -> Result<Value> {
+        ensure!(cond.dtype == DType::Bool, "Where needs a bool condition ({cond:?})");
+        let dims = self.broadcast(&cond.dims, &a.dims)?;
+        let dims = self.broadcast(&dims, &b.dims)?;
+        self.node("Where", &[cond, a, b], vec![], a.dtype, dims)
+    }
+
+    /// Multi-head attention over 3-D `[batch, seq, heads * head_dim]` Q, K, V (ONNX
+    /// `Attention`, opset 23): `softmax(q k^T * scale + bias) v` per head, `bias`
+    /// broadcasting against `[batch, heads, seq, seq]`, a causal mask when `causal`.
+    pub fn attention(
+        &mut self,
+        q: &Value,
+        k: &Value,
+        v: &Value,
+        bias: Option<&Value>,
+        heads: Heads,
+        causal: bool,
+    ) -> Result<Value> {
+        let Heads { count: heads, scale } = heads;
+        ensure!(q.rank() == 3, "Attention takes 3-D inputs here ({q:?})");
+        let mut inputs = vec![Some(q), Some(k), Some(v)];
+        if let Some(b) = bias {
+            inputs.push(Some(b));
+        }
+        let mut out = self.node_opt(
+            "",
+            "Attention",
+            &inputs,
+            vec![
+                AttributeProto::int("q_num_heads", heads as i64),
+                AttributeProto::int("kv_num_heads", heads as i64),
+                AttributeProto::int("is_causal", causal as i64),
+                AttributeProto::float("scale", scale),
+            ],
+            &[(DType::F32, q.dims.clone())],
+        )?;
+        Ok(out.remove(0))
+    }
+
+    /// The same without bias or mask, as `com.microsoft.MultiHeadAttention`, which
+    /// stays on ONNX Runtime's flash-attention path.
+    pub fn multi_head_attention(&mut self, q: &Value, k: &Value, v: &Value, heads: Heads) -> Result<Value> {
+        let Heads { count: heads, scale } = heads;
+        ensure!(q.rank() == 3, "MultiHeadAttention takes 3-D inputs here ({q:?})");
+        self.ms_node(
+            "MultiHeadAttention",
+            &[Some(q), Some(k), Some(v)],
+            vec![
+                AttributeProto::int("num_heads", heads as i64),
+                AttributeProto::float("scale", scale),
+            ],
+            DType::F32,
+            q.dims.clone(),
+        )
     }
 
     /// `ArgMin` over `axis`, first index on ties, axis dropped.

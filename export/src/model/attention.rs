@@ -5,13 +5,16 @@
 use anyhow::Result;
 
 use super::nn::{LayerNorm, Linear, NormKeys, l2_normalize};
-use super::position::{ContinuousPositionBias, alibi_causal_bias, apply_rope, rope_tables};
-use super::{Ctx, VideoShape, key};
+use super::position::{AlibiPositionalBias, ContinuousPositionBias, apply_rope, rope_tables};
+use super::{Ctx, ModulePath, VideoShape};
 use crate::config::{AttentionSemantics, SpatialPos};
-use crate::graph::{DType, Dim, Value};
-use crate::onnx::AttributeProto;
+use crate::graph::{Dim, Heads, Value};
+
+/// The official `scale` of `Attention` (the logits of L2-normalised Q and K).
+const LOGIT_SCALE: f32 = 8.0;
 
 pub struct Attention {
+    path: ModulePath,
     norm: LayerNorm,
     to_q: Linear,
     to_k: Linear,
@@ -23,7 +26,10 @@ pub struct Attention {
     q_scale: Value,
     k_scale: Value,
     to_out: Linear,
-    rel_pos_bias: Option<ContinuousPositionBias>,
+    /// Only applied by the math semantics, on spatial blocks.
+    spatial_rel_pos_bias: Option<ContinuousPositionBias>,
+    /// ALiBi, which the math semantics apply to causal (temporal) blocks.
+    rel_pos_bias: Option<AlibiPositionalBias>,
     causal: bool,
     heads: usize,
     dim_head: usize,
@@ -33,62 +39,60 @@ impl Attention {
     /// `spatial_pos` is what the block was built with: the spatial transformers get the
     /// model's setting, the temporal ones the official default `rel` (whose bias they
     /// never apply, since it is spatial-only). `is_spatial` as in the official forward.
-    pub fn load(cx: &mut Ctx, prefix: &str, spatial_pos: SpatialPos, causal: bool, is_spatial: bool) -> Result<Self> {
+    pub fn load(
+        cx: &mut Ctx,
+        path: ModulePath,
+        spatial_pos: SpatialPos,
+        causal: bool,
+        is_spatial: bool,
+    ) -> Result<Self> {
         let dim = cx.cfg.embedding_dim as usize;
         let heads = cx.cfg.heads as usize;
         let dim_head = cx.cfg.dim_head as usize;
         let inner = heads * dim_head;
-        let scale = |cx: &mut Ctx, name: &str| -> Result<Value> {
-            let k = key(prefix, name);
-            let v = cx.w.get(&k, &[dim_head])?;
-            cx.g.initializer_f32(&k, &[dim_head as i64], &v)
-        };
-        let q_scale = scale(cx, "q_scale")?;
-        let k_scale = scale(cx, "k_scale")?;
-        // Only applied by the math semantics, on spatial blocks; the weights exist whenever
-        // the block was built with `rel`.
-        let rel_pos_bias = if spatial_pos == SpatialPos::Rel {
-            let p = key(prefix, "spatial_rel_pos_bias");
-            if cx.semantics == AttentionSemantics::Math && is_spatial {
-                Some(ContinuousPositionBias::load(cx, &p)?)
+        let math = cx.semantics == AttentionSemantics::Math;
+        // The MLP's weights exist whenever the block was built with `rel`.
+        let spatial_rel_pos_bias = if spatial_pos == SpatialPos::Rel {
+            let p = path.child("spatial_rel_pos_bias");
+            if math && is_spatial {
+                Some(ContinuousPositionBias::load(cx, p)?)
             } else {
-                for k in [
-                    "net.0.0.weight",
-                    "net.0.0.bias",
-                    "net.1.0.weight",
-                    "net.1.0.bias",
-                    "net.2.weight",
-                    "net.2.bias",
-                ] {
-                    cx.w.expect_unused(&key(&p, k));
-                }
+                ContinuousPositionBias::expect_unused(cx, &p);
                 None
             }
         } else {
             None
         };
         // `context_norm` serves cross-attention, which these transformers do not have.
-        cx.w.expect_unused(&key(prefix, "context_norm.gamma"));
-        cx.w.expect_unused(&key(prefix, "context_norm.beta"));
+        let context_norm = path.child("context_norm");
+        cx.w.expect_unused(&context_norm.key("gamma"));
+        cx.w.expect_unused(&context_norm.key("beta"));
+        let to_kv = path.child("to_kv");
         Ok(Attention {
-            norm: LayerNorm::load(cx, &key(prefix, "norm"), dim, NormKeys::GammaBeta)?,
+            norm: LayerNorm::load(cx, path.child("norm"), dim, NormKeys::GammaBeta)?,
             rope: spatial_pos == SpatialPos::Rope,
             is_spatial,
-            to_q: Linear::load(cx, &key(prefix, "to_q"), dim, inner, false)?,
-            to_k: Linear::load_rows(cx, &key(prefix, "to_kv"), dim, 2 * inner, 0, inner, false)?,
-            to_v: Linear::load_rows(cx, &key(prefix, "to_kv"), dim, 2 * inner, inner, 2 * inner, false)?,
-            q_scale,
-            k_scale,
-            to_out: Linear::load(cx, &key(prefix, "to_out"), inner, dim, false)?,
-            rel_pos_bias,
+            to_q: Linear::load(cx, path.child("to_q"), dim, inner, false)?,
+            to_k: Linear::load_rows(cx, to_kv.clone(), dim, 2 * inner, 0, inner, false)?,
+            to_v: Linear::load_rows(cx, to_kv, dim, 2 * inner, inner, 2 * inner, false)?,
+            q_scale: cx.param(&path, "q_scale", &[dim_head])?,
+            k_scale: cx.param(&path, "k_scale", &[dim_head])?,
+            to_out: Linear::load(cx, path.child("to_out"), inner, dim, false)?,
+            spatial_rel_pos_bias,
+            rel_pos_bias: (math && causal).then(|| AlibiPositionalBias::new(path.child("rel_pos_bias"), heads)),
             causal,
             heads,
             dim_head,
+            path,
         })
     }
 
     /// `x`: `[n_seq, seq, dim]`.
     pub fn forward(&self, cx: &mut Ctx, x: &Value, shape: &VideoShape) -> Result<Value> {
+        cx.enter(&self.path, |cx| self.trace(cx, x, shape))
+    }
+
+    fn trace(&self, cx: &mut Ctx, x: &Value, shape: &VideoShape) -> Result<Value> {
         let is_spatial = self.is_spatial;
         // As in the official forward, K and V come from the input *before* the LayerNorm
         // (`kv_input` is taken ahead of `x = self.norm(x)`); only Q sees the normalised input.
@@ -116,27 +120,22 @@ impl Attention {
         let q = cx.g.reshape(&q, &flat)?;
         let k = cx.g.reshape(&k, &flat)?;
 
-        let bias = match cx.semantics {
-            AttentionSemantics::Math if is_spatial => match &self.rel_pos_bias {
-                Some(m) => Some(cx.scoped("spatial_rel_pos_bias", |cx| m.forward(cx, &shape.h, &shape.w))?),
-                None => None,
-            },
-            AttentionSemantics::Math if self.causal => Some(cx.scoped("alibi", |cx| alibi_causal_bias(cx, &x.dim(1)))?),
+        let bias = match (&self.spatial_rel_pos_bias, &self.rel_pos_bias) {
+            (Some(m), _) if is_spatial => Some(m.forward(cx, &shape.h, &shape.w)?),
+            (_, Some(alibi)) => Some(alibi.forward(cx, &x.dim(1))?),
             _ => None,
         };
-        let causal = self.causal && bias.is_none();
-        let out = scaled_dot_product(
-            cx,
-            Sdpa {
-                heads: self.heads,
-                scale: 8.0,
-                causal,
-            },
-            &q,
-            &k,
-            &v,
-            bias.as_ref(),
-        )?;
+        let heads = Heads {
+            count: self.heads,
+            scale: LOGIT_SCALE,
+        };
+        let out = match &bias {
+            // MultiHeadAttention without mask or bias stays on ONNX Runtime's flash path.
+            None if !self.causal => cx.g.multi_head_attention(&q, &k, &v, heads)?,
+            None => cx.g.attention(&q, &k, &v, None, heads, true)?,
+            // ALiBi carries the causal mask.
+            Some(bias) => cx.g.attention(&q, &k, &v, Some(bias), heads, false)?,
+        };
         self.to_out.forward(cx, &out)
     }
 }
@@ -145,55 +144,4 @@ impl Attention {
 fn l2norm_scaled(cx: &mut Ctx, x: &Value, scale: &Value) -> Result<Value> {
     let x = l2_normalize(cx, x)?;
     cx.g.mul(&x, scale)
-}
-
-/// Multi-head scaled dot-product attention over 3-D `[b, n, heads*d]` inputs.
-pub struct Sdpa {
-    pub heads: usize,
-    pub scale: f32,
-    pub causal: bool,
-}
-
-/// `softmax(q k^T * scale + bias) v` per head; `Attention` opset 23, or
-/// `com.microsoft.MultiHeadAttention` when there is neither bias nor causal mask.
-pub fn scaled_dot_product(
-    cx: &mut Ctx,
-    spec: Sdpa,
-    q: &Value,
-    k: &Value,
-    v: &Value,
-    bias: Option<&Value>,
-) -> Result<Value> {
-    let Sdpa { heads, scale, causal } = spec;
-    let g = &mut *cx.g;
-    if bias.is_none() && !causal {
-        // com.microsoft.MultiHeadAttention without mask or bias stays on ORT's flash path.
-        return g.ms_node(
-            "MultiHeadAttention",
-            &[Some(q), Some(k), Some(v)],
-            vec![
-                AttributeProto::int("num_heads", heads as i64),
-                AttributeProto::float("scale", scale),
-            ],
-            DType::F32,
-            q.dims.clone(),
-        );
-    }
-    let mut inputs = vec![Some(q), Some(k), Some(v)];
-    if let Some(b) = bias {
-        inputs.push(Some(b));
-    }
-    let mut out = g.node_opt(
-        "",
-        "Attention",
-        &inputs,
-        vec![
-            AttributeProto::int("q_num_heads", heads as i64),
-            AttributeProto::int("kv_num_heads", heads as i64),
-            AttributeProto::int("is_causal", causal as i64),
-            AttributeProto::float("scale", scale),
-        ],
-        &[(DType::F32, q.dims.clone())],
-    )?;
-    Ok(out.remove(0))
 }

@@ -4,10 +4,16 @@
 use anyhow::Result;
 
 use super::nn::{LayerNorm, Linear, NormKeys};
-use super::{Ctx, key};
+use super::{Ctx, ModulePath};
 use crate::graph::Value;
 
+/// The slots of `nn.Sequential(LayerNorm, Linear, GEGLU, Dropout, Linear)`.
+const NORM: usize = 0;
+const PROJ_IN: usize = 1;
+const PROJ_OUT: usize = 4;
+
 pub struct FeedForward {
+    path: ModulePath,
     norm: LayerNorm,
     value: Linear,
     gate: Linear,
@@ -15,14 +21,15 @@ pub struct FeedForward {
 }
 
 impl FeedForward {
-    pub fn load(cx: &mut Ctx, prefix: &str) -> Result<Self> {
+    pub fn load(cx: &mut Ctx, path: ModulePath) -> Result<Self> {
         let dim = cx.cfg.embedding_dim as usize;
         let inner = cx.cfg.ff_inner_dim() as usize;
         Ok(FeedForward {
-            norm: LayerNorm::load(cx, &key(prefix, "0"), dim, NormKeys::WeightBias)?,
-            value: Linear::load_rows(cx, &key(prefix, "1"), dim, 2 * inner, 0, inner, false)?,
-            gate: Linear::load_rows(cx, &key(prefix, "1"), dim, 2 * inner, inner, 2 * inner, false)?,
-            out: Linear::load(cx, &key(prefix, "4"), inner, dim, false)?,
+            norm: LayerNorm::load(cx, path.child(NORM), dim, NormKeys::WeightBias)?,
+            value: Linear::load_rows(cx, path.child(PROJ_IN), dim, 2 * inner, 0, inner, false)?,
+            gate: Linear::load_rows(cx, path.child(PROJ_IN), dim, 2 * inner, inner, 2 * inner, false)?,
+            out: Linear::load(cx, path.child(PROJ_OUT), inner, dim, false)?,
+            path,
         })
     }
 
@@ -30,8 +37,11 @@ impl FeedForward {
         let h = self.norm.forward(cx, x)?;
         let value = self.value.forward(cx, &h)?;
         let gate = self.gate.forward(cx, &h)?;
-        let gate = cx.g.gelu(&gate)?;
-        let h = cx.g.mul(&value, &gate)?;
+        // GEGLU: value * gelu(gate)
+        let h = cx.enter(&self.path, |cx| -> Result<Value> {
+            let gate = cx.g.gelu(&gate)?;
+            cx.g.mul(&value, &gate)
+        })?;
         self.out.forward(cx, &h)
     }
 }

@@ -1,86 +1,76 @@
-//! The torch.nn building blocks: `Linear` and the two LayerNorm flavours.
+//! The torch.nn building blocks: `Linear`, the two LayerNorm flavours, `F.normalize`.
 
 use anyhow::Result;
 
-use super::{Ctx, key};
+use super::{Ctx, ModulePath};
 use crate::graph::Value;
 
 /// `nn.Linear`: the weight is stored transposed (`[in, out]`) under its state-dict key
 /// so the graph multiplies with a plain MatMul.
 pub struct Linear {
+    path: ModulePath,
     weight: Value,
     bias: Option<Value>,
 }
 
 impl Linear {
-    pub fn load(cx: &mut Ctx, prefix: &str, d_in: usize, d_out: usize, bias: bool) -> Result<Self> {
-        Self::load_rows(cx, prefix, d_in, d_out, 0, d_out, bias)
+    pub fn load(cx: &mut Ctx, path: ModulePath, d_in: usize, d_out: usize, bias: bool) -> Result<Self> {
+        Self::load_rows(cx, path, d_in, d_out, 0, d_out, bias)
     }
 
-    /// Rows `[r0, r1)` of a `[d_out, d_in]` weight (and bias) as their own layer: how
-    /// `to_kv` becomes K and V, `qkv` becomes Q, K, V and the GEGLU projection its value and gate.
+    /// Output rows `[r0, r1)` of a `[d_out, d_in]` layer (and its bias) as a layer of
+    /// their own: how `to_kv` becomes K and V, `qkv` becomes Q, K, V and the GEGLU
+    /// projection its value and gate. The derived initializers are named
+    /// `<key>[r0:r1]`.
     pub fn load_rows(
         cx: &mut Ctx,
-        prefix: &str,
+        path: ModulePath,
         d_in: usize,
         d_out: usize,
         r0: usize,
         r1: usize,
         bias: bool,
     ) -> Result<Self> {
-        let rows: Vec<(usize, f32)> = (r0..r1).map(|r| (r, 1.0)).collect();
         let suffix = if r1 - r0 == d_out {
             String::new()
         } else {
             format!("[{r0}:{r1}]")
         };
-        Self::load_mapped(cx, prefix, d_in, d_out, &rows, &suffix, bias)
-    }
-
-    /// A layer whose output `i` is `sign * output row src` of the stored `[d_out, d_in]`
-    /// layer, for `(src, sign) = rows[i]`; `suffix` names the derived initializers.
-    pub fn load_mapped(
-        cx: &mut Ctx,
-        prefix: &str,
-        d_in: usize,
-        d_out: usize,
-        rows: &[(usize, f32)],
-        suffix: &str,
-        bias: bool,
-    ) -> Result<Self> {
-        let wkey = key(prefix, "weight");
+        let wkey = path.key("weight");
         let w = cx.w.get(&wkey, &[d_out, d_in])?;
-        let n = rows.len();
+        let n = r1 - r0;
         let mut t = vec![0f32; d_in * n];
-        for (r, &(src, sign)) in rows.iter().enumerate() {
+        for r in 0..n {
             for c in 0..d_in {
-                t[c * n + r] = sign * w[src * d_in + c];
+                t[c * n + r] = w[(r0 + r) * d_in + c];
             }
         }
         let weight =
             cx.g.initializer_f32(&format!("{wkey}{suffix}"), &[d_in as i64, n as i64], &t)?;
         let bias = if bias {
-            let bkey = key(prefix, "bias");
+            let bkey = path.key("bias");
             let b = cx.w.get(&bkey, &[d_out])?;
-            let v: Vec<f32> = rows.iter().map(|&(src, sign)| sign * b[src]).collect();
-            Some(cx.g.initializer_f32(&format!("{bkey}{suffix}"), &[n as i64], &v)?)
+            Some(cx.g.initializer_f32(&format!("{bkey}{suffix}"), &[n as i64], &b[r0..r1])?)
         } else {
             None
         };
-        Ok(Linear { weight, bias })
+        Ok(Linear { path, weight, bias })
     }
 
     pub fn forward(&self, cx: &mut Ctx, x: &Value) -> Result<Value> {
-        let y = cx.g.matmul(x, &self.weight)?;
-        match &self.bias {
-            Some(b) => cx.g.add(&y, b),
-            None => Ok(y),
-        }
+        cx.enter(&self.path, |cx| {
+            let y = cx.g.matmul(x, &self.weight)?;
+            match &self.bias {
+                Some(b) => cx.g.add(&y, b),
+                None => Ok(y),
+            }
+        })
     }
 }
 
 /// `nn.LayerNorm` (`weight`/`bias`) or the official `LayerNorm` (`gamma` and a `beta` buffer).
 pub struct LayerNorm {
+    path: ModulePath,
     gamma: Value,
     beta: Value,
 }
@@ -93,21 +83,18 @@ pub enum NormKeys {
 }
 
 impl LayerNorm {
-    pub fn load(cx: &mut Ctx, prefix: &str, dim: usize, keys: NormKeys) -> Result<Self> {
-        let (gk, bk) = match keys {
+    pub fn load(cx: &mut Ctx, path: ModulePath, dim: usize, keys: NormKeys) -> Result<Self> {
+        let (g, b) = match keys {
             NormKeys::WeightBias => ("weight", "bias"),
             NormKeys::GammaBeta => ("gamma", "beta"),
         };
-        let (gk, bk) = (key(prefix, gk), key(prefix, bk));
-        let g = cx.w.get(&gk, &[dim])?;
-        let gamma = cx.g.initializer_f32(&gk, &[dim as i64], &g)?;
-        let b = cx.w.get(&bk, &[dim])?;
-        let beta = cx.g.initializer_f32(&bk, &[dim as i64], &b)?;
-        Ok(LayerNorm { gamma, beta })
+        let gamma = cx.param(&path, g, &[dim])?;
+        let beta = cx.param(&path, b, &[dim])?;
+        Ok(LayerNorm { path, gamma, beta })
     }
 
     pub fn forward(&self, cx: &mut Ctx, x: &Value) -> Result<Value> {
-        cx.g.layer_norm(x, &self.gamma, &self.beta, 1e-5)
+        cx.enter(&self.path, |cx| cx.g.layer_norm(x, &self.gamma, &self.beta, 1e-5))
     }
 }
 

@@ -5,10 +5,24 @@
 use anyhow::Result;
 
 use super::nn::{LayerNorm, Linear, NormKeys};
-use super::{Ctx, key};
+use super::{Ctx, ModulePath};
 use crate::graph::{Dim, Value};
 
+/// The slots of `to_patch_emb*`: `nn.Sequential(Rearrange, LayerNorm, Linear, LayerNorm)`.
+const PATCH_NORM_IN: usize = 1;
+const PATCH_PROJ: usize = 2;
+const PATCH_NORM_OUT: usize = 3;
+/// The slot of `to_pixels*`: `nn.Sequential(Linear, Rearrange)`.
+const PIXELS_PROJ: usize = 0;
+
+/// Values in a patch of `pt` frames: `c * pt * p * p`.
+fn patch_len(cx: &Ctx, pt: i64) -> usize {
+    let p = cx.cfg.patch_size;
+    (cx.cfg.image_channels * pt * p * p) as usize
+}
+
 pub struct PatchEmbed {
+    path: ModulePath,
     norm_in: LayerNorm,
     proj: Linear,
     norm_out: LayerNorm,
@@ -18,21 +32,24 @@ pub struct PatchEmbed {
 
 impl PatchEmbed {
     /// `pt` is 1 for the first frame, `temporal_patch_size` for the rest.
-    pub fn load(cx: &mut Ctx, prefix: &str, pt: i64) -> Result<Self> {
-        let p = cx.cfg.patch_size;
-        let patch = (cx.cfg.image_channels * pt * p * p) as usize;
-        let dim = cx.cfg.embedding_dim as usize;
+    pub fn load(cx: &mut Ctx, path: ModulePath, pt: i64) -> Result<Self> {
+        let (patch, dim) = (patch_len(cx, pt), cx.cfg.embedding_dim as usize);
         Ok(PatchEmbed {
-            norm_in: LayerNorm::load(cx, &key(prefix, "1"), patch, NormKeys::WeightBias)?,
-            proj: Linear::load(cx, &key(prefix, "2"), patch, dim, true)?,
-            norm_out: LayerNorm::load(cx, &key(prefix, "3"), dim, NormKeys::WeightBias)?,
+            norm_in: LayerNorm::load(cx, path.child(PATCH_NORM_IN), patch, NormKeys::WeightBias)?,
+            proj: Linear::load(cx, path.child(PATCH_PROJ), patch, dim, true)?,
+            norm_out: LayerNorm::load(cx, path.child(PATCH_NORM_OUT), dim, NormKeys::WeightBias)?,
+            path,
             pt,
-            p,
+            p: cx.cfg.patch_size,
         })
     }
 
     /// `frames`: `[B, T, H, W, 3]` float (T a multiple of pt) -> tokens `[B, T/pt, h, w, d]`.
     pub fn forward(&self, cx: &mut Ctx, frames: &Value, h: &Dim, w: &Dim) -> Result<Value> {
+        cx.enter(&self.path, |cx| self.trace(cx, frames, h, w))
+    }
+
+    fn trace(&self, cx: &mut Ctx, frames: &Value, h: &Dim, w: &Dim) -> Result<Value> {
         let (b, f) = (frames.dim(0), frames.dim(1));
         let (p, pt) = (Dim::Fixed(self.p), Dim::Fixed(self.pt));
         let t = cx.g.dim_div(&f, &pt)?;
@@ -62,25 +79,29 @@ impl PatchEmbed {
 }
 
 pub struct ToPixels {
+    path: ModulePath,
     proj: Linear,
     pt: i64,
     p: i64,
 }
 
 impl ToPixels {
-    pub fn load(cx: &mut Ctx, prefix: &str, pt: i64) -> Result<Self> {
-        let p = cx.cfg.patch_size;
-        let patch = (cx.cfg.image_channels * pt * p * p) as usize;
-        let dim = cx.cfg.embedding_dim as usize;
+    pub fn load(cx: &mut Ctx, path: ModulePath, pt: i64) -> Result<Self> {
+        let (patch, dim) = (patch_len(cx, pt), cx.cfg.embedding_dim as usize);
         Ok(ToPixels {
-            proj: Linear::load(cx, &key(prefix, "0"), dim, patch, true)?,
+            proj: Linear::load(cx, path.child(PIXELS_PROJ), dim, patch, true)?,
+            path,
             pt,
-            p,
+            p: cx.cfg.patch_size,
         })
     }
 
     /// tokens `[B, t, h, w, d]` -> frames `[B, t*pt, h*p, w*p, 3]`.
     pub fn forward(&self, cx: &mut Ctx, tokens: &Value) -> Result<Value> {
+        cx.enter(&self.path, |cx| self.trace(cx, tokens))
+    }
+
+    fn trace(&self, cx: &mut Ctx, tokens: &Value) -> Result<Value> {
         let (b, t, h, w) = (tokens.dim(0), tokens.dim(1), tokens.dim(2), tokens.dim(3));
         let (p, pt) = (Dim::Fixed(self.p), Dim::Fixed(self.pt));
         let v = self.proj.forward(cx, tokens)?;

@@ -3,28 +3,25 @@
 
 use anyhow::Result;
 
-use super::{Ctx, VideoShape, key};
+use super::{Ctx, ModulePath, VideoShape};
 use crate::graph::{Dim, Value};
 
 pub struct Peg {
+    path: ModulePath,
     weight: Value,
     bias: Value,
     causal: bool,
 }
 
 impl Peg {
-    pub fn load(cx: &mut Ctx, prefix: &str) -> Result<Self> {
+    pub fn load(cx: &mut Ctx, path: ModulePath) -> Result<Self> {
         let dim = cx.cfg.embedding_dim as usize;
-        let wk = key(prefix, "dsconv.weight");
-        let w = cx.w.get(&wk, &[dim, 1, 3, 3, 3])?;
-        let weight = cx.g.initializer_f32(&wk, &[dim as i64, 1, 3, 3, 3], &w)?;
-        let bk = key(prefix, "dsconv.bias");
-        let b = cx.w.get(&bk, &[dim])?;
-        let bias = cx.g.initializer_f32(&bk, &[dim as i64], &b)?;
+        let dsconv = path.child("dsconv");
         Ok(Peg {
-            weight,
-            bias,
+            weight: cx.param(&dsconv, "weight", &[dim, 1, 3, 3, 3])?,
+            bias: cx.param(&dsconv, "bias", &[dim])?,
             causal: cx.cfg.causal_in_peg,
+            path,
         })
     }
 
@@ -33,6 +30,10 @@ impl Peg {
     /// `(b t) (h w) d`, for the temporal ones `(b h w) t d` reinterpreted without a permute,
     /// exactly as the official code (and the released weights) do.
     pub fn forward(&self, cx: &mut Ctx, x: &Value, shape: &VideoShape) -> Result<Value> {
+        cx.enter(&self.path, |cx| self.trace(cx, x, shape))
+    }
+
+    fn trace(&self, cx: &mut Ctx, x: &Value, shape: &VideoShape) -> Result<Value> {
         let d = x.dim(-1);
         let grid = [shape.b.clone(), shape.t.clone(), shape.h.clone(), shape.w.clone(), d];
         let v = cx.g.reshape(x, &grid)?;

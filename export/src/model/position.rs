@@ -6,8 +6,8 @@
 use anyhow::Result;
 
 use super::nn::Linear;
-use super::{Ctx, key};
-use crate::graph::{DType, Dim, Value};
+use super::{Ctx, ModulePath};
+use crate::graph::{DType, Dim, Graph, Value};
 
 /// RoPE frequencies for a head of `dim_head` channels: `10000^(-4i/d)`, `i < d/4`.
 pub fn rope_frequencies(dim_head: usize) -> Vec<f32> {
@@ -69,26 +69,48 @@ pub fn apply_rope(cx: &mut Ctx, x: &Value, cos: &Value, sin: &Value) -> Result<V
 
 /// `ContinuousPositionBias`: an MLP over log-scaled 2-D offsets, one logit bias per head.
 pub struct ContinuousPositionBias {
+    path: ModulePath,
     net: [Linear; 3],
 }
 
 impl ContinuousPositionBias {
-    pub fn load(cx: &mut Ctx, prefix: &str) -> Result<Self> {
+    /// The linear layers of `net`, a ModuleList of `Sequential(Linear, LeakyReLU)`,
+    /// `Sequential(Linear, LeakyReLU)` and a `Linear`.
+    fn layers(path: &ModulePath) -> [ModulePath; 3] {
+        let net = |i| path.item("net", i);
+        [net(0).child(0), net(1).child(0), net(2)]
+    }
+
+    pub fn load(cx: &mut Ctx, path: ModulePath) -> Result<Self> {
         let dim = cx.cfg.embedding_dim as usize;
         let heads = cx.cfg.heads as usize;
+        let [l0, l1, l2] = Self::layers(&path);
         Ok(ContinuousPositionBias {
             net: [
-                Linear::load(cx, &key(prefix, "net.0.0"), 2, dim, true)?,
-                Linear::load(cx, &key(prefix, "net.1.0"), dim, dim, true)?,
-                Linear::load(cx, &key(prefix, "net.2"), dim, heads, true)?,
+                Linear::load(cx, l0, 2, dim, true)?,
+                Linear::load(cx, l1, dim, dim, true)?,
+                Linear::load(cx, l2, dim, heads, true)?,
             ],
+            path,
         })
+    }
+
+    /// Marks the weights of a bias the graph does not apply as expected.
+    pub fn expect_unused(cx: &mut Ctx, path: &ModulePath) {
+        for layer in Self::layers(path) {
+            cx.w.expect_unused(&layer.key("weight"));
+            cx.w.expect_unused(&layer.key("bias"));
+        }
     }
 
     /// The bias `[1, heads, h*w, h*w]`. The MLP runs once per distinct offset
     /// (`(2h-1) x (2w-1)` of them) and is gathered into the `N x N` matrix: the same values
     /// as running it on every pair, as the official code does, at a fraction of the cost.
     pub fn forward(&self, cx: &mut Ctx, h: &Dim, w: &Dim) -> Result<Value> {
+        cx.enter(&self.path, |cx| self.trace(cx, h, w))
+    }
+
+    fn trace(&self, cx: &mut Ctx, h: &Dim, w: &Dim) -> Result<Value> {
         let one = Dim::Fixed(1);
         let two = Dim::Fixed(2);
         // offsets -(n-1) ..= n-1 along each axis, log-scaled: sign(d) * log(|d| + 1)
@@ -134,8 +156,8 @@ impl ContinuousPositionBias {
         let idx = g.range(&n)?;
         let wt = g.dim_tensor(w)?;
         let rows = g.div(&idx, &wt)?;
-        let cols = g.node("Mod", &[&idx, &wt], vec![], DType::I64, vec![n.clone()])?;
-        let rel = |g: &mut crate::graph::Graph, v: &Value, extent: &Dim| -> Result<Value> {
+        let cols = g.modulo(&idx, &wt)?;
+        let rel = |g: &mut Graph, v: &Value, extent: &Dim| -> Result<Value> {
             let a = g.reshape(v, &[n.clone(), Dim::Fixed(1)])?;
             let b = g.reshape(v, &[Dim::Fixed(1), n.clone()])?;
             let d = g.sub(&a, &b)?;
@@ -171,26 +193,38 @@ pub fn alibi_slopes(heads: usize) -> Vec<f32> {
     slopes.into_iter().map(|s| s as f32).collect()
 }
 
-/// ALiBi plus the causal mask as one additive bias `[1, heads, t, t]`:
-/// `-|i - j| * slope[h]` on and below the diagonal, `-f32::MAX` above it.
-pub fn alibi_causal_bias(cx: &mut Ctx, t: &Dim) -> Result<Value> {
-    let heads = cx.cfg.heads as usize;
-    let g = &mut *cx.g;
-    let r = g.range(t)?;
-    let r = g.cast(&r, DType::F32)?;
-    let i = g.reshape(&r, &[t.clone(), Dim::Fixed(1)])?;
-    let j = g.reshape(&r, &[Dim::Fixed(1), t.clone()])?;
-    let diff = g.sub(&j, &i)?; // j - i
-    let dist = g.abs(&diff)?;
-    let dist = g.neg(&dist)?;
-    let slopes = g.const_f32(&[heads as i64, 1, 1], &alibi_slopes(heads))?;
-    let alibi = g.mul(&dist, &slopes)?; // [heads, t, t]
-    let zero = g.scalar_f32(0.0)?;
-    let future = g.node("Greater", &[&diff, &zero], vec![], DType::Bool, diff.dims.clone())?;
-    let masked = g.scalar_f32(-f32::MAX)?;
-    let dims = alibi.dims.clone();
-    let bias = g.node("Where", &[&future, &masked, &alibi], vec![], DType::F32, dims)?;
-    g.unsqueeze(&bias, &[0])
+/// `AlibiPositionalBias` of a causal block, with the causal mask folded in.
+pub struct AlibiPositionalBias {
+    path: ModulePath,
+    heads: usize,
+}
+
+impl AlibiPositionalBias {
+    pub fn new(path: ModulePath, heads: usize) -> Self {
+        AlibiPositionalBias { path, heads }
+    }
+
+    /// ALiBi plus the causal mask as one additive bias `[1, heads, t, t]`:
+    /// `-|i - j| * slope[h]` on and below the diagonal, `-f32::MAX` above it.
+    pub fn forward(&self, cx: &mut Ctx, t: &Dim) -> Result<Value> {
+        cx.enter(&self.path, |cx| {
+            let g = &mut *cx.g;
+            let r = g.range(t)?;
+            let r = g.cast(&r, DType::F32)?;
+            let i = g.reshape(&r, &[t.clone(), Dim::Fixed(1)])?;
+            let j = g.reshape(&r, &[Dim::Fixed(1), t.clone()])?;
+            let diff = g.sub(&j, &i)?; // j - i
+            let dist = g.abs(&diff)?;
+            let dist = g.neg(&dist)?;
+            let slopes = g.const_f32(&[self.heads as i64, 1, 1], &alibi_slopes(self.heads))?;
+            let alibi = g.mul(&dist, &slopes)?; // [heads, t, t]
+            let zero = g.scalar_f32(0.0)?;
+            let future = g.greater(&diff, &zero)?;
+            let masked = g.scalar_f32(-f32::MAX)?;
+            let bias = g.where_(&future, &masked, &alibi)?;
+            g.unsqueeze(&bias, &[0])
+        })
+    }
 }
 
 #[cfg(test)]

@@ -4,12 +4,12 @@
 
 use anyhow::Result;
 
-use super::attention::{Sdpa, scaled_dot_product};
 use super::nn::{LayerNorm, Linear, NormKeys};
-use super::{Ctx, VideoShape, key};
-use crate::graph::{Dim, Value};
+use super::{Ctx, ModulePath, VideoShape};
+use crate::graph::{Dim, Graph, Heads, Value};
 
 pub struct WindowAttention {
+    path: ModulePath,
     norm: LayerNorm,
     q: Linear,
     k: Linear,
@@ -36,16 +36,43 @@ pub fn relative_position_index(ws: usize) -> Vec<usize> {
     idx
 }
 
+/// The official `window_partition` on channels-last tokens `[B, h * w, C]` of an
+/// `h x w` grid: `[B * nW, ws * ws, C]`, windows in row-major order.
+pub fn window_partition(g: &mut Graph, x: &Value, h: &Dim, w: &Dim, ws: i64) -> Result<Value> {
+    let (b, c) = (x.dim(0), x.dim(-1));
+    let win = Dim::Fixed(ws);
+    let (nh, nw) = (g.dim_div(h, &win)?, g.dim_div(w, &win)?);
+    // (B, h, w, C) -> (B, h/ws, ws, w/ws, ws, C) -> (B, h/ws, w/ws, ws, ws, C)
+    let v = g.reshape(x, &[b.clone(), nh.clone(), win.clone(), nw.clone(), win, c.clone()])?;
+    let v = g.transpose(&v, &[0, 1, 3, 2, 4, 5])?;
+    let windows = g.dim_mul(&b, &nh)?;
+    let windows = g.dim_mul(&windows, &nw)?;
+    g.reshape(&v, &[windows, Dim::Fixed(ws * ws), c])
+}
+
+/// The official `window_reverse`: windows `[B * nW, ws * ws, C]` back to the grid's
+/// tokens `[B, h * w, C]`.
+pub fn window_reverse(g: &mut Graph, windows: &Value, b: &Dim, h: &Dim, w: &Dim, ws: i64) -> Result<Value> {
+    let c = windows.dim(-1);
+    let win = Dim::Fixed(ws);
+    let (nh, nw) = (g.dim_div(h, &win)?, g.dim_div(w, &win)?);
+    // (B, h/ws, w/ws, ws, ws, C) -> (B, h/ws, ws, w/ws, ws, C) -> (B, h * w, C)
+    let v = g.reshape(windows, &[b.clone(), nh, nw, win.clone(), win, c.clone()])?;
+    let v = g.transpose(&v, &[0, 1, 3, 2, 4, 5])?;
+    let hw = g.dim_mul(h, w)?;
+    g.reshape(&v, &[b.clone(), hw, c])
+}
+
 impl WindowAttention {
-    pub fn load(cx: &mut Ctx, prefix: &str) -> Result<Self> {
+    pub fn load(cx: &mut Ctx, path: ModulePath) -> Result<Self> {
         let dim = cx.cfg.embedding_dim as usize;
         let heads = cx.cfg.heads as usize;
         let ws = cx.cfg.twod_window_size as usize;
         let head_dim = dim / heads;
-        let qkv = key(prefix, "qkv");
+        let qkv = path.child("qkv");
         // The bias depends only on the window: gather it from the table at export time.
         let table_len = (2 * ws - 1) * (2 * ws - 1);
-        let tkey = key(prefix, "relative_position_bias_table");
+        let tkey = path.key("relative_position_bias_table");
         let table = cx.w.get(&tkey, &[table_len, heads])?;
         let n = ws * ws;
         let index = relative_position_index(ws);
@@ -60,13 +87,14 @@ impl WindowAttention {
             &[1, heads as i64, n as i64, n as i64],
             &bias,
         )?;
-        cx.w.expect_unused(&key(prefix, "relative_position_index"));
+        cx.w.expect_unused(&path.key("relative_position_index"));
         Ok(WindowAttention {
-            norm: LayerNorm::load(cx, &key(prefix, "norm"), dim, NormKeys::GammaBeta)?,
-            q: Linear::load_rows(cx, &qkv, dim, 3 * dim, 0, dim, false)?,
-            k: Linear::load_rows(cx, &qkv, dim, 3 * dim, dim, 2 * dim, false)?,
-            v: Linear::load_rows(cx, &qkv, dim, 3 * dim, 2 * dim, 3 * dim, false)?,
-            proj: Linear::load(cx, &key(prefix, "proj"), dim, dim, true)?,
+            norm: LayerNorm::load(cx, path.child("norm"), dim, NormKeys::GammaBeta)?,
+            q: Linear::load_rows(cx, qkv.clone(), dim, 3 * dim, 0, dim, false)?,
+            k: Linear::load_rows(cx, qkv.clone(), dim, 3 * dim, dim, 2 * dim, false)?,
+            v: Linear::load_rows(cx, qkv, dim, 3 * dim, 2 * dim, 3 * dim, false)?,
+            proj: Linear::load(cx, path.child("proj"), dim, dim, true)?,
+            path,
             bias,
             window: ws as i64,
             heads,
@@ -76,41 +104,22 @@ impl WindowAttention {
 
     /// `x`: `[(b t), (h w), d]`.
     pub fn forward(&self, cx: &mut Ctx, x: &Value, shape: &VideoShape) -> Result<Value> {
+        cx.enter(&self.path, |cx| self.trace(cx, x, shape))
+    }
+
+    fn trace(&self, cx: &mut Ctx, x: &Value, shape: &VideoShape) -> Result<Value> {
         let x = self.norm.forward(cx, x)?;
-        let ws = Dim::Fixed(self.window);
-        let (bt, d) = (x.dim(0), x.dim(-1));
-        let hw = cx.g.dim_div(&shape.h, &ws)?;
-        let ww = cx.g.dim_div(&shape.w, &ws)?;
-        // window_partition: (B, h, w, C) -> (B * nW, ws * ws, C)
-        let v = cx.g.reshape(
-            &x,
-            &[bt.clone(), hw.clone(), ws.clone(), ww.clone(), ws.clone(), d.clone()],
-        )?;
-        let v = cx.g.transpose(&v, &[0, 1, 3, 2, 4, 5])?;
-        let nwin = cx.g.dim_mul(&bt, &hw)?;
-        let nwin = cx.g.dim_mul(&nwin, &ww)?;
-        let win =
-            cx.g.reshape(&v, &[nwin, Dim::Fixed(self.window * self.window), d.clone()])?;
+        let win = window_partition(cx.g, &x, &shape.h, &shape.w, self.window)?;
         let q = self.q.forward(cx, &win)?;
         let k = self.k.forward(cx, &win)?;
         let v = self.v.forward(cx, &win)?;
-        let out = scaled_dot_product(
-            cx,
-            Sdpa {
-                heads: self.heads,
-                scale: self.scale,
-                causal: false,
-            },
-            &q,
-            &k,
-            &v,
-            Some(&self.bias),
-        )?;
+        let heads = Heads {
+            count: self.heads,
+            scale: self.scale,
+        };
+        let out = cx.g.attention(&q, &k, &v, Some(&self.bias), heads, false)?;
         let out = self.proj.forward(cx, &out)?;
-        // window_reverse
-        let v = cx.g.reshape(&out, &[bt.clone(), hw, ww, ws.clone(), ws, d.clone()])?;
-        let v = cx.g.transpose(&v, &[0, 1, 3, 2, 4, 5])?;
-        cx.g.reshape(&v, &x.dims)
+        window_reverse(cx.g, &out, &x.dim(0), &shape.h, &shape.w, self.window)
     }
 }
 

@@ -600,12 +600,6 @@ impl NodeProto {
         self.domain = Some(domain.into());
         self
     }
-
-    /// Appends an attribute.
-    pub fn with_attr(mut self, attr: AttributeProto) -> Self {
-        self.attribute.push(attr);
-        self
-    }
 }
 
 impl AttributeProto {
@@ -705,11 +699,6 @@ impl TensorProto {
     pub fn from_i64(name: impl Into<String>, dims: &[i64], data: &[i64]) -> Self {
         let raw = data.iter().flat_map(|v| v.to_le_bytes()).collect();
         Self::from_raw(name, dims, DataType::Int64, raw)
-    }
-
-    pub fn from_i32(name: impl Into<String>, dims: &[i64], data: &[i32]) -> Self {
-        let raw = data.iter().flat_map(|v| v.to_le_bytes()).collect();
-        Self::from_raw(name, dims, DataType::Int32, raw)
     }
 
     pub fn from_u8(name: impl Into<String>, dims: &[i64], data: &[u8]) -> Self {

@@ -216,6 +216,7 @@ fn write_atomically(path: &Path, body: impl FnOnce(&mut BufWriter<File>) -> std:
 mod tests {
     use super::super::proto::{Dim, GraphProto, NodeProto, ValueInfoProto};
     use super::*;
+    use crate::test_support::{Scratch, python};
     use std::process::Command;
 
     const HIDDEN: usize = 256;
@@ -265,13 +266,6 @@ mod tests {
         m
     }
 
-    fn scratch_dir(test: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("omnitok-onnx-{}-{test}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        dir
-    }
-
     fn initializer<'a>(m: &'a ModelProto, name: &str) -> &'a TensorProto {
         m.graph
             .as_ref()
@@ -284,7 +278,7 @@ mod tests {
 
     #[test]
     fn round_trip_inline() {
-        let dir = scratch_dir("inline");
+        let dir = Scratch::new("inline");
         let path = dir.join("tiny.onnx");
         let model = tiny_model();
         let report = save(model.clone(), &path).unwrap();
@@ -303,12 +297,11 @@ mod tests {
         let g = back.graph.as_ref().unwrap();
         assert_eq!(g.input[0].dims(), Some(vec![Dim::named("batch"), Dim::Fixed(4)]));
         assert_eq!(g.node[0].op_type(), "MatMul");
-        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn external_data() {
-        let dir = scratch_dir("external");
+        let dir = Scratch::new("external");
         let path = dir.join("tiny.onnx");
         let model = tiny_model();
         let report = save_with_threshold(model.clone(), &path, 0).unwrap();
@@ -346,12 +339,11 @@ mod tests {
             assert_eq!(t, initializer(&model, name));
         }
         assert_eq!(back.graph.as_ref().unwrap().node, model.graph.as_ref().unwrap().node);
-        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn typed_fields_go_external_as_raw_data() {
-        let dir = scratch_dir("typed");
+        let dir = Scratch::new("typed");
         let path = dir.join("typed.onnx");
         let values: Vec<f32> = (0..300).map(|i| i as f32).collect();
         let mut g = GraphProto::new("g");
@@ -370,37 +362,33 @@ mod tests {
         let data = fs::read(dir.join("typed.onnx.data")).unwrap();
         let expect: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
         assert_eq!(data, expect);
-        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn no_sidecar_when_nothing_is_large() {
-        let dir = scratch_dir("small");
+        let dir = Scratch::new("small");
         let path = dir.join("small.onnx");
         let mut g = GraphProto::new("g");
         g.initializer.push(TensorProto::from_f32("b", &[3], &[1.0, 2.0, 3.0]));
         let report = save_with_threshold(ModelProto::new(10, &[("", 23)], g), &path, 0).unwrap();
         assert!(!report.used_external_data());
         assert!(!dir.join("small.onnx.data").exists());
-        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn errors_name_the_path() {
-        let path = std::env::temp_dir()
-            .join(format!("omnitok-onnx-{}-missing", std::process::id()))
-            .join("sub/model.onnx");
+        let scratch = Scratch::new("missing");
+        let path = scratch.join("sub/model.onnx");
         let err = format!("{:#}", save(tiny_model(), &path).unwrap_err());
         assert!(err.contains("sub/model.onnx"), "{err}");
         let err = format!("{:#}", load(&path).unwrap_err());
         assert!(err.contains("sub/model.onnx"), "{err}");
 
-        let dir = scratch_dir("garbage");
+        let dir = Scratch::new("garbage");
         let bad = dir.join("bad.onnx");
         fs::write(&bad, [0xff, 0xff, 0xff]).unwrap();
         let err = format!("{:#}", load(&bad).unwrap_err());
         assert!(err.contains("decoding ONNX model") && err.contains("bad.onnx"), "{err}");
-        fs::remove_dir_all(&dir).unwrap();
     }
 
     /// Checks a saved model with the reference `onnx` checker and runs it with
@@ -437,14 +425,8 @@ print("ok", path, "ir", m.ir_version, "opsets", [(o.domain, o.version) for o in 
 
     #[test]
     fn onnx_checker_and_onnxruntime_accept_output() {
-        let Some(python) = std::env::var_os("OMNITOK_PYTHON") else {
-            if std::env::var("CI").is_ok_and(|v| v == "true") {
-                panic!("OMNITOK_PYTHON must be set in CI");
-            }
-            println!("skipped: OMNITOK_PYTHON not set");
-            return;
-        };
-        let dir = scratch_dir("python");
+        let Some(python) = python() else { return };
+        let dir = Scratch::new("python");
         let inline = dir.join("inline.onnx");
         let external = dir.join("external.onnx");
         assert!(!save(tiny_model(), &inline).unwrap().used_external_data());
@@ -466,6 +448,5 @@ print("ok", path, "ir", m.ir_version, "opsets", [(o.domain, o.version) for o in 
             assert!(out.status.success(), "{} failed:\n{stdout}\n{stderr}", path.display());
             println!("{}", stdout.trim());
         }
-        fs::remove_dir_all(&dir).unwrap();
     }
 }

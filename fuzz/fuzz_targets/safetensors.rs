@@ -1,0 +1,11 @@
+//! A safetensors file: header length, JSON header, tensor data.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+#[global_allocator]
+static ALLOC: omnitok_fuzz::Guard = omnitok_fuzz::Guard;
+
+fuzz_target!(|data: &[u8]| omnitok_fuzz::run(data, |d| {
+    omnitok_export::checkpoint::fuzzing::safetensors(d);
+}));
