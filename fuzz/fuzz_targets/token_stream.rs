@@ -1,0 +1,46 @@
+//! The token-stream reader (`omnitokparse`'s and the examples' parser): arbitrary bytes fed
+//! in pieces whose sizes come from the input itself, every item taken, then `finish`; and a
+//! reader resumed after the first header at the first chunk, as a seek does.
+#![no_main]
+
+use gstomnitok::format::{Item, StreamReader};
+use libfuzzer_sys::fuzz_target;
+
+#[global_allocator]
+static ALLOC: omnitok_fuzz::Guard = omnitok_fuzz::Guard;
+
+/// Feeds `data` split at sizes taken from `splits`, draining after each piece.
+fn read(reader: &mut StreamReader, data: &[u8], splits: &[u8]) -> Option<(gstomnitok::format::StreamHeader, u64)> {
+    let mut first_header = None;
+    let mut rest = data;
+    let mut sizes = splits.iter().cycle();
+    while !rest.is_empty() {
+        let n = (*sizes.next().unwrap_or(&255) as usize + 1).min(rest.len());
+        reader.push(&rest[..n]);
+        rest = &rest[n..];
+        loop {
+            match reader.next_item() {
+                Ok(Some(Item::Header(h, raw))) => {
+                    first_header.get_or_insert((h, raw.len() as u64));
+                }
+                Ok(Some(Item::Chunk(..))) => {}
+                Ok(None) => break,
+                Err(_) => return first_header,
+            }
+        }
+    }
+    let _ = reader.finish();
+    first_header
+}
+
+fuzz_target!(|data: &[u8]| omnitok_fuzz::run(data, |d| {
+    let (splits, stream) = d.split_at(d.len().min(4));
+    let splits = if splits.is_empty() { &[255u8][..] } else { splits };
+    if let Some((header, header_len)) = read(&mut StreamReader::new(), stream, splits) {
+        if let (Some(mut resumed), Some(rest)) =
+            (StreamReader::resume(header, header_len, 0), stream.get(header_len as usize..))
+        {
+            read(&mut resumed, rest, splits);
+        }
+    }
+}));
