@@ -17,6 +17,36 @@ pub fn frame_times(
     real_frames: u32,
     rate: Option<Timebase>,
 ) -> Vec<FrameTime> {
+    nominal_times(pts, duration, real_frames, rate)
+}
+
+/// [`frame_times`], or, when the record carries a frame PTS table (format version 2), the
+/// table's PTS for each frame; a frame's duration is then the distance to the next frame's
+/// PTS, the last one's to the chunk's end (`pts + duration`), None where unknown.
+pub fn record_frame_times(
+    pts: Option<u64>,
+    duration: Option<u64>,
+    real_frames: u32,
+    rate: Option<Timebase>,
+    table: Option<&[Option<u64>]>,
+) -> Vec<FrameTime> {
+    let Some(table) = table else {
+        return nominal_times(pts, duration, real_frames, rate);
+    };
+    let end = pts.zip(duration).and_then(|(p, d)| p.checked_add(d));
+    (0..table.len())
+        .map(|i| {
+            let this = table[i];
+            let next = table.get(i + 1).copied().unwrap_or(end);
+            FrameTime {
+                pts: this,
+                duration: this.zip(next).and_then(|(a, b)| b.checked_sub(a)),
+            }
+        })
+        .collect()
+}
+
+fn nominal_times(pts: Option<u64>, duration: Option<u64>, real_frames: u32, rate: Option<Timebase>) -> Vec<FrameTime> {
     let real = u64::from(real_frames);
     let offset = |i: u64| -> Option<u64> {
         match rate {
@@ -122,6 +152,37 @@ mod tests {
         );
         let f = frame_times(Some(0), Some(u64::MAX), 3, None);
         assert_eq!(f[2].pts, Some(u64::MAX / 3 * 2));
+    }
+
+    /// Variable rate (format version 2): each frame keeps its own PTS, gaps included.
+    #[test]
+    fn frame_pts_table_gives_each_frame_its_own_time() {
+        let table = [Some(100), Some(150), None, Some(400)];
+        let f = record_frame_times(Some(100), Some(350), 4, None, Some(&table));
+        assert_eq!(
+            f,
+            [
+                t(100, 50),
+                FrameTime {
+                    pts: Some(150),
+                    duration: None
+                },
+                FrameTime {
+                    pts: None,
+                    duration: None
+                },
+                t(400, 50)
+            ]
+        );
+        // No chunk duration: the last frame has none.
+        let f = record_frame_times(Some(100), None, 2, None, Some(&[Some(100), Some(u64::MAX / 2)]));
+        assert_eq!(f[0], t(100, u64::MAX / 2 - 100));
+        assert_eq!(f[1].duration, None);
+        // Without a table: the nominal layout.
+        assert_eq!(
+            record_frame_times(Some(0), Some(100), 3, None, None),
+            frame_times(Some(0), Some(100), 3, None)
+        );
     }
 
     #[test]

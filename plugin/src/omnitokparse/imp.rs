@@ -54,8 +54,15 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
 #[derive(Default)]
 struct State {
     reader: StreamReader,
-    /// The header of the stream being parsed (kept across flushes for resuming).
+    /// The header of the stream's first segment (kept across flushes for resuming; the
+    /// seek map covers this segment).
     header: Option<(StreamHeader, Vec<u8>)>,
+    /// The header of the segment being parsed (chunk metas).
+    current: Option<StreamHeader>,
+    /// Byte offset of the second header (version 2: where the first segment ends), once read.
+    first_segment_end: Option<u64>,
+    /// After a resume: the first segment's caps go out again before the next chunk.
+    caps_resend: bool,
     /// Caps last pushed downstream.
     caps: Option<gst::Caps>,
     /// A TIME segment (and its seqnum) must go out before the next buffer (after the caps).
@@ -89,6 +96,11 @@ impl State {
         self.header
             .as_ref()
             .and_then(|(h, raw)| StreamMap::new(h, raw.len() as u64))
+    }
+
+    /// Whole chunks of the first segment, once a second header showed where it ends.
+    fn first_segment_chunks(&self) -> Option<u64> {
+        Some(self.map()?.chunks_in(self.first_segment_end?))
     }
 }
 
@@ -124,31 +136,45 @@ impl OmnitokParse {
             _ => gst::StreamError::Decode,
         };
         let msg = format!("corrupt token stream: {e}");
-        gst::element_imp_error!(self, kind, ("{}", msg), ["omnitok token stream, format version 1"]);
+        gst::element_imp_error!(
+            self,
+            kind,
+            ("{}", msg),
+            ["omnitok token stream, format versions 1 and 2"]
+        );
     }
 
     /// Drains the reader into `out`; returns the first format error.
     fn collect(&self, state: &mut State, out: &mut Vec<Out>) -> Result<(), FormatError> {
         loop {
+            let at = state.reader.offset();
             let item = match state.reader.next_item()? {
                 Some(item) => item,
                 None => return Ok(()),
             };
             let (mut buffer, header_caps) = match item {
                 Item::Header(h, raw) => {
-                    gst::debug!(CAT, imp = self, "stream header: {h:?}");
+                    gst::debug!(CAT, imp = self, "stream header at byte {at}: {h:?}");
                     let c = Self::caps_for(&h, &raw);
                     let mut b = gst::Buffer::from_slice(raw.clone());
                     {
                         let b = b.get_mut().unwrap();
                         b.set_flags(gst::BufferFlags::HEADER);
-                        b.set_offset(0);
-                        b.set_offset_end(raw.len() as u64);
+                        b.set_offset(at);
+                        b.set_offset_end(at.saturating_add(raw.len() as u64));
                     }
-                    state.header = Some((h, raw));
-                    state.next_chunk = 0;
-                    state.time_base = None;
-                    state.last_chunk = None;
+                    state.current = Some(h.clone());
+                    state.caps_resend = false;
+                    if at == 0 {
+                        state.header = Some((h, raw));
+                        state.first_segment_end = None;
+                        state.next_chunk = 0;
+                        state.time_base = None;
+                        state.last_chunk = None;
+                    } else if state.first_segment_end.is_none_or(|end| at < end) {
+                        // Version 2: a new segment; the seek map stays with the first one.
+                        state.first_segment_end = Some(at);
+                    }
                     (b, Some(c))
                 }
                 Item::Chunk(rec, raw) => {
@@ -159,7 +185,7 @@ impl OmnitokParse {
                         b.set_duration(rec.duration.map(gst::ClockTime::from_nseconds));
                         b.set_offset(state.next_chunk);
                         b.set_offset_end(state.next_chunk.saturating_add(1));
-                        if let Some((h, _)) = &state.header {
+                        if let Some(h) = &state.current {
                             crate::meta::attach(b, h, rec.real_frames);
                         }
                     }
@@ -172,16 +198,22 @@ impl OmnitokParse {
                         rec.real_frames
                     );
                     let index = state.next_chunk;
-                    if state.last_chunk.is_none_or(|(i, _)| index >= i) {
+                    let in_first = state.first_segment_end.is_none_or(|end| at < end);
+                    if in_first && state.last_chunk.is_none_or(|(i, _)| index >= i) {
                         state.last_chunk = Some((index, rec.real_frames));
                     }
-                    if state.time_base.is_none()
+                    if in_first
+                        && state.time_base.is_none()
                         && let (Some(pts), Some(g)) = (rec.pts, state.map())
                     {
-                        state.time_base = Some(pts.saturating_sub(g.chunk_start(index)));
+                        state.time_base = g.chunk_start(index).map(|start| pts.saturating_sub(start));
                     }
                     state.next_chunk = state.next_chunk.saturating_add(1);
-                    (b, None)
+                    // Resumed in the first segment after having seen a later one: its caps.
+                    let resend = std::mem::take(&mut state.caps_resend)
+                        .then(|| state.header.as_ref().map(|(h, raw)| Self::caps_for(h, raw)))
+                        .flatten();
+                    (b, resend)
                 }
             };
             if let Some(c) = header_caps
@@ -277,10 +309,13 @@ impl OmnitokParse {
             if start >= hl && (start - hl).is_multiple_of(rl) {
                 // Resume at chunk k with the known header.
                 let k = (start - hl) / rl;
-                if let Some(r) = StreamReader::resume(h.clone(), hl, k) {
+                let in_first = state.first_segment_end.is_none_or(|end| start < end);
+                if in_first && let Some(r) = StreamReader::resume(h.clone(), hl, k) {
                     state.reader = r;
                     state.reader_base = start;
                     state.next_chunk = k;
+                    state.current = Some(h.clone());
+                    state.caps_resend = true;
                     gst::debug!(CAT, imp = self, "resuming at chunk {k}");
                 }
             }
@@ -376,14 +411,30 @@ impl OmnitokParse {
         self.state.lock().unwrap().upstream_format == Some(gst::Format::Time)
     }
 
-    /// Duration in TIME from the upstream byte length (see the module docs).
+    /// Duration in TIME from the upstream byte length (see the module docs); None (refused)
+    /// once the stream is known to have several segments, or when it does not fit.
     fn duration(&self) -> Option<gst::ClockTime> {
         let (g, last) = {
             let state = self.state.lock().unwrap();
+            if state.first_segment_end.is_some() {
+                return None;
+            }
             (state.map()?, state.last_chunk)
         };
         let bytes = u64::from(self.sinkpad.peer_query_duration::<gst::format::Bytes>()?);
-        Some(gst::ClockTime::from_nseconds(g.duration_ns(bytes, last)))
+        g.duration_ns(bytes, last).map(gst::ClockTime::from_nseconds)
+    }
+
+    /// End of the seekable range: the duration, or with several segments the first one's.
+    fn seekable_end(&self) -> Option<gst::ClockTime> {
+        let (g, last, end) = {
+            let state = self.state.lock().unwrap();
+            (state.map()?, state.last_chunk, state.first_segment_end)
+        };
+        match end {
+            Some(end) => g.duration_ns(end, last).map(gst::ClockTime::from_nseconds),
+            None => self.duration(),
+        }
     }
 
     /// Whether upstream can seek in BYTES.
@@ -395,7 +446,7 @@ impl OmnitokParse {
     /// A TIME seek as a BYTES seek upstream (see the module docs).
     fn time_seek(&self, seek: &gst::event::Seek, seqnum: gst::Seqnum) -> bool {
         let (rate, flags, start_type, start, stop_type, stop) = seek.get();
-        let (g, base, mut seg) = {
+        let (g, base, mut seg, first_chunks) = {
             let state = self.state.lock().unwrap();
             let Some((h, _)) = &state.header else {
                 gst::debug!(CAT, imp = self, "TIME seek refused: no stream header seen yet");
@@ -411,7 +462,12 @@ impl OmnitokParse {
                 );
                 return false;
             };
-            (g, state.time_base.unwrap_or(0), state.seek_segment.clone())
+            (
+                g,
+                state.time_base.unwrap_or(0),
+                state.seek_segment.clone(),
+                state.first_segment_chunks(),
+            )
         };
         if rate != 1.0 {
             gst::debug!(CAT, imp = self, "TIME seek refused: rate {rate} (only 1.0)");
@@ -433,12 +489,34 @@ impl OmnitokParse {
             return false;
         }
         let total = self.sinkpad.peer_query_duration::<gst::format::Bytes>().map(u64::from);
-        let (index, byte_start, byte_stop) = g.seek_range(
+        let Some((index, byte_start, byte_stop)) = g.seek_range(
             seg.start().map_or(0, |t| t.nseconds()),
             seg.stop().map(|s| s.nseconds()),
             base,
             total,
-        );
+        ) else {
+            gst::debug!(
+                CAT,
+                imp = self,
+                "TIME seek refused: {:?} is beyond any byte position",
+                seg.start()
+            );
+            return false;
+        };
+        if let Some(n) = first_chunks
+            && index >= n
+        {
+            gst::debug!(
+                CAT,
+                imp = self,
+                "TIME seek refused: {:?} is beyond the first segment ({n} chunks; seeks map only \
+                 within the first segment of a stream with several)",
+                seg.start()
+            );
+            return false;
+        }
+        // A stop beyond the first segment: play to the end.
+        let byte_stop = byte_stop.filter(|_| first_chunks.is_none());
         gst::debug!(
             CAT,
             imp = self,
@@ -487,17 +565,26 @@ impl OmnitokParse {
         if src.format() == dest {
             return Some(src);
         }
-        let (g, base) = {
+        let (g, base, first_end) = {
             let state = self.state.lock().unwrap();
-            (state.map()?, state.time_base.unwrap_or(0))
+            (state.map()?, state.time_base.unwrap_or(0), state.first_segment_end)
         };
+        // With several segments, only positions inside the first one map.
+        let inside = |b: u64| first_end.is_none_or(|end| b < end);
         match (src, dest) {
             (gst::GenericFormattedValue::Time(t), gst::Format::Bytes) => {
-                let b = t.map(|t| g.byte_at_time(t.nseconds(), base));
+                let b = match t {
+                    Some(t) => Some(g.byte_at_time(t.nseconds(), base).filter(|&b| inside(b))?),
+                    None => None,
+                };
                 Some(b.map(gst::format::Bytes::from_u64).into())
             }
             (gst::GenericFormattedValue::Bytes(b), gst::Format::Time) => {
-                let t = b.map(|b| g.time_at_byte(u64::from(b), base));
+                let t = match b {
+                    Some(b) if inside(u64::from(b)) => Some(g.time_at_byte(u64::from(b), base)?),
+                    Some(_) => return None,
+                    None => None,
+                };
                 Some(t.map(gst::ClockTime::from_nseconds).into())
             }
             _ => None,
@@ -520,7 +607,7 @@ impl OmnitokParse {
             QueryViewMut::Seeking(q) if q.format() == gst::Format::Time && !self.upstream_in_time() => {
                 let known = self.state.lock().unwrap().map().is_some();
                 let seekable = known && self.upstream_seekable();
-                let end = if seekable { self.duration() } else { None };
+                let end = if seekable { self.seekable_end() } else { None };
                 q.set(seekable, gst::ClockTime::ZERO, end);
                 true
             }
