@@ -362,7 +362,10 @@ fn second_segment_gets_its_caps_and_seeks_stay_in_the_first() {
     // Header, 4 chunks, header, 2 chunks; the second segment's buffers carry its caps.
     assert_eq!(samples.len(), 8);
     let width = |s: &gst::Sample| s.caps().unwrap().structure(0).unwrap().get::<i32>("width").unwrap();
-    assert_eq!(samples.iter().map(width).collect::<Vec<_>>(), [36, 36, 36, 36, 36, 16, 16, 16]);
+    assert_eq!(
+        samples.iter().map(width).collect::<Vec<_>>(),
+        [36, 36, 36, 36, 36, 16, 16, 16]
+    );
     assert!(samples[5].buffer().unwrap().flags().contains(gst::BufferFlags::HEADER));
     assert_eq!(bytes_of(&samples[5]), b.header_bytes);
     assert_eq!(bytes_of(&samples[7]), b.record_bytes[1]);
@@ -370,10 +373,16 @@ fn second_segment_gets_its_caps_and_seeks_stay_in_the_first() {
     assert_eq!(p.duration(), None);
     assert_eq!(convert_bytes_to_time(&p, first_end + 10), None);
     assert_eq!(convert_time_to_bytes(&p, 900 * MS), None);
-    assert_eq!(convert_time_to_bytes(&p, 500 * MS), Some(a.header_bytes.len() as u64 + 2 * a.record_bytes[0].len() as u64));
+    assert_eq!(
+        convert_time_to_bytes(&p, 500 * MS),
+        Some(a.header_bytes.len() as u64 + 2 * a.record_bytes[0].len() as u64)
+    );
     let (seekable, _, end) = p.seeking();
     assert!(seekable);
-    assert_eq!(end, gst::GenericFormattedValue::from(gst::ClockTime::from_mseconds(680)));
+    assert_eq!(
+        end,
+        gst::GenericFormattedValue::from(gst::ClockTime::from_mseconds(680))
+    );
     p.pipeline.set_state(gst::State::Paused).unwrap();
     p.wait_state();
     assert!(!p.seek_time(900 * MS, None), "a seek beyond the first segment accepted");
