@@ -7,7 +7,7 @@
 use crate::format::StreamHeader;
 use crate::timebase::Timebase;
 
-/// Maps chunk indices to time and bytes: format version 1, known framerate.
+/// Maps chunk indices to time and bytes: one segment, known framerate.
 #[derive(Clone, Copy, Debug)]
 pub struct StreamMap {
     header_len: u64,

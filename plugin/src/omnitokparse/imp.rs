@@ -4,13 +4,17 @@
 //! header as one buffer flagged HEADER, then one buffer per chunk record holding exactly
 //! its raw bytes, with PTS/duration from the record and caps built from the header.
 //!
+//! Segments (format version 2): every later header goes out like the first, with new caps
+//! (and their `streamheader`) before it; the chunks after it carry its caps and chunk meta.
+//! Buffer offsets stay stream-wide (header buffers: their byte offset; chunks: their index).
+//!
 //! Flushing: after a flush the parser expects a new stream at the next byte (upstream
 //! restarted from byte 0, e.g. filesrc after a seek to the start). If the new BYTES segment
 //! starts exactly on a chunk record boundary of the stream already seen (header length +
 //! k * record length), the parser resumes at chunk k with the known header instead. Any
 //! other position is a bad-sync / bad-magic error.
 //!
-//! Random access (upstream in BYTES, e.g. filesrc): in format version 1 every chunk record
+//! Random access (upstream in BYTES, e.g. filesrc): within a segment every chunk record
 //! has the header-implied length and a chunk spans `chunk_frames * fps_d / fps_n` seconds,
 //! so time maps to bytes exactly. A flushing TIME seek (rate 1.0) on the src pad becomes a
 //! BYTES seek upstream to the start of the chunk whose time span holds the seek start (and,
@@ -31,6 +35,15 @@
 //! byte, a byte to the start of the chunk holding it).
 //! Times are the records' timestamps; the duration and the seeking range count from 0, so a
 //! stream whose first PTS is not 0 reports its length, not its end time.
+//!
+//! Seeking across segments: the map is the first segment's. Until a second header has been
+//! read the stream is taken as one segment (a seek into a later segment that the parser has
+//! not read yet lands on bytes of the wrong geometry and fails with a format error). Once
+//! the parser has read a second header it knows where the first segment ends: DURATION is
+//! refused, SEEKING answers the first segment's range, CONVERT answers only positions inside
+//! it, and TIME seeks beyond it are refused; a seek inside it resumes there with the first
+//! segment's caps and plays on through the later headers. Every answer is checked: one that
+//! does not fit a signed 64-bit position is refused (see `crate::stream_map`).
 
 use std::sync::{LazyLock, Mutex};
 
@@ -659,9 +672,11 @@ impl ElementImpl for OmnitokParse {
             gst::subclass::ElementMetadata::new(
                 "omnitok token stream parser",
                 "Codec/Parser/Video",
-                "Frames an omnitok token stream (docs/FORMAT.md, version 1) into a header buffer \
-                 and one buffer per chunk record, with timestamps and video/x-omnitok caps from \
-                 the stream header. Checks magic, version, CRCs and sync markers; any error is \
+                "Frames an omnitok token stream (docs/FORMAT.md, versions 1 and 2) into a header \
+                 buffer and one buffer per chunk record, with timestamps and video/x-omnitok caps \
+                 from the stream header; a later header (version 2: a new segment after a caps \
+                 change) gives new caps. Buffers at most one record (256 MiB) plus the input not \
+                 yet parsed. Checks magic, version, CRCs and sync markers; any error is \
                  fatal. After a flush, parsing restarts at a stream header (or resumes at a chunk \
                  record boundary of the stream already seen). TIME seeks become BYTES seeks \
                  upstream to the chunk holding the seek start; answers TIME duration, seeking \
