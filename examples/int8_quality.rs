@@ -27,7 +27,13 @@ fn row(name: &str, q: &Quality) {
 fn table(e: &Exported, policy: &Int8Policy, sets: &[Set], dir: &std::path::Path) -> Result<()> {
     let int8 = int8_models(e, policy)?;
     let mut p = Pair::new(e, &int8, dir)?;
-    println!("policy: {}", policy.to_json(0, 0));
+    println!(
+        "policy: weights int8 {} |q| <= {}, activations uint8 per tensor{}, keep float: [{}]",
+        policy.granularity.as_str(),
+        policy.weight_max,
+        if policy.share_activation_quant { " (shared)" } else { "" },
+        policy.keep_float.join(", ")
+    );
     for s in sets {
         row(&format!("{} ({})", s.name, s.clips.len()), &measure(&mut p, e, s)?);
     }
@@ -76,12 +82,11 @@ fn main() -> Result<()> {
                 .iter()
                 .map(|s| reference(&mut fe, &mut fd, &e, s))
                 .collect::<Result<_>>()?;
-            let psnr_f32: f64 = sets
-                .iter()
-                .zip(&refs)
-                .map(|(s, r)| psnr(&s.clips, &r.recon))
-                .sum::<f64>()
-                / sets.len() as f64;
+            // every set together: one MSE, one token count
+            let inputs: Vec<Vec<u8>> = sets.iter().flat_map(|s| s.clips.iter().cloned()).collect();
+            let ref_recon: Vec<Vec<u8>> = refs.iter().flat_map(|r| r.recon.iter().cloned()).collect();
+            let ref_tokens: Vec<Vec<i64>> = refs.iter().flat_map(|r| r.tokens.iter().cloned()).collect();
+            let psnr_f32 = psnr(&inputs, &ref_recon);
             let all: Vec<String> = quantize::candidates(&e.encoder)
                 .into_iter()
                 .chain(quantize::candidates(&e.decoder))
@@ -95,40 +100,28 @@ fn main() -> Result<()> {
                 let mut p = policy.clone();
                 p.keep_float = all.iter().filter(|o| *o != w).cloned().collect();
                 let (enc8, dec8) = int8_models(&e, &p)?;
+                let (mut tokens, mut recon) = (Vec::new(), Vec::new());
                 let is_enc = w.starts_with("encoder.");
-                let (mut agree, mut dpsnr, mut decdb) = (0.0, 0.0, 0.0);
-                let mut se = if is_enc {
-                    Some(session_of(&enc8, &dir, "s_enc.onnx")?)
-                } else {
-                    None
-                };
-                let mut sd = if is_enc {
-                    None
-                } else {
-                    Some(session_of(&dec8, &dir, "s_dec.onnx")?)
-                };
+                let mut s8 = session_of(if is_enc { &enc8 } else { &dec8 }, &dir, "sensitivity.onnx")?;
                 for (s, r) in sets.iter().zip(&refs) {
                     let g = grid(&e, s);
-                    if let Some(se) = se.as_mut() {
-                        let t = encode(se, s)?;
-                        agree += agreement(&r.tokens, &t);
-                        dpsnr += psnr(&s.clips, &decode(&mut fd, &t, g)?);
+                    if is_enc {
+                        let t = encode(&mut s8, s)?;
+                        recon.extend(decode(&mut fd, &t, g)?);
+                        tokens.extend(t);
                     } else {
-                        let rec = decode(sd.as_mut().unwrap(), &r.tokens, g)?;
-                        agree += 1.0;
-                        dpsnr += psnr(&s.clips, &rec);
-                        decdb += psnr(&r.recon, &rec);
+                        recon.extend(decode(&mut s8, &r.tokens, g)?);
+                        tokens.extend(r.tokens.iter().cloned());
                     }
                 }
-                let n = sets.len() as f64;
                 println!(
                     "  {w:<70} {:>8.2} {:>+10.3} {:>10}",
-                    100.0 * agree / n,
-                    dpsnr / n - psnr_f32,
+                    100.0 * agreement(&ref_tokens, &tokens),
+                    psnr(&inputs, &recon) - psnr_f32,
                     if is_enc {
                         "-".to_string()
                     } else {
-                        format!("{:.1}", decdb / n)
+                        format!("{:.1}", psnr(&ref_recon, &recon))
                     }
                 );
             }

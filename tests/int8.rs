@@ -64,6 +64,17 @@ fn int8_pass_rewrites_weight_matmuls_and_keeps_the_rest_float() {
         assert_eq!(f.metadata(META_PRECISION), None, "f32 graphs are unchanged");
     }
     // keep-float patterns keep exactly what they match
+    // the default keeps the pixel heads float
+    let (_, dec) = int8_models(&e, &Int8Policy::default()).unwrap();
+    let kept = float_matmul_weights(&dec);
+    assert!(
+        !kept.is_empty()
+            && kept
+                .iter()
+                .filter(|w| w.starts_with("decoder."))
+                .all(|w| w.starts_with("decoder.to_pixels")),
+        "{kept:?}"
+    );
     let p = Int8Policy::with_keep_float(&["encoder.*".into()]);
     let (enc, dec) = int8_models(&e, &p).unwrap();
     assert_eq!(float_matmul_weights(&enc), float_matmul_weights(&e.encoder));
@@ -86,9 +97,9 @@ fn int8_on_the_trained_checkpoint_agrees_with_float32() {
     let sets = trained_sets(e.clip_frames, true).unwrap();
     // (set, minimum token agreement, least PSNR change against the input, decoder-only PSNR)
     let limits = [
-        ("bigbuckbunny", 0.97, -0.1, 40.0),
-        ("bikes", 0.965, -0.1, 40.0),
-        ("stills", 0.965, -0.1, 40.0),
+        ("bigbuckbunny", 0.935, -0.05, 48.0),
+        ("bikes", 0.925, -0.05, 48.0),
+        ("stills", 0.915, -0.05, 48.0),
     ];
     for (s, (name, agree, dpsnr, dec)) in sets.iter().zip(limits) {
         assert_eq!(s.name, name);
