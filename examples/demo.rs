@@ -159,6 +159,7 @@ fn file_tokens(path: &Path) -> Result<Vec<u32>> {
 /// Encode to `tokens_file` and decode back with the graphs in `models`; returns the
 /// reconstruction and the encode and decode wall times.
 fn round_trip(input: &Frames, models: &Path, tokens_file: &Path) -> Result<(Frames, f64, f64)> {
+    let (enc, dec) = (models.join("encoder.onnx"), models.join("decoder.onnx"));
     // frames -> omnitokenc -> token file
     let enc_s = encode_to_file(input, &enc, tokens_file)?;
     // token file -> omnitokparse -> omnitokdec -> frames
@@ -184,7 +185,7 @@ fn round_trip(input: &Frames, models: &Path, tokens_file: &Path) -> Result<(Fram
     Ok((recon, enc_s, dec_s))
 }
 
-fn mean_psnr(input: &Frames, recon: &Frames) -> f64 {
+fn psnr_of(input: &Frames, recon: &Frames) -> f64 {
     input.data.iter().zip(&recon.data).map(|(a, b)| psnr(a, b)).sum::<f64>() / input.data.len() as f64
 }
 
@@ -253,7 +254,7 @@ fn main() -> Result<()> {
     };
     let chunks = n.div_ceil(header.chunk_frames as usize);
     let per_chunk: u32 = header.grid.iter().product();
-    let mean_psnr = mean_psnr(&input, &recon);
+    let mean_psnr = psnr_of(&input, &recon);
     let png = out.join("side_by_side.png");
     write_side_by_side(&png, &input.data[n / 2], &recon.data[n / 2], input.width, input.height)?;
 
@@ -304,7 +305,7 @@ fn main() -> Result<()> {
             "  int8        {enc8:6.2} s ({:5.2}/s) {dec8:6.2} s ({:5.2}/s) {:6.2} dB  ({} of {} tokens equal to f32's, {:.1}%; {})",
             n as f64 / enc8,
             n as f64 / dec8,
-            mean_psnr(&input, &recon8),
+            psnr_of(&input, &recon8),
             equal,
             t32.len(),
             100.0 * equal as f64 / t32.len().max(1) as f64,

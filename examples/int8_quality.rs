@@ -131,7 +131,7 @@ fn main() -> Result<()> {
     if has("--released") {
         let e = export_random("imagenet_k600", 7)?;
         let v = omnitok::sample_video("bigbuckbunny.mp4");
-        let set = video_set("bigbuckbunny", &v, 455, 256, &[0, 199], e.clip_frames, e.clip_frames, 2)?;
+        let set = video_set("bigbuckbunny", &v, 455, 256, &[0, 199], e.clip_frames, 2)?;
         let stills = still_set("stills", &[(&v, 455)], 256, &[0, 199], 20, 4)?;
         println!("\nreleased config (imagenet_k600, random weights seed 7), 256x256:");
         table(&e, &policy, &[set, stills], &dir)?;

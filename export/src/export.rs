@@ -128,7 +128,7 @@ fn finish(graph: Graph, name: &str, role: &str, meta: &ModelMeta) -> Result<Mode
     m.set_metadata("omnitok.role", role);
     m.set_metadata("omnitok.kind", if cfg.use_vae { "vae" } else { "vq" });
     m.set_metadata("omnitok.config", config_json);
-    m.set_metadata("omnitok.geometry", &geometry_json(cfg));
+    m.set_metadata("omnitok.geometry", geometry_json(cfg));
     m.set_metadata("omnitok.attention", opts.attention.as_str());
     m.set_metadata("omnitok.source", provenance.describe());
     m.set_metadata("omnitok.model_id", id);

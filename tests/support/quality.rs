@@ -172,7 +172,7 @@ pub struct Set {
 }
 
 /// Clips of `frames` frames from `video`, scaled to `w` x `size`, cropped at each column of `xs`;
-/// consecutive clips, `stride` frames apart, at most `max_clips` per crop.
+/// consecutive, non-overlapping clips, at most `max_clips` per crop.
 pub fn video_set(
     name: &str,
     video: &Path,
@@ -180,9 +180,9 @@ pub fn video_set(
     size: usize,
     xs: &[usize],
     frames: usize,
-    stride: usize,
     max_clips: usize,
 ) -> Result<Set> {
+    let stride = frames;
     let all = read_video(video, w, size, stride * (max_clips - 1) + frames)?;
     let mut clips = Vec::new();
     for &x in xs {
@@ -384,19 +384,9 @@ pub fn trained_sets(clip_frames: usize, small: bool) -> Result<Vec<Set>> {
             128,
             &[0, 50, 100],
             clip_frames,
-            clip_frames,
             clips,
         )?,
-        video_set(
-            "bikes",
-            &v("bikes.mp4"),
-            300,
-            128,
-            &[0, 86, 172],
-            clip_frames,
-            clip_frames,
-            clips,
-        )?,
+        video_set("bikes", &v("bikes.mp4"), 300, 128, &[0, 86, 172], clip_frames, clips)?,
         still_set(
             "stills",
             &[
