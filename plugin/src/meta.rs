@@ -94,6 +94,7 @@ pub fn make_chunk(
         real_frames,
         grid: header.grid,
         payload,
+        frame_pts: None,
     };
     let bytes = record.encode(&header)?;
     let mut buffer = gst::Buffer::from_mut_slice(bytes);
@@ -126,6 +127,7 @@ mod tests {
             codebook_size: 8192,
             payload_type: PayloadType::U16,
             model_name: String::new(),
+            frame_pts: false,
         }
     }
 

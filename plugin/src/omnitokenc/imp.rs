@@ -578,6 +578,10 @@ fn encode_records(job: &Job, payloads: Vec<crate::format::Payload>) -> Result<Ve
                 real_frames: chunk.real_frames,
                 grid: job.header.grid,
                 payload,
+                frame_pts: job
+                    .header
+                    .frame_pts
+                    .then(|| chunk.frames.iter().map(|f| f.pts).collect()),
             };
             record
                 .encode(&job.header)
