@@ -713,6 +713,18 @@ fn variable_framerate_keeps_the_timestamps() {
         chunk_summary(&records),
         [(0, Some(60), 3, false), (60, Some(160), 3, false)]
     );
+    // Format v2: each record carries its frames' own PTS.
+    assert!(header.frame_pts);
+    let table = |r: &ChunkRecord| {
+        r.frame_pts
+            .clone()
+            .unwrap()
+            .iter()
+            .map(|t| t.unwrap() / MS)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(table(&records[0].0), [0, 10, 50]);
+    assert_eq!(table(&records[1].0), [60, 200, 210]);
 
     // Buffer durations, where present, end the chunk.
     let mut h = Harness::with_element(

@@ -578,10 +578,11 @@ fn encode_records(job: &Job, payloads: Vec<crate::format::Payload>) -> Result<Ve
                 real_frames: chunk.real_frames,
                 grid: job.header.grid,
                 payload,
+                // Variable rate: each real frame's own PTS (none where it cannot be stored).
                 frame_pts: job
                     .header
                     .frame_pts
-                    .then(|| chunk.frames.iter().map(|f| f.pts).collect()),
+                    .then(|| chunk.frames.iter().map(|f| f.pts.filter(|&p| p <= MAX_TIME)).collect()),
             };
             record
                 .encode(&job.header)
