@@ -38,7 +38,11 @@ impl Seen {
         let mut once = HashSet::new();
         for &(epoch, pts) in &self.outputs {
             let pts = pts.unwrap_or_else(|| panic!("{what}: an output frame without PTS"));
-            assert!(self.inputs.contains(&pts), "{what}: output PTS {pts} is no input's");
+            assert!(
+                self.inputs.contains(&pts),
+                "{what}: output PTS {pts} is no input's (outputs {:?})",
+                self.outputs
+            );
             assert!(
                 once.insert((epoch, pts)),
                 "{what}: PTS {pts} delivered twice in segment {epoch}"
@@ -241,4 +245,39 @@ fn eos_at_every_point_of_a_chunk_caps_changes_and_gaps() {
         pipeline.set_state(gst::State::Null).unwrap();
     }
     assert!(started.elapsed() < Duration::from_secs(60), "{:?}", started.elapsed());
+}
+
+#[test]
+fn variable_framerate_round_trip_keeps_every_timestamp() {
+    // framerate 0/1, PTS without durations: decoded frames used to have no PTS at all.
+    init();
+    let (enc, dec) = models();
+    for batch in [1u32, 3] {
+        let (pipeline, seen) = probed(&format!(
+            "appsrc name=in format=time caps=video/x-raw,format=RGB,width=16,height=16,framerate=0/1 \
+             ! omnitokenc name=enc model-file={} chunk-frames=3 batch-size={batch} \
+             ! omnitokdec model-file={} batch-size={batch} ! fakesink name=out sync=false",
+            enc.display(),
+            dec.display()
+        ));
+        pipeline.set_state(gst::State::Playing).unwrap();
+        let src = pipeline.by_name("in").unwrap();
+        let times = [0u64, 10, 50, 60, 200, 210, 215, 400];
+        for (i, ms) in times.iter().enumerate() {
+            let mut b = gst::Buffer::from_mut_slice(vec![i as u8 * 29; 16 * 16 * 3]);
+            b.get_mut().unwrap().set_pts(gst::ClockTime::from_mseconds(*ms));
+            assert_eq!(
+                src.emit_by_name::<gst::FlowReturn>("push-buffer", &[&b]),
+                gst::FlowReturn::Ok
+            );
+        }
+        let _ = src.emit_by_name::<gst::FlowReturn>("end-of-stream", &[]);
+        let what = format!("batch-size {batch}, variable framerate");
+        bus_check(&pipeline, true, RUN_LIMIT, &what);
+        pipeline.set_state(gst::State::Null).unwrap();
+        let seen = seen.lock().unwrap();
+        seen.check(&what);
+        let ms: Vec<u64> = seen.output_pts().iter().map(|t| t / MS).collect();
+        assert_eq!(ms, times, "{what}");
+    }
 }
