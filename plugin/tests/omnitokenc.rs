@@ -760,8 +760,10 @@ fn limits_chunk_frames_and_frame_size() {
     let err = err.downcast_ref::<String>().unwrap();
     assert!(err.contains("'chunk-frames'") && err.contains("out of range"), "{err}");
     assert_eq!(enc.property::<u32>("chunk-frames"), 0);
-    let spec = enc.find_property("max-frame-size").unwrap();
-    assert!(spec.blurb().unwrap().contains("Largest frame"));
+    for name in ["max-frame-size", "max-chunk-pixels"] {
+        let spec = enc.find_property(name).unwrap();
+        assert!(spec.blurb().unwrap().contains("before anything is allocated"), "{name}");
+    }
 
     // Caps over max-frame-size are refused before the chunker allocates (16384 x 16384 x
     // 5 frames would be 4 GiB); the error names the limit and the property.
@@ -783,19 +785,28 @@ fn limits_chunk_frames_and_frame_size() {
         unreachable!()
     };
     let text = e.error().to_string();
-    assert!(text.contains("max-frame-size = 8847360 pixels"), "{text}");
-    assert!(text.contains("16384x16384"), "{text}");
+    assert!(
+        text.contains("frame size 16384x16384 (padded 16384x16384) exceeds max-frame-size 4096"),
+        "{text}"
+    );
+    assert!(text.contains("omnitokenc's max-frame-size property"), "{text}");
     enc.set_bus(None);
 
-    // A lowered max-frame-size refuses what the default takes.
-    let (errors, _, eos, _, _) = run_pipeline(|e| {
-        e.set_property("model-file", model.to_str().unwrap());
-        e.set_property("max-frame-size", 40u64 * 23);
-    });
-    assert!(!eos);
+    // Lowered limits refuse what the defaults take (40x24 padded, 5-frame chunks).
+    let refused = |prop: &str, value: &dyn ToValue| {
+        let (errors, _, eos, _, _) = run_pipeline(|e| {
+            e.set_property("model-file", model.to_str().unwrap());
+            e.set_property_from_value(prop, &value.to_value());
+        });
+        assert!(!eos);
+        errors[0].clone()
+    };
+    let e = refused("max-frame-size", &39u32);
+    assert!(e.contains("(padded 40x24) exceeds max-frame-size 39"), "{e}");
+    let e = refused("max-chunk-pixels", &(5u64 * 40 * 24 - 1));
     assert!(
-        errors[0].contains("padded to 40x24 = 960 pixels) exceeds max-frame-size = 920"),
-        "{errors:?}"
+        e.contains("5 frames of 40x24 per chunk are 4800 pixels, more than max-chunk-pixels 4799"),
+        "{e}"
     );
 }
 

@@ -56,10 +56,11 @@ pub const MAX_CHUNK_FRAMES: u32 = 257;
 /// The largest timestamp a token stream stores (docs/FORMAT.md: 2^63 - 1 ns, what
 /// `format::chunk` checks; its constant is private to `format`).
 const MAX_TIME: u64 = i64::MAX as u64;
-/// Default largest padded frame, pixels: 4096 x 2160 (DCI 4K).
-pub const DEFAULT_MAX_FRAME_SIZE: u64 = 4096 * 2160;
-/// The largest max-frame-size: 2^32 pixels (65536 x 65536).
-pub const MAX_MAX_FRAME_SIZE: u64 = 1 << 32;
+/// Default `max-frame-size`: the largest padded width or height (as omnitokdec's).
+pub const DEFAULT_MAX_FRAME_SIZE: u32 = 4096;
+/// Default `max-chunk-pixels`: chunk-frames x padded width x padded height, 17 frames of
+/// 4096x2160 (as omnitokdec's); a chunk's frames take 3 bytes per pixel.
+pub const DEFAULT_MAX_CHUNK_PIXELS: u64 = 17 * 4096 * 2160;
 const DEFAULT_SAMPLE: bool = false;
 const DEFAULT_SEED: u64 = 0;
 const DEFAULT_LATENT_FORMAT: LatentFormat = LatentFormat::F32;
@@ -73,7 +74,8 @@ struct Settings {
     sample: bool,
     seed: u64,
     latent_format: LatentFormat,
-    max_frame_size: u64,
+    max_frame_size: u32,
+    max_chunk_pixels: u64,
 }
 
 impl Default for Settings {
@@ -86,6 +88,7 @@ impl Default for Settings {
             seed: DEFAULT_SEED,
             latent_format: DEFAULT_LATENT_FORMAT,
             max_frame_size: DEFAULT_MAX_FRAME_SIZE,
+            max_chunk_pixels: DEFAULT_MAX_CHUNK_PIXELS,
         }
     }
 }
@@ -204,12 +207,20 @@ impl OmnitokEnc {
             .unwrap()
             .set("streamheader", gst::Array::new([header_buffer.to_send_value()]));
         // Limits before any allocation: the chunker allocates chunk-frames padded frames.
-        let pixels = u64::from(header.padded_width) * u64::from(header.padded_height);
-        if pixels > settings.max_frame_size {
+        let (pw, ph) = (header.padded_width, header.padded_height);
+        if pw > settings.max_frame_size || ph > settings.max_frame_size {
             return Err(format!(
-                "the frame {}x{} (padded to {}x{} = {pixels} pixels) exceeds max-frame-size = {} pixels \
-                 (raise max-frame-size, up to {MAX_MAX_FRAME_SIZE}, or scale the video down)",
-                header.width, header.height, header.padded_width, header.padded_height, settings.max_frame_size
+                "frame size {}x{} (padded {pw}x{ph}) exceeds max-frame-size {}: set omnitokenc's \
+                 max-frame-size property to encode larger frames",
+                header.width, header.height, settings.max_frame_size
+            ));
+        }
+        let pixels = u64::from(chunk_frames) * u64::from(pw) * u64::from(ph);
+        if pixels > settings.max_chunk_pixels {
+            return Err(format!(
+                "{chunk_frames} frames of {pw}x{ph} per chunk are {pixels} pixels, more than \
+                 max-chunk-pixels {}: set omnitokenc's max-chunk-pixels property (or lower chunk-frames)",
+                settings.max_chunk_pixels
             ));
         }
         let frame_bytes = ChunkShape::of(&header)
@@ -623,18 +634,25 @@ impl ObjectImpl for OmnitokEnc {
             props.extend([
                 glib::ParamSpecUInt::builder("chunk-frames")
                     .nick("Chunk frames")
-                    .blurb("Frames per chunk (each chunk is encoded on its own, like a closed GOP): 1 + k x the model's temporal patch; 1 = image mode (every frame its own chunk); 0 = the model's clip length (17 for the released video models). At most 257. The encoder holds at most batch-size + 1 chunks of chunk-frames x padded width x padded height x 3 bytes (plus one batch copy for the graph)")
+                    .blurb("Frames per chunk (each chunk is encoded on its own, like a closed GOP): 1 + k x the model's temporal patch; 1 = image mode (every frame its own chunk); 0 = the model's clip length (17 for the released video models). At most 257; with max-frame-size and max-chunk-pixels it bounds the memory of a chunk")
                     .maximum(MAX_CHUNK_FRAMES)
                     .default_value(DEFAULT_CHUNK_FRAMES)
                     .mutable_ready()
                     .build(),
                 properties::batch_size_spec("encoded"),
-                glib::ParamSpecUInt64::builder("max-frame-size")
-                    .nick("Largest frame")
-                    .blurb("Largest frame the encoder accepts, in pixels of the padded frame (width x height after padding to the model's size multiple); larger input caps are refused before anything is allocated. Default 4096 x 2160; with chunk-frames it bounds a chunk at chunk-frames x max-frame-size x 3 bytes")
+                glib::ParamSpecUInt::builder("max-frame-size")
+                    .nick("Largest frame size")
+                    .blurb("Largest padded frame width or height, in pixels, the encoder accepts (checked on caps, before anything is allocated; larger input is an error naming this limit)")
                     .minimum(1)
-                    .maximum(MAX_MAX_FRAME_SIZE)
+                    .maximum(i32::MAX as u32)
                     .default_value(DEFAULT_MAX_FRAME_SIZE)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt64::builder("max-chunk-pixels")
+                    .nick("Largest chunk")
+                    .blurb("Largest chunk accepted, in padded pixels (chunk-frames x padded width x padded height, checked on caps before anything is allocated): a chunk holds 3 x max-chunk-pixels bytes at most; the encoder holds at most batch-size + 1 chunks plus one batch copy for the graph")
+                    .minimum(1)
+                    .default_value(DEFAULT_MAX_CHUNK_PIXELS)
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecBoolean::builder("sample")
@@ -679,6 +697,7 @@ impl ObjectImpl for OmnitokEnc {
             "seed" => s.seed = value.get().unwrap(),
             "latent-format" => s.latent_format = value.get().unwrap(),
             "max-frame-size" => s.max_frame_size = value.get().unwrap(),
+            "max-chunk-pixels" => s.max_chunk_pixels = value.get().unwrap(),
             other => unreachable!("unknown property {other}"),
         }
         gst::debug!(CAT, imp = self, "set {} to {:?}", pspec.name(), value);
@@ -701,6 +720,7 @@ impl ObjectImpl for OmnitokEnc {
             "seed" => s.seed.to_value(),
             "latent-format" => s.latent_format.to_value(),
             "max-frame-size" => s.max_frame_size.to_value(),
+            "max-chunk-pixels" => s.max_chunk_pixels.to_value(),
             other => unreachable!("unknown property {other}"),
         }
     }
