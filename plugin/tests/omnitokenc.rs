@@ -786,7 +786,9 @@ fn limits_chunk_frames_and_frame_size() {
     };
     let text = e.error().to_string();
     assert!(
-        text.contains("frame size 16384x16384 (padded 16384x16384) exceeds max-frame-size 4096"),
+        text.contains(
+            "frame size 16384x16384 (padded 16384x16384 = 268435456 pixels) exceeds max-frame-size = 8847360 pixels"
+        ),
         "{text}"
     );
     assert!(text.contains("omnitokenc's max-frame-size property"), "{text}");
@@ -801,8 +803,11 @@ fn limits_chunk_frames_and_frame_size() {
         assert!(!eos);
         errors[0].clone()
     };
-    let e = refused("max-frame-size", &39u32);
-    assert!(e.contains("(padded 40x24) exceeds max-frame-size 39"), "{e}");
+    let e = refused("max-frame-size", &(40u64 * 24 - 1));
+    assert!(
+        e.contains("(padded 40x24 = 960 pixels) exceeds max-frame-size = 959 pixels"),
+        "{e}"
+    );
     let e = refused("max-chunk-pixels", &(5u64 * 40 * 24 - 1));
     assert!(
         e.contains("5 frames of 40x24 per chunk are 4800 pixels, more than max-chunk-pixels 4799"),

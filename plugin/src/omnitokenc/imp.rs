@@ -56,8 +56,11 @@ pub const MAX_CHUNK_FRAMES: u32 = 257;
 /// The largest timestamp a token stream stores (docs/FORMAT.md: 2^63 - 1 ns, what
 /// `format::chunk` checks; its constant is private to `format`).
 const MAX_TIME: u64 = i64::MAX as u64;
-/// Default `max-frame-size`: the largest padded width or height (as omnitokdec's).
-pub const DEFAULT_MAX_FRAME_SIZE: u32 = 4096;
+/// Default `max-frame-size`: the largest padded frame, in pixels (width x height), 4096 x
+/// 2160 (DCI 4K), as omnitokdec's property of the same name.
+pub const DEFAULT_MAX_FRAME_SIZE: u64 = 4096 * 2160;
+/// The largest `max-frame-size`: 2^32 pixels (65536 x 65536), as omnitokdec's.
+pub const MAX_MAX_FRAME_SIZE: u64 = 1 << 32;
 /// Default `max-chunk-pixels`: chunk-frames x padded width x padded height, 17 frames of
 /// 4096x2160 (as omnitokdec's); a chunk's frames take 3 bytes per pixel.
 pub const DEFAULT_MAX_CHUNK_PIXELS: u64 = 17 * 4096 * 2160;
@@ -74,7 +77,7 @@ struct Settings {
     sample: bool,
     seed: u64,
     latent_format: LatentFormat,
-    max_frame_size: u32,
+    max_frame_size: u64,
     max_chunk_pixels: u64,
 }
 
@@ -208,14 +211,16 @@ impl OmnitokEnc {
             .set("streamheader", gst::Array::new([header_buffer.to_send_value()]));
         // Limits before any allocation: the chunker allocates chunk-frames padded frames.
         let (pw, ph) = (header.padded_width, header.padded_height);
-        if pw > settings.max_frame_size || ph > settings.max_frame_size {
+        let frame = u64::from(pw) * u64::from(ph);
+        if frame > settings.max_frame_size {
             return Err(format!(
-                "frame size {}x{} (padded {pw}x{ph}) exceeds max-frame-size {}: set omnitokenc's \
-                 max-frame-size property to encode larger frames",
+                "frame size {}x{} (padded {pw}x{ph} = {frame} pixels) exceeds max-frame-size = {} \
+                 pixels: raise omnitokenc's max-frame-size property (up to {MAX_MAX_FRAME_SIZE}) to \
+                 encode larger frames",
                 header.width, header.height, settings.max_frame_size
             ));
         }
-        let pixels = u64::from(chunk_frames) * u64::from(pw) * u64::from(ph);
+        let pixels = u64::from(chunk_frames) * frame;
         if pixels > settings.max_chunk_pixels {
             return Err(format!(
                 "{chunk_frames} frames of {pw}x{ph} per chunk are {pixels} pixels, more than \
@@ -640,11 +645,11 @@ impl ObjectImpl for OmnitokEnc {
                     .mutable_ready()
                     .build(),
                 properties::batch_size_spec("encoded"),
-                glib::ParamSpecUInt::builder("max-frame-size")
-                    .nick("Largest frame size")
-                    .blurb("Largest padded frame width or height, in pixels, the encoder accepts (checked on caps, before anything is allocated; larger input is an error naming this limit)")
+                glib::ParamSpecUInt64::builder("max-frame-size")
+                    .nick("Largest frame")
+                    .blurb("Largest frame the encoder accepts, in pixels of the padded frame (padded width x height); checked on caps, before anything is allocated, larger input is an error naming this limit. Default 4096 x 2160, as omnitokdec's")
                     .minimum(1)
-                    .maximum(i32::MAX as u32)
+                    .maximum(MAX_MAX_FRAME_SIZE)
                     .default_value(DEFAULT_MAX_FRAME_SIZE)
                     .mutable_ready()
                     .build(),
