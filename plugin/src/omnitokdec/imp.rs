@@ -32,9 +32,12 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     )
 });
 
-/// Default `max-frame-size`: the largest padded width or height decoded (4K DCI is 4096
-/// wide); 8192x8192 needs the property raised.
-pub const DEFAULT_MAX_FRAME_SIZE: u32 = 4096;
+/// Default `max-frame-size`: the largest padded frame decoded, in pixels (width x height),
+/// 4096 x 2160 (DCI 4K), as omnitokenc's property of the same name; 8192x8192 needs it raised.
+pub const DEFAULT_MAX_FRAME_SIZE: u64 = 4096 * 2160;
+
+/// The largest `max-frame-size`: 2^32 pixels (65536 x 65536), as omnitokenc's.
+pub const MAX_MAX_FRAME_SIZE: u64 = 1 << 32;
 
 /// Default `max-chunk-pixels`: padded pixels per chunk (chunk-frames x padded width x padded
 /// height), 17 frames of 4096x2160. A chunk's decoded frames take 3 bytes per pixel.
@@ -45,7 +48,7 @@ struct Settings {
     /// What loading the graph depends on (a change reloads it).
     model: ModelSettings,
     batch_size: u32,
-    max_frame_size: u32,
+    max_frame_size: u64,
     max_chunk_pixels: u64,
 }
 
@@ -62,18 +65,18 @@ impl Default for Settings {
 
 /// The stream limits of docs/FORMAT.md section 12: checked on caps, before anything is
 /// allocated for the stream. The error names the limit and the property that raises it.
-fn check_limits(header: &StreamHeader, max_frame_size: u32, max_chunk_pixels: u64) -> Result<(), String> {
+fn check_limits(header: &StreamHeader, max_frame_size: u64, max_chunk_pixels: u64) -> Result<(), String> {
     let (pw, ph) = (header.padded_width, header.padded_height);
-    if pw > max_frame_size || ph > max_frame_size {
+    let frame = u64::from(pw) * u64::from(ph);
+    if frame > max_frame_size {
         return Err(format!(
-            "frame size {}x{} (padded {pw}x{ph}) exceeds max-frame-size {max_frame_size}: \
-             set omnitokdec's max-frame-size property to decode larger frames",
+            "frame size {}x{} (padded {pw}x{ph} = {frame} pixels) exceeds max-frame-size = \
+             {max_frame_size} pixels: raise omnitokdec's max-frame-size property (up to \
+             {MAX_MAX_FRAME_SIZE}) to decode larger frames",
             header.width, header.height
         ));
     }
-    let pixels = u64::from(header.chunk_frames)
-        .saturating_mul(u64::from(pw))
-        .saturating_mul(u64::from(ph));
+    let pixels = u64::from(header.chunk_frames).saturating_mul(frame);
     if pixels > max_chunk_pixels {
         return Err(format!(
             "{} frames of {pw}x{ph} per chunk are {pixels} pixels, more than max-chunk-pixels \
@@ -542,15 +545,16 @@ impl ObjectImpl for OmnitokDec {
             let mut props = ModelSettings::param_specs("decoder");
             props.push(properties::batch_size_spec("decoded"));
             props.push(
-                glib::ParamSpecUInt::builder("max-frame-size")
-                    .nick("Largest frame size")
+                glib::ParamSpecUInt64::builder("max-frame-size")
+                    .nick("Largest frame")
                     .blurb(
-                        "Largest padded frame width or height, in pixels, of a stream this decoder \
-                         accepts (checked on caps, before anything is allocated; a larger stream \
-                         is an error naming this limit)",
+                        "Largest frame of a stream this decoder accepts, in pixels of the padded \
+                         frame (padded width x height); checked on caps, before anything is \
+                         allocated, a larger stream is an error naming this limit. Default \
+                         4096 x 2160, as omnitokenc's",
                     )
                     .minimum(1)
-                    .maximum(i32::MAX as u32)
+                    .maximum(MAX_MAX_FRAME_SIZE)
                     .default_value(DEFAULT_MAX_FRAME_SIZE)
                     .mutable_ready()
                     .build(),
@@ -621,7 +625,7 @@ impl ObjectImpl for OmnitokDec {
         let mut s = self.settings.lock().unwrap();
         match pspec.name() {
             name if s.model.set(name, value) => {}
-            "max-frame-size" => s.max_frame_size = value.get::<u32>().unwrap(),
+            "max-frame-size" => s.max_frame_size = value.get::<u64>().unwrap(),
             "max-chunk-pixels" => s.max_chunk_pixels = value.get::<u64>().unwrap(),
             "batch-size" => {
                 let new = value.get::<u32>().unwrap();
