@@ -1,6 +1,14 @@
 //! The token-stream reader (`omnitokparse`'s and the examples' parser): arbitrary bytes fed
 //! in pieces whose sizes come from the input itself, every item taken, then `finish`; and a
 //! reader resumed after the first header at the first chunk, as a seek does.
+//!
+//! Seeds (`fuzz/seeds/token_stream/`) are files written by omnitokenc from `videotestsrc` 8x8
+//! RGB through the `tiny` / `tiny_vae` presets (`omnitok-export --random-init 0`):
+//! `vq_two_chunks` (7 frames, 25/1, chunk-frames 5), `vq_image_mode` (1 frame, 0/1,
+//! chunk-frames 1: a frame PTS table), `vae_f16` (5 frames, 30000/1001, latent-format f16),
+//! `vq_variable_rate` (3 frames, 0/1, chunk-frames 5: a table with padding entries),
+//! `vq_two_segments` (`vq_two_chunks` followed by a 16x8 stream: two segments), and
+//! `vq_two_chunks_v1` (the version 1 file of earlier builds).
 #![no_main]
 
 use gstomnitok::format::{Item, StreamReader};

@@ -1,7 +1,9 @@
 //! The `video/x-omnitok` caps: name, fields and their mapping to the stream header
 //! (docs/FORMAT.md, section 10), in one place.
 
-use crate::format::{FormatError, PayloadType, StreamHeader, VERSION, model_id_from_hex, model_id_to_hex};
+use crate::format::{
+    FormatError, OLDEST_VERSION, PayloadType, StreamHeader, VERSION, model_id_from_hex, model_id_to_hex,
+};
 
 pub const MEDIA_TYPE: &str = "video/x-omnitok";
 
@@ -16,7 +18,7 @@ pub enum CapsError {
     Missing { field: &'static str, kind: &'static str },
     #[error("{MEDIA_TYPE} caps field '{field}' is negative ({value})")]
     Negative { field: &'static str, value: i64 },
-    #[error("token stream version {0} is not supported (this build reads version {VERSION})")]
+    #[error("token stream version {0} is not supported (this build reads versions {OLDEST_VERSION} to {VERSION})")]
     Version(u32),
     #[error("unknown payload '{0}'")]
     Payload(String),
@@ -42,6 +44,7 @@ pub fn from_header(h: &StreamHeader) -> gst::Caps {
         .field("channels", h.channels as i32)
         .field("codebook-size", h.codebook_size as i32)
         .field("payload", h.payload_type.caps_name())
+        .field("frame-pts", h.frame_pts)
         .build()
 }
 
@@ -58,7 +61,7 @@ pub fn to_header(caps: &gst::CapsRef) -> Result<StreamHeader, CapsError> {
         unsigned(f, v)
     };
     let version = int("version")?;
-    if version != VERSION as u32 {
+    if !(u32::from(OLDEST_VERSION)..=u32::from(VERSION)).contains(&version) {
         return Err(CapsError::Version(version));
     }
     let id = s.get::<&str>("model-id").map_err(|_| missing("model-id", "string"))?;
@@ -80,6 +83,8 @@ pub fn to_header(caps: &gst::CapsRef) -> Result<StreamHeader, CapsError> {
         codebook_size: int("codebook-size")?,
         payload_type: PayloadType::from_caps_name(payload).ok_or_else(|| CapsError::Payload(payload.into()))?,
         model_name: String::new(),
+        // Version 2; absent (false) in version 1 caps.
+        frame_pts: s.get::<bool>("frame-pts").unwrap_or(false),
     };
     header.validate()?;
     Ok(header)
@@ -106,9 +111,25 @@ mod tests {
             codebook_size: 8192,
             payload_type: PayloadType::U16,
             model_name: String::new(),
+            frame_pts: false,
         };
         let caps = from_header(&h);
         assert_eq!(to_header(&caps).unwrap(), h);
+        let vfr = StreamHeader {
+            frame_pts: true,
+            fps_n: 0,
+            fps_d: 1,
+            ..h.clone()
+        };
+        assert_eq!(to_header(&from_header(&vfr)).unwrap(), vfr);
+        // Version 1 caps (no frame-pts field) still read.
+        let mut v1 = caps.clone();
+        {
+            let s = v1.make_mut().structure_mut(0).unwrap();
+            s.set("version", 1i32);
+            s.remove_field("frame-pts");
+        }
+        assert_eq!(to_header(&v1).unwrap(), h);
         let wrong = gst::Caps::builder("video/x-raw").build();
         assert!(
             to_header(&wrong)

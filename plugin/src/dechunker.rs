@@ -6,6 +6,10 @@
 use crate::chunker::FrameTime;
 use crate::timebase::Timebase;
 
+/// The latest frame PTS put on a buffer: GStreamer's running time is signed. A later one
+/// comes out as no PTS.
+pub const MAX_TIME: u64 = i64::MAX as u64;
+
 /// Timings of the `real_frames` output frames of a chunk that starts at `pts` (the
 /// record's PTS, or the end of the previous chunk) and lasts `duration` (the record's).
 ///
@@ -17,6 +21,37 @@ pub fn frame_times(
     real_frames: u32,
     rate: Option<Timebase>,
 ) -> Vec<FrameTime> {
+    nominal_times(pts, duration, real_frames, rate)
+}
+
+/// [`frame_times`], or, when the record carries a frame PTS table (format version 2), the
+/// table's PTS for each frame; a frame's duration is then the distance to the next frame's
+/// PTS, the last one's to the chunk's end (`pts + duration`), None where unknown.
+pub fn record_frame_times(
+    pts: Option<u64>,
+    duration: Option<u64>,
+    real_frames: u32,
+    rate: Option<Timebase>,
+    table: Option<&[Option<u64>]>,
+) -> Vec<FrameTime> {
+    let Some(table) = table else {
+        return nominal_times(pts, duration, real_frames, rate);
+    };
+    let table: Vec<Option<u64>> = table.iter().map(|t| t.filter(|&t| t <= MAX_TIME)).collect();
+    let end = pts.zip(duration).and_then(|(p, d)| p.checked_add(d));
+    (0..table.len())
+        .map(|i| {
+            let this = table[i];
+            let next = table.get(i + 1).copied().unwrap_or(end);
+            FrameTime {
+                pts: this,
+                duration: this.zip(next).and_then(|(a, b)| b.checked_sub(a)),
+            }
+        })
+        .collect()
+}
+
+fn nominal_times(pts: Option<u64>, duration: Option<u64>, real_frames: u32, rate: Option<Timebase>) -> Vec<FrameTime> {
     let real = u64::from(real_frames);
     let offset = |i: u64| -> Option<u64> {
         match rate {
@@ -32,7 +67,10 @@ pub fn frame_times(
             let start = offset(i);
             let next = i.checked_add(1).and_then(offset);
             FrameTime {
-                pts: pts.zip(start).and_then(|(p, o)| p.checked_add(o)),
+                pts: pts
+                    .zip(start)
+                    .and_then(|(p, o)| p.checked_add(o))
+                    .filter(|&t| t <= MAX_TIME),
                 duration: start.zip(next).and_then(|(a, b)| b.checked_sub(a)),
             }
         })
@@ -106,12 +144,17 @@ mod tests {
     #[test]
     fn huge_timestamps_and_slow_rates_do_not_wrap() {
         let f = frame_times(Some(u64::MAX), Some(u64::MAX), 2, Timebase::from_fps(25, 1));
-        assert_eq!(f[0], t(u64::MAX, 40_000_000));
+        assert_eq!(f[0].pts, None, "beyond 2^63 - 1");
+        assert_eq!(f[0].duration, Some(40_000_000));
+        let f = frame_times(Some(MAX_TIME), None, 2, Timebase::from_fps(25, 1));
+        assert_eq!((f[0].pts, f[1].pts), (Some(MAX_TIME), None));
         assert_eq!(f[1].pts, None);
         assert_eq!(end_of(&f), None);
         let slow = Timebase::from_fps(1, i32::MAX as u32);
         let f = frame_times(Some(0), None, 10, slow);
-        assert_eq!(f[8].pts, Some(8 * 2_147_483_647_000_000_000));
+        assert_eq!(f[4].pts, Some(4 * 2_147_483_647_000_000_000));
+        // Frame 5 starts beyond 2^63 - 1 ns: no PTS, but its duration is known.
+        assert_eq!(f[5].pts, None);
         assert_eq!(f[8].duration, None);
         assert_eq!(
             f[9],
@@ -120,8 +163,39 @@ mod tests {
                 duration: None
             }
         );
-        let f = frame_times(Some(0), Some(u64::MAX), 3, None);
-        assert_eq!(f[2].pts, Some(u64::MAX / 3 * 2));
+        let f = frame_times(Some(0), Some(MAX_TIME), 3, None);
+        assert_eq!(f[2].pts, Some(MAX_TIME / 3 * 2));
+    }
+
+    /// Variable rate (format version 2): each frame keeps its own PTS, gaps included.
+    #[test]
+    fn frame_pts_table_gives_each_frame_its_own_time() {
+        let table = [Some(100), Some(150), None, Some(400)];
+        let f = record_frame_times(Some(100), Some(350), 4, None, Some(&table));
+        assert_eq!(
+            f,
+            [
+                t(100, 50),
+                FrameTime {
+                    pts: Some(150),
+                    duration: None
+                },
+                FrameTime {
+                    pts: None,
+                    duration: None
+                },
+                t(400, 50)
+            ]
+        );
+        // No chunk duration: the last frame has none.
+        let f = record_frame_times(Some(100), None, 2, None, Some(&[Some(100), Some(u64::MAX / 2)]));
+        assert_eq!(f[0], t(100, u64::MAX / 2 - 100));
+        assert_eq!(f[1].duration, None);
+        // Without a table: the nominal layout.
+        assert_eq!(
+            record_frame_times(Some(0), Some(100), 3, None, None),
+            frame_times(Some(0), Some(100), 3, None)
+        );
     }
 
     #[test]

@@ -94,6 +94,16 @@ pub fn make_chunk(
         real_frames,
         grid: header.grid,
         payload,
+        // A variable-rate stream's frame PTS table (format version 2): the record's PTS for
+        // its first frame, none for the others (an out-of-range count is refused by encode).
+        frame_pts: header.frame_pts.then(|| {
+            let n = if real_frames <= header.chunk_frames {
+                real_frames
+            } else {
+                0
+            };
+            (0..n).map(|i| if i == 0 { pts } else { None }).collect()
+        }),
     };
     let bytes = record.encode(&header)?;
     let mut buffer = gst::Buffer::from_mut_slice(bytes);
@@ -126,6 +136,7 @@ mod tests {
             codebook_size: 8192,
             payload_type: PayloadType::U16,
             model_name: String::new(),
+            frame_pts: false,
         }
     }
 

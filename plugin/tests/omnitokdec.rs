@@ -275,3 +275,164 @@ fn gpu_provider_fallback() {
         );
     }
 }
+
+/// Issue 8: a token file of a few hundred bytes claiming 8192x8192 frames (with the tiny
+/// model's public identity) made omnitokdec allocate gigabytes and run for minutes. It is
+/// refused at caps, before any allocation, by an error naming the limit and its property;
+/// the same for max-chunk-pixels.
+#[test]
+fn huge_frame_size_fails_fast_naming_the_limit() {
+    init();
+    let dir = export("tiny", 1);
+    let decoder = dir.join("decoder.onnx");
+    let info = model_info(&decoder, gstomnitok::runtime::Role::Decoder);
+    let small = make_stream(&dir, 16, 16, 1, 5, None);
+    let mut header = small.header.clone();
+    (header.width, header.height, header.padded_width, header.padded_height) = (8192, 8192, 8192, 8192);
+    header.grid = info.grid(header.chunk_frames, 8192, 8192);
+    let file = scratch("limits").join(format!("huge-{}.omnitok", std::process::id()));
+    std::fs::write(&file, header.try_encode().unwrap()).unwrap();
+    let launch = |extra: &str| {
+        format!(
+            "filesrc location=\"{}\" ! omnitokparse ! omnitokdec model-file=\"{}\" {extra} ! appsink name=out",
+            file.display(),
+            decoder.display()
+        )
+    };
+    let t0 = std::time::Instant::now();
+    let r = run(&launch(""), None);
+    let (msg, _) = r.error.expect("an 8192x8192 stream must be refused");
+    assert!(msg.contains("exceeds max-frame-size = 8847360 pixels"), "{msg}");
+    assert!(msg.contains("8192x8192"), "{msg}");
+    assert!(
+        t0.elapsed() < std::time::Duration::from_secs(20),
+        "took {:?}",
+        t0.elapsed()
+    );
+
+    // Raised frame size, chunk still too large.
+    let r = run(&launch("max-frame-size=67108864"), None);
+    let (msg, _) = r.error.expect("refused by max-chunk-pixels");
+    assert!(msg.contains("max-chunk-pixels"), "{msg}");
+
+    // A small stream beyond a lowered max-chunk-pixels.
+    let (caps, bufs) = framed(&small);
+    let r = run(&dec_launch(&decoder, "max-chunk-pixels=1000"), Some((Some(caps), bufs)));
+    let (msg, _) = r.error.expect("refused by max-chunk-pixels");
+    assert!(msg.contains("more than max-chunk-pixels 1000"), "{msg}");
+    assert!(r.samples.is_empty());
+}
+
+/// Issue 8: a decoder fed framerate 0/1 with huge durations: per-frame time arithmetic
+/// wrapped. Frames now get the exact spread of the duration, and none beyond 2^63 - 1 ns.
+#[test]
+fn variable_rate_with_huge_durations_never_wraps() {
+    init();
+    let dir = export("tiny", 1);
+    let mut stream = make_stream(&dir, 16, 16, 2, 5, None);
+    stream.header.fps_n = 0;
+    stream.header.fps_d = 1;
+    let max = i64::MAX as u64;
+    stream.records[0].pts = Some(0);
+    stream.records[0].duration = Some(max);
+    stream.records[1].pts = None;
+    stream.records[1].duration = Some(max);
+    let stream = TokenStream::new(stream.header, stream.records);
+    let (caps, bufs) = framed(&stream);
+    let r = run(&dec_launch(&dir.join("decoder.onnx"), ""), Some((Some(caps), bufs))).ok();
+    let pts: Vec<Option<u64>> = r
+        .samples
+        .iter()
+        .map(|s| s.buffer().unwrap().pts().map(|t| t.nseconds()))
+        .collect();
+    let step = max / 5;
+    let mut want: Vec<Option<u64>> = (0..5u64)
+        .map(|i| Some((u128::from(i) * u128::from(max) / 5) as u64))
+        .collect();
+    // The second chunk starts at the end of the first (2^63 - 1): later frames have no PTS.
+    want.push(Some(max));
+    want.extend([None; 4]);
+    assert_eq!(pts, want);
+    assert_eq!(
+        r.samples[0].buffer().unwrap().duration().map(|d| d.nseconds()),
+        Some(step)
+    );
+}
+
+/// Latency at extreme framerates: a chunk at 1/2147483647 fps is 340 years (exact, not a
+/// panic or a wrapped value); at 2147483647/1 a few ns.
+#[test]
+fn latency_at_extreme_framerates() {
+    init();
+    let dir = export("tiny", 1);
+    let stream = make_stream(&dir, 16, 16, 1, 5, None);
+    for ((n, d), want) in [
+        // One chunk of 5 frames of 2147483647 s each: a correct, unwrapped value.
+        (
+            (1, i32::MAX as u32),
+            gst::ClockTime::from_nseconds(10 + 5 * 2_147_483_647_000_000_000),
+        ),
+        ((i32::MAX as u32, 1), gst::ClockTime::from_nseconds(10 + 3)),
+    ] {
+        let mut header = stream.header.clone();
+        (header.fps_n, header.fps_d) = (n, d);
+        let elem = gst::ElementFactory::make("omnitokdec")
+            .property("model-file", dir.join("decoder.onnx").to_str().unwrap())
+            .property("batch-size", 2u32)
+            .build()
+            .unwrap();
+        let mut h = gst_check::Harness::with_element(&elem, Some("sink"), Some("src"));
+        h.set_src_caps(gstomnitok::caps::from_header(&header));
+        h.set_upstream_latency(gst::ClockTime::from_nseconds(10));
+        let mut q = gst::query::Latency::new();
+        assert!(elem.static_pad("src").unwrap().query(&mut q));
+        assert_eq!(q.result().1, want, "{n}/{d}");
+    }
+}
+
+/// A caps change (the next segment of a version 2 stream) reconfigures the decoder: the new
+/// frame size comes out; a segment from another model is refused with both identities.
+#[test]
+fn caps_change_reconfigures_and_checks_the_model() {
+    init();
+    let dir = export("tiny", 1);
+    let a = make_stream(&dir, 16, 16, 1, 5, None);
+    let b = make_stream(&dir, 24, 8, 1, 3, None);
+    let elem = gst::ElementFactory::make("omnitokdec")
+        .property("model-file", dir.join("decoder.onnx").to_str().unwrap())
+        .build()
+        .unwrap();
+    let mut h = gst_check::Harness::with_element(&elem, Some("sink"), Some("src"));
+    let mut sizes = Vec::new();
+    for s in [&a, &b] {
+        let (caps, bufs) = framed(s);
+        h.set_src_caps(caps);
+        for buf in bufs {
+            h.push(buf).unwrap();
+        }
+        while let Some(out) = h.try_pull() {
+            let caps = h.sinkpad().unwrap().current_caps().unwrap();
+            let info = gst_video::VideoInfo::from_caps(&caps).unwrap();
+            sizes.push((info.width(), info.height(), out.pts().unwrap().nseconds()));
+        }
+    }
+    let mut want: Vec<(u32, u32, u64)> = (0..5).map(|i| (16, 16, i * 40_000_000)).collect();
+    want.extend((0..3).map(|i| (24, 8, i * 40_000_000)));
+    assert_eq!(sizes, want);
+    // A segment of another model: refused.
+    let other = export("tiny", 2);
+    let c = make_stream(&other, 16, 16, 1, 5, None);
+    let bus = gst::Bus::new();
+    elem.set_bus(Some(&bus));
+    // (A sticky event is stored even when refused: the error is the answer.)
+    h.push_event(gst::event::Caps::new(&framed(&c).0));
+    let msg = bus.pop_filtered(&[gst::MessageType::Error]).expect("an error message");
+    let gst::MessageView::Error(e) = msg.view() else {
+        unreachable!()
+    };
+    assert!(
+        e.error().to_string().contains(&c.header.model_id_hex()),
+        "{}",
+        e.error()
+    );
+}

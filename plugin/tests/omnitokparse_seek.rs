@@ -262,3 +262,134 @@ fn decoded_frames_after_a_seek_equal_those_without_seeking() {
     assert_eq!(p.duration(), Some(4 * cf * frame_ns));
     assert!(p.seeking().0);
 }
+
+/// A prerolled `filesrc ! omnitokparse ! appsink` on the synthetic stream at `fps_n/fps_d`,
+/// with `chunks` of its records (0: a header-only file).
+fn prerolled_at(name: &str, fps_n: u32, fps_d: u32, chunks: usize) -> (TokenStream, Player) {
+    init();
+    let base = synthetic(25);
+    let mut header = base.header.clone();
+    header.fps_n = fps_n;
+    header.fps_d = fps_d;
+    let s = TokenStream::new(header, base.records[..chunks].to_vec());
+    let file = write_file(name, &s);
+    let p = Player::new(&parse_launch(&file));
+    p.preroll();
+    (s, p)
+}
+
+fn convert_time_to_bytes(p: &Player, t: u64) -> Option<u64> {
+    p.parse_src()
+        .query_convert::<Option<gst::format::Bytes>>(gst::ClockTime::from_nseconds(t))
+        .flatten()
+        .map(u64::from)
+}
+
+fn convert_bytes_to_time(p: &Player, b: u64) -> Option<u64> {
+    p.parse_src()
+        .query_convert::<Option<gst::ClockTime>>(gst::format::Bytes::from_u64(b))
+        .flatten()
+        .map(|t| t.nseconds())
+}
+
+/// Issue 8: these queries panicked the parser ("Panicked" on the bus) or wrapped to a wrong
+/// time. Each is now answered correctly or refused.
+#[test]
+fn extreme_framerates_and_positions_never_panic_or_wrap() {
+    // 1/2147483647 fps: a frame lasts 68 years, 4 chunks of 5 frames overflow a clock time.
+    let (_, p) = prerolled_at("slow", 1, i32::MAX as u32, 4);
+    assert_eq!(p.duration(), None);
+    let (seekable, _, end) = p.seeking();
+    assert!(seekable);
+    assert_eq!(end, gst::GenericFormattedValue::from(gst::ClockTime::NONE));
+    assert_eq!(convert_bytes_to_time(&p, 1 << 62), None);
+    assert!(p.errors_so_far().is_empty());
+
+    // 2147483647/1 fps: TIME -> BYTES of 2^62 ns is beyond any byte position: refused.
+    let (s, p) = prerolled_at("fast", i32::MAX as u32, 1, 4);
+    assert_eq!(convert_time_to_bytes(&p, 1 << 62), None);
+    assert_eq!(convert_time_to_bytes(&p, 0), Some(s.header_bytes.len() as u64));
+    assert!(p.errors_so_far().is_empty());
+    // A seek there: past the end of the file (EOS, nothing played), not a wrapped position.
+    assert!(p.seek_time(1 << 62, None));
+    assert!(play_quiet(&p).is_empty());
+
+    // BYTES -> TIME of 2^62 on a header-only file and on a normal one (25 fps): refused
+    // (chunk 2^62 / record length starts about 10^23 ns in), never wrapped.
+    for chunks in [0, 4] {
+        let (s, p) = prerolled_at(&format!("bytes{chunks}"), 25, 1, chunks);
+        assert_eq!(convert_bytes_to_time(&p, 1 << 62), None, "{chunks} chunks");
+        let hl = s.header_bytes.len() as u64;
+        assert_eq!(convert_bytes_to_time(&p, hl), Some(0));
+        assert!(p.errors_so_far().is_empty());
+    }
+}
+
+/// A version 2 file of two segments (the second with another geometry): the parser follows
+/// the second header (new caps), and once it has read it, seeks, convert and duration map
+/// only within the first segment.
+#[test]
+fn second_segment_gets_its_caps_and_seeks_stay_in_the_first() {
+    init();
+    let a = synthetic(25);
+    let mut hb = a.header.clone();
+    hb.width = 16;
+    hb.height = 8;
+    hb.padded_width = 16;
+    hb.padded_height = 8;
+    hb.grid = [3, 2, 4];
+    let n = hb.elements_per_chunk() as u32;
+    let records: Vec<_> = (0..2u32)
+        .map(|i| gstomnitok::format::ChunkRecord {
+            pts: Some(800 * MS + u64::from(i) * 200 * MS),
+            duration: Some(200 * MS),
+            real_frames: 5,
+            grid: hb.grid,
+            payload: gstomnitok::format::Payload::Tokens((0..n).map(|k| (k + i) % 512).collect()),
+            frame_pts: None,
+        })
+        .collect();
+    let b = TokenStream::new(hb.clone(), records);
+    let mut bytes = a.bytes();
+    let first_end = bytes.len() as u64;
+    bytes.extend_from_slice(&b.bytes());
+    let file = scratch("seek").join(format!("two-{}.omnitok", std::process::id()));
+    std::fs::write(&file, &bytes).unwrap();
+
+    let p = Player::new(&parse_launch(&file));
+    p.preroll();
+    let samples = play_clean(&p);
+    // Header, 4 chunks, header, 2 chunks; the second segment's buffers carry its caps.
+    assert_eq!(samples.len(), 8);
+    let width = |s: &gst::Sample| s.caps().unwrap().structure(0).unwrap().get::<i32>("width").unwrap();
+    assert_eq!(
+        samples.iter().map(width).collect::<Vec<_>>(),
+        [36, 36, 36, 36, 36, 16, 16, 16]
+    );
+    assert!(samples[5].buffer().unwrap().flags().contains(gst::BufferFlags::HEADER));
+    assert_eq!(bytes_of(&samples[5]), b.header_bytes);
+    assert_eq!(bytes_of(&samples[7]), b.record_bytes[1]);
+    // After reading the second header: the first segment's range only.
+    assert_eq!(p.duration(), None);
+    assert_eq!(convert_bytes_to_time(&p, first_end + 10), None);
+    assert_eq!(convert_time_to_bytes(&p, 900 * MS), None);
+    assert_eq!(
+        convert_time_to_bytes(&p, 500 * MS),
+        Some(a.header_bytes.len() as u64 + 2 * a.record_bytes[0].len() as u64)
+    );
+    let (seekable, _, end) = p.seeking();
+    assert!(seekable);
+    assert_eq!(
+        end,
+        gst::GenericFormattedValue::from(gst::ClockTime::from_mseconds(680))
+    );
+    p.pipeline.set_state(gst::State::Paused).unwrap();
+    p.wait_state();
+    assert!(!p.seek_time(900 * MS, None), "a seek beyond the first segment accepted");
+    // A seek into the first segment resumes there with its caps and plays on through the
+    // second header.
+    assert!(p.seek_time(500 * MS, None));
+    let again = play_clean(&p);
+    assert_eq!(again.iter().map(width).collect::<Vec<_>>(), [36, 36, 16, 16, 16]);
+    assert_eq!(bytes_of(&again[0]), a.record_bytes[2]);
+}

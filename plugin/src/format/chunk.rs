@@ -3,7 +3,9 @@
 use half::f16;
 
 use super::le::{u16_at, u32_at, u64_at};
-use super::{CHUNK_OVERHEAD, CHUNK_PREFIX_LEN, FormatError, MAX_RECORD_LEN, PayloadType, SYNC, StreamHeader};
+use super::{
+    CHUNK_OVERHEAD, CHUNK_PREFIX_LEN, FRAME_PTS_NONE, FormatError, MAX_RECORD_LEN, PayloadType, SYNC, StreamHeader,
+};
 
 /// Flag bit: the PTS field is valid.
 const FLAG_PTS: u32 = 1 << 0;
@@ -52,6 +54,9 @@ pub struct ChunkRecord {
     pub grid: [u32; 3],
     /// Tokens or latents.
     pub payload: Payload,
+    /// The PTS of each real frame (`real_frames` entries; `None`: that frame has none), for
+    /// streams whose header sets [`StreamHeader::frame_pts`] (version 2); `None` otherwise.
+    pub frame_pts: Option<Vec<Option<u64>>>,
 }
 
 impl ChunkRecord {
@@ -149,6 +154,12 @@ impl ChunkRecord {
             }
         }
 
+        if let Some(table) = &self.frame_pts {
+            let padding = (table.len()..header.chunk_frames as usize).map(|_| None);
+            for pts in table.iter().copied().chain(padding) {
+                out.extend_from_slice(&pts.unwrap_or(FRAME_PTS_NONE).to_le_bytes());
+            }
+        }
         let crc = crc32fast::hash(&out);
         out.extend_from_slice(&crc.to_le_bytes());
         debug_assert_eq!(out.len(), len);
@@ -245,7 +256,16 @@ impl ChunkRecord {
         let real_frames = u32_at(bytes, 12);
         let grid = [u32_at(bytes, 32), u32_at(bytes, 36), u32_at(bytes, 40)];
 
-        let body = &bytes[CHUNK_PREFIX_LEN..len - 4];
+        let table_len = header.frame_table_len() as usize;
+        let body = &bytes[CHUNK_PREFIX_LEN..len - 4 - table_len];
+        let frame_pts = header.frame_pts.then(|| {
+            let table = &bytes[len - 4 - table_len..len - 4];
+            (0..table_len / 8).map(|i| u64_at(table, 8 * i)).collect::<Vec<u64>>()
+        });
+        let frame_pts = match frame_pts {
+            None => None,
+            Some(raw) => Some(frame_table(&raw, real_frames)?),
+        };
         let codebook_size = header.codebook_size;
         let payload = match header.payload_type {
             PayloadType::U16 => Payload::Tokens((0..body.len() / 2).map(|i| u32::from(u16_at(body, 2 * i))).collect()),
@@ -276,6 +296,7 @@ impl ChunkRecord {
             real_frames,
             grid,
             payload,
+            frame_pts,
         };
         record.check_fields(header)?;
         Ok((record, len))
@@ -311,6 +332,35 @@ impl ChunkRecord {
                 payload_type: header.payload_type,
             });
         }
+        match (&self.frame_pts, header.frame_pts) {
+            (None, false) => {}
+            (Some(table), true) => {
+                if table.len() != self.real_frames as usize {
+                    return Err(FormatError::invalid(
+                        "frame_pts",
+                        format!("{} entries for {} real frame(s)", table.len(), self.real_frames),
+                    ));
+                }
+                if let Some(t) = table.iter().flatten().find(|&&t| t > MAX_TIME) {
+                    return Err(FormatError::invalid(
+                        "frame_pts",
+                        format!("{t} ns is beyond the largest timestamp, {MAX_TIME} ns (2^63 - 1)"),
+                    ));
+                }
+            }
+            (Some(_), false) => {
+                return Err(FormatError::invalid(
+                    "frame_pts",
+                    "a frame PTS table, but the stream header has no frame-PTS flag",
+                ));
+            }
+            (None, true) => {
+                return Err(FormatError::invalid(
+                    "frame_pts",
+                    "the stream header's frame-PTS flag needs a frame PTS table in every record",
+                ));
+            }
+        }
         if self.grid != header.grid {
             return Err(FormatError::invalid(
                 "grid",
@@ -331,6 +381,25 @@ impl ChunkRecord {
         }
         Ok(())
     }
+}
+
+/// A decoded frame PTS table: the first `real_frames` entries (`FRAME_PTS_NONE` is no
+/// PTS); the padding entries after them MUST be `FRAME_PTS_NONE`.
+fn frame_table(raw: &[u64], real_frames: u32) -> Result<Vec<Option<u64>>, FormatError> {
+    let real = (real_frames as usize).min(raw.len());
+    if let Some(i) = raw[real..].iter().position(|&t| t != FRAME_PTS_NONE) {
+        return Err(FormatError::invalid(
+            "frame_pts",
+            format!(
+                "entry {} is a padding frame's (real frames {real_frames}) and must be 2^64 - 1",
+                real + i
+            ),
+        ));
+    }
+    Ok(raw[..real]
+        .iter()
+        .map(|&t| (t != FRAME_PTS_NONE).then_some(t))
+        .collect())
 }
 
 /// The largest timestamp a record holds (pts, duration and their sum): GStreamer's running
@@ -470,6 +539,7 @@ mod tests {
             real_frames: 3,
             grid: h.grid,
             payload: Payload::Tokens((0..24).collect()),
+            frame_pts: None,
         };
         let b = c.encode(&h).unwrap();
         assert_eq!(&b[0..4], b"OTKC");

@@ -21,7 +21,7 @@ pub enum FormatError {
     },
 
     /// The header's version is not one this implementation reads.
-    #[error("unsupported format version {found} (this implementation supports version {supported})")]
+    #[error("unsupported format version {found} (this implementation reads versions 1 to {supported})")]
     UnsupportedVersion { found: u16, supported: u16 },
 
     /// The stream header's CRC does not match its contents.
@@ -141,8 +141,8 @@ mod tests {
         assert!(s.contains("RIFF"), "{s}");
         assert!(s.contains("0x5249464610000000"), "{s}");
 
-        let s = FormatError::UnsupportedVersion { found: 7, supported: 1 }.to_string();
-        assert!(s.contains("version 7") && s.contains("version 1"), "{s}");
+        let s = FormatError::UnsupportedVersion { found: 7, supported: 2 }.to_string();
+        assert!(s.contains("version 7") && s.contains("versions 1 to 2"), "{s}");
 
         let s = FormatError::HeaderCrcMismatch {
             stored: 1,

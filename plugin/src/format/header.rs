@@ -2,8 +2,8 @@
 
 use super::le::{u16_at, u32_at};
 use super::{
-    CHUNK_OVERHEAD, FormatError, HEADER_FIXED_LEN, HEADER_MAX_LEN, HEADER_MIN_LEN, MAGIC, MAX_MODEL_NAME_LEN,
-    MAX_RECORD_LEN, VERSION, model_id_to_hex,
+    CHUNK_OVERHEAD, FormatError, HEADER_FIXED_LEN, HEADER_FLAG_FRAME_PTS, HEADER_MAX_LEN, HEADER_MIN_LEN, MAGIC,
+    MAX_MODEL_NAME_LEN, MAX_RECORD_LEN, OLDEST_VERSION, VERSION, model_id_to_hex,
 };
 
 /// What a chunk's payload holds, and at which width it is stored.
@@ -77,7 +77,8 @@ impl std::fmt::Display for PayloadType {
 /// The stream header: what every chunk of the stream shares.
 ///
 /// The format version is not a field: [`StreamHeader::encode`] always writes
-/// [`VERSION`] and [`StreamHeader::decode`] accepts only [`VERSION`].
+/// [`VERSION`] and [`StreamHeader::decode`] accepts [`OLDEST_VERSION`] to
+/// [`VERSION`] ([`StreamHeader::decode_versioned`] says which).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct StreamHeader {
     /// Model identity (docs/FORMAT.md, section 8), computed by `omnitok-export`.
@@ -106,6 +107,10 @@ pub struct StreamHeader {
     pub payload_type: PayloadType,
     /// Human-readable model name, <= 255 bytes of UTF-8.
     pub model_name: String,
+    /// Version 2: every chunk record carries a table of `chunk_frames` frame PTS values
+    /// (header flag bit 0, docs/FORMAT.md section 4.1); for variable-rate video. Always
+    /// false in version 1.
+    pub frame_pts: bool,
 }
 
 /// Largest value of a field that maps to a GStreamer caps `int`/fraction.
@@ -211,6 +216,17 @@ impl StreamHeader {
         self.elements_per_chunk()
             .saturating_mul(self.payload_type.element_size() as u64)
             .saturating_add(CHUNK_OVERHEAD as u64)
+            .saturating_add(self.frame_table_len())
+    }
+
+    /// Bytes of the frame PTS table in every record: `8 * chunk_frames` when
+    /// [`StreamHeader::frame_pts`] is set, else 0.
+    pub fn frame_table_len(&self) -> u64 {
+        if self.frame_pts {
+            u64::from(self.chunk_frames).saturating_mul(8)
+        } else {
+            0
+        }
     }
 
     /// Length in bytes of every chunk record of this stream, sync to CRC.
@@ -277,7 +293,8 @@ impl StreamHeader {
         }
         out.push(self.payload_type.code());
         out.push(name.len() as u8);
-        out.extend_from_slice(&[0, 0]);
+        let flags = if self.frame_pts { HEADER_FLAG_FRAME_PTS } else { 0 };
+        out.extend_from_slice(&flags.to_le_bytes());
         debug_assert_eq!(out.len(), HEADER_FIXED_LEN);
         out.extend_from_slice(name.as_bytes());
         let crc = crc32fast::hash(&out);
@@ -299,6 +316,11 @@ impl StreamHeader {
     /// [`FormatError::Truncated`] only when `bytes` is a strict prefix of a
     /// header that could still be valid.
     pub fn decode(bytes: &[u8]) -> Result<(StreamHeader, usize), FormatError> {
+        Self::decode_versioned(bytes).map(|(h, len, _)| (h, len))
+    }
+
+    /// [`StreamHeader::decode`], also returning the header's format version.
+    pub fn decode_versioned(bytes: &[u8]) -> Result<(StreamHeader, usize, u16), FormatError> {
         let have = bytes.len();
         let truncated = |needed: usize| FormatError::Truncated {
             unit: "stream header",
@@ -315,7 +337,7 @@ impl StreamHeader {
             return Err(truncated(HEADER_MIN_LEN - have));
         }
         let version = u16_at(bytes, 8);
-        if version != VERSION {
+        if !(OLDEST_VERSION..=VERSION).contains(&version) {
             return Err(FormatError::UnsupportedVersion {
                 found: version,
                 supported: VERSION,
@@ -348,10 +370,17 @@ impl StreamHeader {
                 format!("{len} does not match {HEADER_MIN_LEN} + model name length {name_len}"),
             ));
         }
-        if bytes[94..96] != [0, 0] {
+        let flags = u16_at(bytes, 94);
+        if version == 1 && flags != 0 {
             return Err(FormatError::invalid(
                 "reserved",
-                format!("bytes 94..96 must be zero, found {:02x?}", &bytes[94..96]),
+                format!("bytes 94..96 must be zero in version 1, found {:02x?}", &bytes[94..96]),
+            ));
+        }
+        if flags & !HEADER_FLAG_FRAME_PTS != 0 {
+            return Err(FormatError::invalid(
+                "header_flags",
+                format!("unknown flag bits {:#x}", flags & !HEADER_FLAG_FRAME_PTS),
             ));
         }
         let payload_type = PayloadType::from_code(bytes[92]).ok_or_else(|| {
@@ -380,9 +409,10 @@ impl StreamHeader {
             codebook_size: f(11),
             payload_type,
             model_name,
+            frame_pts: flags & HEADER_FLAG_FRAME_PTS != 0,
         };
         header.validate()?;
-        Ok((header, len))
+        Ok((header, len, version))
     }
 }
 
@@ -419,7 +449,7 @@ mod tests {
         let h = header(PayloadType::U16);
         let b = h.encode();
         assert_eq!(&b[0..8], b"OMNITOK\0");
-        assert_eq!(&b[8..10], &1u16.to_le_bytes());
+        assert_eq!(&b[8..10], &2u16.to_le_bytes());
         assert_eq!(usize::from(u16_at(&b, 10)), b.len());
         assert_eq!(&b[12..44], &h.model_id);
         let fields = [
@@ -497,10 +527,10 @@ mod tests {
     #[test]
     fn wrong_version_rejected() {
         let mut b = header(PayloadType::U16).encode();
-        b[8..10].copy_from_slice(&2u16.to_le_bytes());
+        b[8..10].copy_from_slice(&3u16.to_le_bytes());
         fix_crc(&mut b);
         let e = StreamHeader::decode(&b).unwrap_err();
-        assert_eq!(e, FormatError::UnsupportedVersion { found: 2, supported: 1 });
+        assert_eq!(e, FormatError::UnsupportedVersion { found: 3, supported: 2 });
         // Reported as soon as the version field is present.
         assert_eq!(StreamHeader::decode(&b[..10]).unwrap_err(), e);
         b[8..10].copy_from_slice(&0u16.to_le_bytes());
@@ -591,7 +621,8 @@ mod tests {
         expect_invalid(put(88, 0), "codebook_size");
         expect_invalid(put(88, 70000), "payload_type");
         expect_invalid(|b| b[92] = 9, "payload_type");
-        expect_invalid(|b| b[94] = 1, "reserved");
+        expect_invalid(|b| b[94] = 2, "header_flags");
+        expect_invalid(|b| b[95] = 1, "header_flags");
         expect_invalid(|b| b[96] = 0xff, "model_name");
         expect_invalid(|b| b[93] -= 1, "header_len");
         // A grid whose records would exceed MAX_RECORD_LEN.
@@ -603,6 +634,29 @@ mod tests {
             },
             "grid",
         );
+    }
+
+    /// Version 1 headers still decode (reserved bytes zero); a v1 header with the v2
+    /// frame-PTS flag is refused; v2 round-trips the flag and sizes the records with it.
+    #[test]
+    fn version_1_and_2_headers() {
+        let h = header(PayloadType::U16);
+        let mut b = h.encode();
+        b[8..10].copy_from_slice(&1u16.to_le_bytes());
+        fix_crc(&mut b);
+        assert_eq!(StreamHeader::decode_versioned(&b).unwrap(), (h.clone(), b.len(), 1));
+        b[94] = 1;
+        fix_crc(&mut b);
+        match StreamHeader::decode(&b) {
+            Err(FormatError::InvalidField { field, .. }) => assert_eq!(field, "reserved"),
+            other => panic!("{other:?}"),
+        }
+        let mut v = h.clone();
+        v.frame_pts = true;
+        let b = v.try_encode().unwrap();
+        assert_eq!((u16_at(&b, 8), u16_at(&b, 94)), (2, 1));
+        assert_eq!(StreamHeader::decode_versioned(&b).unwrap(), (v.clone(), b.len(), 2));
+        assert_eq!(v.chunk_record_len(), h.chunk_record_len() + 8 * h.chunk_frames as usize);
     }
 
     #[test]

@@ -1,10 +1,13 @@
-//! The omnitok token stream format (`video/x-omnitok`), version 1.
+//! The omnitok token stream format (`video/x-omnitok`), version 2 (reads 1 and 2).
 //!
 //! Pure Rust: no GStreamer, no ONNX Runtime. The normative specification is
 //! `docs/FORMAT.md`; this module is its reference implementation.
 //!
 //! A token stream is one [`StreamHeader`] followed by [`ChunkRecord`]s, back
-//! to back. Every chunk decodes on its own (like a closed GOP).
+//! to back. Every chunk decodes on its own (like a closed GOP). In version 2 a
+//! new header may stand wherever a record may start: it starts a new segment
+//! (new geometry, framerate or model), and records may carry a per-frame PTS
+//! table (header flag [`StreamHeader::frame_pts`]).
 //!
 //! * [`StreamHeader::encode`] / [`StreamHeader::decode`] frame the header.
 //! * [`ChunkRecord::encode`] / [`ChunkRecord::decode`] frame one chunk,
@@ -28,8 +31,18 @@ pub use header::{PayloadType, StreamHeader};
 pub use identity::{model_id_from_hex, model_id_to_hex};
 pub use reader::{Item, StreamReader};
 
-/// The format version this implementation writes and the only one it reads.
-pub const VERSION: u16 = 1;
+/// The format version this implementation writes; it reads every version from
+/// [`OLDEST_VERSION`] to this one.
+pub const VERSION: u16 = 2;
+
+/// The oldest format version this implementation reads.
+pub const OLDEST_VERSION: u16 = 1;
+
+/// Version 2 header flag (bytes 94..96): every record carries a frame PTS table.
+pub const HEADER_FLAG_FRAME_PTS: u16 = 1 << 0;
+
+/// A frame PTS table entry for a frame without a PTS (and for padding frames).
+pub const FRAME_PTS_NONE: u64 = u64::MAX;
 
 /// Stream header magic: `OMNITOK` followed by a NUL byte.
 pub const MAGIC: [u8; 8] = *b"OMNITOK\0";
@@ -126,6 +139,7 @@ pub(crate) mod testutil {
             codebook_size,
             payload_type,
             model_name: "omnitok-test".to_string(),
+            frame_pts: false,
         }
     }
 
@@ -146,6 +160,11 @@ pub(crate) mod testutil {
             real_frames: header.chunk_frames,
             grid: header.grid,
             payload,
+            frame_pts: header.frame_pts.then(|| {
+                (0..header.chunk_frames)
+                    .map(|i| Some(seed * 1000 + u64::from(i)))
+                    .collect()
+            }),
         }
     }
 
@@ -158,6 +177,9 @@ pub(crate) mod testutil {
             if i == n - 1 {
                 c.real_frames = 2;
                 c.duration = None;
+                if let Some(t) = &mut c.frame_pts {
+                    t.truncate(2);
+                }
             }
             if i == 1 {
                 c.pts = None;
@@ -203,16 +225,25 @@ mod tests {
             codebook_size: 8192,
             payload_type: PayloadType::U16,
             model_name: "demo".into(),
+            frame_pts: false,
         };
         let header_hex = "
-            4f 4d 4e 49 54 4f 4b 00 01 00 68 00 6e 90 79 bb
+            4f 4d 4e 49 54 4f 4b 00 02 00 68 00 6e 90 79 bb
             2f ed b4 f1 8b 92 59 70 86 e7 d2 26 22 83 40 24
             36 25 f9 2a c5 42 46 9f db 04 c0 8e fa 00 00 00
             78 00 00 00 00 01 00 00 80 00 00 00 19 00 00 00
             01 00 00 00 11 00 00 00 05 00 00 00 02 00 00 00
             02 00 00 00 00 00 00 00 00 20 00 00 01 04 00 00
-            64 65 6d 6f 1f 65 ab 13";
+            64 65 6d 6f 4c 00 85 23";
         assert_eq!(h.try_encode().unwrap(), unhex(header_hex));
+        // The version 1 example of earlier editions still reads.
+        let v1 = header_hex
+            .replacen("00 02 00 68", "00 01 00 68", 1)
+            .replace("4c 00 85 23", "1f 65 ab 13");
+        assert_eq!(
+            StreamHeader::decode_versioned(&unhex(&v1)).unwrap(),
+            (h.clone(), 104, 1)
+        );
 
         let c = ChunkRecord {
             pts: Some(680_000_000),
@@ -220,6 +251,7 @@ mod tests {
             real_frames: 3,
             grid: [5, 2, 2],
             payload: Payload::Tokens((0..20).map(|i| i * 400).collect()),
+            frame_pts: None,
         };
         let chunk_hex = "
             4f 54 4b 43 58 00 00 00 03 00 00 00 03 00 00 00

@@ -1,11 +1,12 @@
 //! Incremental stream parser.
 
-use super::{ChunkRecord, FormatError, StreamHeader};
+use super::{ChunkRecord, FormatError, MAGIC, StreamHeader, VERSION};
 
 /// One unit of a token stream, with its exact bytes.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Item {
-    /// The stream header and its raw bytes.
+    /// A stream header and its raw bytes: the first unit, and (version 2) the start of
+    /// every later segment.
     Header(StreamHeader, Vec<u8>),
     /// A chunk record and its raw bytes (sync marker to CRC).
     Chunk(ChunkRecord, Vec<u8>),
@@ -37,7 +38,12 @@ pub struct StreamReader {
     pos: usize,
     /// Stream offset of `buf[0]`.
     base: u64,
+    /// The header of the current segment.
     header: Option<StreamHeader>,
+    /// Format version of the first header (a version 1 stream has one segment).
+    version: u16,
+    /// Headers delivered (segments started).
+    segments: u64,
     chunks: u64,
     error: Option<FormatError>,
 }
@@ -49,8 +55,9 @@ impl StreamReader {
     }
 
     /// A reader that continues a stream whose `header` (encoded in `header_len` bytes) is
-    /// already known, at the start of chunk record `chunk_index` (after a seek): the next
-    /// unit is that record, offsets and chunk indices in errors are the stream's.
+    /// already known, at the start of chunk record `chunk_index` of its first segment (after
+    /// a seek): the next unit is that record (or, version 2, a new header), offsets and chunk
+    /// indices in errors are the stream's.
     /// `None` when that position does not fit a `u64`.
     pub fn resume(header: StreamHeader, header_len: u64, chunk_index: u64) -> Option<Self> {
         let record_len = header.chunk_record_len() as u64;
@@ -58,6 +65,8 @@ impl StreamReader {
         Some(Self {
             base,
             header: Some(header),
+            version: VERSION,
+            segments: 1,
             chunks: chunk_index,
             ..Self::default()
         })
@@ -116,9 +125,14 @@ impl StreamReader {
         Err(e)
     }
 
-    /// The stream header, once it has been delivered.
+    /// The header of the current segment, once it has been delivered.
     pub fn header(&self) -> Option<&StreamHeader> {
         self.header.as_ref()
+    }
+
+    /// Stream headers delivered so far (segments started; 1 after a resume).
+    pub fn segments(&self) -> u64 {
+        self.segments
     }
 
     /// Number of chunk records delivered so far.
@@ -142,9 +156,29 @@ impl StreamReader {
         let offset = self.base + self.pos as u64;
         match &self.header {
             None => {
-                let (header, len) = StreamHeader::decode(avail)?;
+                let (header, len, version) = StreamHeader::decode_versioned(avail)?;
                 let raw = avail[..len].to_vec();
                 self.header = Some(header.clone());
+                self.version = version;
+                self.segments += 1;
+                Ok((Item::Header(header, raw), len))
+            }
+            // Version 2: a header may stand where a record starts ("OM", not "OT").
+            Some(_)
+                if self.version >= 2
+                    && avail.len() >= 2
+                    && avail[..avail.len().min(8)] == MAGIC[..avail.len().min(8)] =>
+            {
+                let (header, len, version) = StreamHeader::decode_versioned(avail)?;
+                if version < 2 {
+                    return Err(FormatError::invalid(
+                        "version",
+                        format!("a version {version} header at byte offset {offset} cannot start a new segment"),
+                    ));
+                }
+                let raw = avail[..len].to_vec();
+                self.header = Some(header.clone());
+                self.segments += 1;
                 Ok((Item::Header(header, raw), len))
             }
             Some(header) => {
@@ -324,12 +358,12 @@ mod tests {
     fn wrong_version_from_reader() {
         let h = header(PayloadType::U16);
         let mut b = h.encode();
-        b[8] = 2;
+        b[8] = 3;
         let (items, fin) = feed(&b, &[1]);
         assert!(items.is_empty());
         assert_eq!(
             fin.unwrap_err(),
-            FormatError::UnsupportedVersion { found: 2, supported: 1 }
+            FormatError::UnsupportedVersion { found: 3, supported: 2 }
         );
     }
 
@@ -447,14 +481,104 @@ mod tests {
         assert!(StreamReader::resume(h, hl as u64, u64::MAX).is_none());
     }
 
+    /// Version 1 keeps its rule: a second header is a bad sync marker.
     #[test]
-    fn second_header_is_bad_sync() {
+    fn second_header_in_version_1_is_bad_sync() {
         let h = header(PayloadType::U16);
-        let mut bytes = h.encode();
-        bytes.extend_from_slice(&h.encode());
+        let mut bytes = as_version_1(h.encode());
+        bytes.extend_from_slice(&as_version_1(h.encode()));
         let (items, fin) = feed(&bytes, &[64]);
         assert_eq!(items.len(), 1);
         assert!(matches!(fin, Err(FormatError::BadSync { .. })));
+    }
+
+    /// A header rewritten as version 1 (same layout, flags zero).
+    fn as_version_1(mut b: Vec<u8>) -> Vec<u8> {
+        b[8..10].copy_from_slice(&1u16.to_le_bytes());
+        b[94..96].copy_from_slice(&[0, 0]);
+        let n = b.len();
+        let crc = crc32fast::hash(&b[..n - 4]);
+        b[n - 4..].copy_from_slice(&crc.to_le_bytes());
+        b
+    }
+
+    /// A version 1 stream (header and records as omnitokenc wrote them before v2) still reads.
+    #[test]
+    fn version_1_stream_reads() {
+        let h = header(PayloadType::U16);
+        let (bytes, bounds) = stream(&h, 3);
+        let mut v1 = as_version_1(bytes[..bounds[1]].to_vec());
+        v1.extend_from_slice(&bytes[bounds[1]..]);
+        let (items, fin) = feed(&v1, &[7]);
+        fin.unwrap();
+        assert_eq!(items.len(), 4);
+        assert!(matches!(&items[0], Item::Header(got, _) if *got == h));
+    }
+
+    /// Version 2: a header wherever a record may start begins a new segment whose records
+    /// follow its geometry (the record length changes); every split gives the same items.
+    #[test]
+    fn version_2_segments_follow_each_header() {
+        let a = header(PayloadType::U16);
+        let mut b = header(PayloadType::F32);
+        b.grid = [1, 2, 2];
+        b.width = 10;
+        let mut c = header(PayloadType::U16);
+        c.frame_pts = true;
+        c.fps_n = 0;
+        c.fps_d = 1;
+        let mut bytes = Vec::new();
+        for (h, n) in [(&a, 2), (&b, 3), (&b, 0), (&c, 2)] {
+            bytes.extend_from_slice(&h.encode());
+            for i in 0..n {
+                bytes.extend_from_slice(&chunk(h, i + 1).encode(h).unwrap());
+            }
+        }
+        let (whole, fin) = feed(&bytes, &[bytes.len()]);
+        fin.unwrap();
+        let kinds: Vec<String> = whole
+            .iter()
+            .map(|i| match i {
+                Item::Header(h, _) => format!("H{}", h.payload_type),
+                Item::Chunk(c, _) => format!("C{}", c.payload.len()),
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "Hu16", "C24", "C24", "Hf32", "C12", "C12", "C12", "Hf32", "Hu16", "C24", "C24"
+            ]
+        );
+        let Item::Chunk(last, _) = &whole[10] else { panic!() };
+        assert_eq!(last, &chunk(&c, 2));
+        assert_eq!(last.frame_pts.as_ref().unwrap()[4], Some(2004));
+        for bs in [1, 2, 3, 7, 64] {
+            let mut r = StreamReader::new();
+            let (items, fin) = feed(&bytes, &[bs]);
+            fin.unwrap();
+            assert_eq!(items, whole, "block size {bs}");
+            r.push(&bytes);
+            while r.next_item().unwrap().is_some() {}
+            assert_eq!((r.segments(), r.chunks_read()), (4, 7));
+        }
+        // A version 1 header cannot start a segment of a version 2 stream.
+        let mut bad = a.encode();
+        bad.extend_from_slice(&as_version_1(a.encode()));
+        let e = feed(&bad, &[5]).1.unwrap_err();
+        assert!(matches!(e, FormatError::InvalidField { field: "version", .. }), "{e}");
+        // Cut inside the second header: truncated stream header.
+        let cut = a.encoded_len() + 2 * a.chunk_record_len() + 50;
+        let e = feed(&bytes[..cut], &[9]).1.unwrap_err();
+        assert!(
+            matches!(
+                e,
+                FormatError::Truncated {
+                    unit: "stream header",
+                    ..
+                }
+            ),
+            "{e}"
+        );
     }
 
     #[test]
@@ -508,6 +632,7 @@ mod tests {
             real_frames: h.chunk_frames,
             grid: h.grid,
             payload: Payload::Latents((0..n).map(|i| i as f32).collect()),
+            frame_pts: None,
         };
         let rec = c.encode(&h).unwrap();
         for _ in 0..5 {

@@ -32,11 +32,24 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     )
 });
 
+/// Default `max-frame-size`: the largest padded frame decoded, in pixels (width x height),
+/// 4096 x 2160 (DCI 4K), as omnitokenc's property of the same name; 8192x8192 needs it raised.
+pub const DEFAULT_MAX_FRAME_SIZE: u64 = 4096 * 2160;
+
+/// The largest `max-frame-size`: 2^32 pixels (65536 x 65536), as omnitokenc's.
+pub const MAX_MAX_FRAME_SIZE: u64 = 1 << 32;
+
+/// Default `max-chunk-pixels`: padded pixels per chunk (chunk-frames x padded width x padded
+/// height), 17 frames of 4096x2160. A chunk's decoded frames take 3 bytes per pixel.
+pub const DEFAULT_MAX_CHUNK_PIXELS: u64 = 17 * 4096 * 2160;
+
 #[derive(Debug, Clone)]
 struct Settings {
     /// What loading the graph depends on (a change reloads it).
     model: ModelSettings,
     batch_size: u32,
+    max_frame_size: u64,
+    max_chunk_pixels: u64,
 }
 
 impl Default for Settings {
@@ -44,8 +57,34 @@ impl Default for Settings {
         Self {
             model: ModelSettings::default(),
             batch_size: DEFAULT_BATCH_SIZE,
+            max_frame_size: DEFAULT_MAX_FRAME_SIZE,
+            max_chunk_pixels: DEFAULT_MAX_CHUNK_PIXELS,
         }
     }
+}
+
+/// The stream limits of docs/FORMAT.md section 12: checked on caps, before anything is
+/// allocated for the stream. The error names the limit and the property that raises it.
+fn check_limits(header: &StreamHeader, max_frame_size: u64, max_chunk_pixels: u64) -> Result<(), String> {
+    let (pw, ph) = (header.padded_width, header.padded_height);
+    let frame = u64::from(pw) * u64::from(ph);
+    if frame > max_frame_size {
+        return Err(format!(
+            "frame size {}x{} (padded {pw}x{ph} = {frame} pixels) exceeds max-frame-size = \
+             {max_frame_size} pixels: raise omnitokdec's max-frame-size property (up to \
+             {MAX_MAX_FRAME_SIZE}) to decode larger frames",
+            header.width, header.height
+        ));
+    }
+    let pixels = u64::from(header.chunk_frames).saturating_mul(frame);
+    if pixels > max_chunk_pixels {
+        return Err(format!(
+            "{} frames of {pw}x{ph} per chunk are {pixels} pixels, more than max-chunk-pixels \
+             {max_chunk_pixels}: set omnitokdec's max-chunk-pixels property to decode them",
+            header.chunk_frames
+        ));
+    }
+    Ok(())
 }
 
 /// The negotiated stream: header (from caps) and output format.
@@ -133,6 +172,16 @@ impl OmnitokDec {
                 return false;
             }
         };
+        let settings = self.settings();
+        if let Err(e) = check_limits(&header, settings.max_frame_size, settings.max_chunk_pixels) {
+            gst::element_imp_error!(
+                self,
+                gst::StreamError::Format,
+                ("cannot decode this token stream: {}", e),
+                ["caps {}", caps]
+            );
+            return false;
+        }
         let Some(model) = self.graph.info() else {
             return false;
         };
@@ -373,7 +422,8 @@ impl OmnitokDec {
                 let d = std::mem::replace(&mut state.discont, false) || p.discont;
                 (rec.pts.or(state.next_pts), d)
             };
-            let times = dechunker::frame_times(base, rec.duration, rec.real_frames, rate);
+            let times =
+                dechunker::record_frame_times(base, rec.duration, rec.real_frames, rate, rec.frame_pts.as_deref());
             for (i, t) in times.iter().enumerate() {
                 let mut out = self.frame_buffer(&frames, b, i, &info, pool.as_ref())?;
                 {
@@ -446,13 +496,21 @@ impl OmnitokDec {
             let (live, min, max) = q.result();
             // (batch-size - 1) chunks wait for a batch: 0 while the framerate is unknown.
             let batch = u64::from(self.settings.lock().unwrap().batch_size.max(1));
-            let extra = self
+            // Unknown rate: 0; a batch too long for a clock time (1/2147483647 fps): the
+            // largest latency there is, never a wrapped or panicking value.
+            let extra = match self
                 .state()
                 .stream
                 .as_ref()
-                .and_then(|s| s.rate?.per(u64::from(s.header.chunk_frames))?.to_ns_ceil(batch - 1))
-                .map(gst::ClockTime::from_nseconds)
-                .unwrap_or(gst::ClockTime::ZERO);
+                .and_then(|s| s.rate.map(|r| (r, s.header.chunk_frames)))
+            {
+                None => gst::ClockTime::ZERO,
+                Some((rate, chunk_frames)) => rate
+                    .per(u64::from(chunk_frames))
+                    .and_then(|c| c.to_ns_ceil(batch - 1))
+                    .filter(|&ns| ns <= gst::ClockTime::MAX.nseconds())
+                    .map_or(gst::ClockTime::MAX, gst::ClockTime::from_nseconds),
+            };
             gst::debug!(CAT, imp = self, "latency: upstream {min}, batching adds {extra}");
             q.set(live, min.saturating_add(extra), max.map(|m| m.saturating_add(extra)));
             return true;
@@ -486,6 +544,34 @@ impl ObjectImpl for OmnitokDec {
         static P: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
             let mut props = ModelSettings::param_specs("decoder");
             props.push(properties::batch_size_spec("decoded"));
+            props.push(
+                glib::ParamSpecUInt64::builder("max-frame-size")
+                    .nick("Largest frame")
+                    .blurb(
+                        "Largest frame of a stream this decoder accepts, in pixels of the padded \
+                         frame (padded width x height); checked on caps, before anything is \
+                         allocated, a larger stream is an error naming this limit. Default \
+                         4096 x 2160, as omnitokenc's",
+                    )
+                    .minimum(1)
+                    .maximum(MAX_MAX_FRAME_SIZE)
+                    .default_value(DEFAULT_MAX_FRAME_SIZE)
+                    .mutable_ready()
+                    .build(),
+            );
+            props.push(
+                glib::ParamSpecUInt64::builder("max-chunk-pixels")
+                    .nick("Largest chunk")
+                    .blurb(
+                        "Largest chunk accepted, in padded pixels (chunk-frames x padded width x \
+                         padded height; decoded frames take 3 bytes per pixel, so one chunk holds \
+                         at most 3 x max-chunk-pixels bytes of output, a batch batch-size chunks)",
+                    )
+                    .minimum(1)
+                    .default_value(DEFAULT_MAX_CHUNK_PIXELS)
+                    .mutable_ready()
+                    .build(),
+            );
             props
         });
         P.as_ref()
@@ -539,6 +625,8 @@ impl ObjectImpl for OmnitokDec {
         let mut s = self.settings.lock().unwrap();
         match pspec.name() {
             name if s.model.set(name, value) => {}
+            "max-frame-size" => s.max_frame_size = value.get::<u64>().unwrap(),
+            "max-chunk-pixels" => s.max_chunk_pixels = value.get::<u64>().unwrap(),
             "batch-size" => {
                 let new = value.get::<u32>().unwrap();
                 let changed = new != s.batch_size;
@@ -562,6 +650,8 @@ impl ObjectImpl for OmnitokDec {
         }
         match pspec.name() {
             "batch-size" => s.batch_size.to_value(),
+            "max-frame-size" => s.max_frame_size.to_value(),
+            "max-chunk-pixels" => s.max_chunk_pixels.to_value(),
             "active-execution-provider" => self.graph.active_provider().unwrap_or(s.model.provider).to_value(),
             other => unimplemented!("property {other}"),
         }
@@ -584,7 +674,9 @@ impl ElementImpl for OmnitokDec {
                 "Decodes an omnitok token stream (VQ tokens or VAE latents, video/x-omnitok \
                  from omnitokparse or omnitokenc) back to RGB video at the original size and \
                  framerate, running the decoder graph of omnitok-export with ONNX Runtime. The \
-                 stream's model identity must match the graph's.",
+                 stream's model identity must match the graph's. Follows caps changes (a new \
+                 segment of a version 2 stream: new size, framerate or model check). Streams \
+                 beyond max-frame-size / max-chunk-pixels are refused before any allocation.",
                 "omnitok developers",
             )
         });

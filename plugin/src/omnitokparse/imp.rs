@@ -4,13 +4,17 @@
 //! header as one buffer flagged HEADER, then one buffer per chunk record holding exactly
 //! its raw bytes, with PTS/duration from the record and caps built from the header.
 //!
+//! Segments (format version 2): every later header goes out like the first, with new caps
+//! (and their `streamheader`) before it; the chunks after it carry its caps and chunk meta.
+//! Buffer offsets stay stream-wide (header buffers: their byte offset; chunks: their index).
+//!
 //! Flushing: after a flush the parser expects a new stream at the next byte (upstream
 //! restarted from byte 0, e.g. filesrc after a seek to the start). If the new BYTES segment
 //! starts exactly on a chunk record boundary of the stream already seen (header length +
 //! k * record length), the parser resumes at chunk k with the known header instead. Any
 //! other position is a bad-sync / bad-magic error.
 //!
-//! Random access (upstream in BYTES, e.g. filesrc): in format version 1 every chunk record
+//! Random access (upstream in BYTES, e.g. filesrc): within a segment every chunk record
 //! has the header-implied length and a chunk spans `chunk_frames * fps_d / fps_n` seconds,
 //! so time maps to bytes exactly. A flushing TIME seek (rate 1.0) on the src pad becomes a
 //! BYTES seek upstream to the start of the chunk whose time span holds the seek start (and,
@@ -31,6 +35,15 @@
 //! byte, a byte to the start of the chunk holding it).
 //! Times are the records' timestamps; the duration and the seeking range count from 0, so a
 //! stream whose first PTS is not 0 reports its length, not its end time.
+//!
+//! Seeking across segments: the map is the first segment's. Until a second header has been
+//! read the stream is taken as one segment (a seek into a later segment that the parser has
+//! not read yet lands on bytes of the wrong geometry and fails with a format error). Once
+//! the parser has read a second header it knows where the first segment ends: DURATION is
+//! refused, SEEKING answers the first segment's range, CONVERT answers only positions inside
+//! it, and TIME seeks beyond it are refused; a seek inside it resumes there with the first
+//! segment's caps and plays on through the later headers. Every answer is checked: one that
+//! does not fit a signed 64-bit position is refused (see `crate::stream_map`).
 
 use std::sync::{LazyLock, Mutex};
 
@@ -54,8 +67,15 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
 #[derive(Default)]
 struct State {
     reader: StreamReader,
-    /// The header of the stream being parsed (kept across flushes for resuming).
+    /// The header of the stream's first segment (kept across flushes for resuming; the
+    /// seek map covers this segment).
     header: Option<(StreamHeader, Vec<u8>)>,
+    /// The header of the segment being parsed (chunk metas).
+    current: Option<StreamHeader>,
+    /// Byte offset of the second header (version 2: where the first segment ends), once read.
+    first_segment_end: Option<u64>,
+    /// After a resume: the first segment's caps go out again before the next chunk.
+    caps_resend: bool,
     /// Caps last pushed downstream.
     caps: Option<gst::Caps>,
     /// A TIME segment (and its seqnum) must go out before the next buffer (after the caps).
@@ -89,6 +109,11 @@ impl State {
         self.header
             .as_ref()
             .and_then(|(h, raw)| StreamMap::new(h, raw.len() as u64))
+    }
+
+    /// Whole chunks of the first segment, once a second header showed where it ends.
+    fn first_segment_chunks(&self) -> Option<u64> {
+        Some(self.map()?.chunks_in(self.first_segment_end?))
     }
 }
 
@@ -124,31 +149,45 @@ impl OmnitokParse {
             _ => gst::StreamError::Decode,
         };
         let msg = format!("corrupt token stream: {e}");
-        gst::element_imp_error!(self, kind, ("{}", msg), ["omnitok token stream, format version 1"]);
+        gst::element_imp_error!(
+            self,
+            kind,
+            ("{}", msg),
+            ["omnitok token stream, format versions 1 and 2"]
+        );
     }
 
     /// Drains the reader into `out`; returns the first format error.
     fn collect(&self, state: &mut State, out: &mut Vec<Out>) -> Result<(), FormatError> {
         loop {
+            let at = state.reader.offset();
             let item = match state.reader.next_item()? {
                 Some(item) => item,
                 None => return Ok(()),
             };
             let (mut buffer, header_caps) = match item {
                 Item::Header(h, raw) => {
-                    gst::debug!(CAT, imp = self, "stream header: {h:?}");
+                    gst::debug!(CAT, imp = self, "stream header at byte {at}: {h:?}");
                     let c = Self::caps_for(&h, &raw);
                     let mut b = gst::Buffer::from_slice(raw.clone());
                     {
                         let b = b.get_mut().unwrap();
                         b.set_flags(gst::BufferFlags::HEADER);
-                        b.set_offset(0);
-                        b.set_offset_end(raw.len() as u64);
+                        b.set_offset(at);
+                        b.set_offset_end(at.saturating_add(raw.len() as u64));
                     }
-                    state.header = Some((h, raw));
-                    state.next_chunk = 0;
-                    state.time_base = None;
-                    state.last_chunk = None;
+                    state.current = Some(h.clone());
+                    state.caps_resend = false;
+                    if at == 0 {
+                        state.header = Some((h, raw));
+                        state.first_segment_end = None;
+                        state.next_chunk = 0;
+                        state.time_base = None;
+                        state.last_chunk = None;
+                    } else if state.first_segment_end.is_none_or(|end| at < end) {
+                        // Version 2: a new segment; the seek map stays with the first one.
+                        state.first_segment_end = Some(at);
+                    }
                     (b, Some(c))
                 }
                 Item::Chunk(rec, raw) => {
@@ -159,7 +198,7 @@ impl OmnitokParse {
                         b.set_duration(rec.duration.map(gst::ClockTime::from_nseconds));
                         b.set_offset(state.next_chunk);
                         b.set_offset_end(state.next_chunk.saturating_add(1));
-                        if let Some((h, _)) = &state.header {
+                        if let Some(h) = &state.current {
                             crate::meta::attach(b, h, rec.real_frames);
                         }
                     }
@@ -172,16 +211,22 @@ impl OmnitokParse {
                         rec.real_frames
                     );
                     let index = state.next_chunk;
-                    if state.last_chunk.is_none_or(|(i, _)| index >= i) {
+                    let in_first = state.first_segment_end.is_none_or(|end| at < end);
+                    if in_first && state.last_chunk.is_none_or(|(i, _)| index >= i) {
                         state.last_chunk = Some((index, rec.real_frames));
                     }
-                    if state.time_base.is_none()
+                    if in_first
+                        && state.time_base.is_none()
                         && let (Some(pts), Some(g)) = (rec.pts, state.map())
                     {
-                        state.time_base = Some(pts.saturating_sub(g.chunk_start(index)));
+                        state.time_base = g.chunk_start(index).map(|start| pts.saturating_sub(start));
                     }
                     state.next_chunk = state.next_chunk.saturating_add(1);
-                    (b, None)
+                    // Resumed in the first segment after having seen a later one: its caps.
+                    let resend = std::mem::take(&mut state.caps_resend)
+                        .then(|| state.header.as_ref().map(|(h, raw)| Self::caps_for(h, raw)))
+                        .flatten();
+                    (b, resend)
                 }
             };
             if let Some(c) = header_caps
@@ -277,10 +322,13 @@ impl OmnitokParse {
             if start >= hl && (start - hl).is_multiple_of(rl) {
                 // Resume at chunk k with the known header.
                 let k = (start - hl) / rl;
-                if let Some(r) = StreamReader::resume(h.clone(), hl, k) {
+                let in_first = state.first_segment_end.is_none_or(|end| start < end);
+                if in_first && let Some(r) = StreamReader::resume(h.clone(), hl, k) {
                     state.reader = r;
                     state.reader_base = start;
                     state.next_chunk = k;
+                    state.current = Some(h.clone());
+                    state.caps_resend = true;
                     gst::debug!(CAT, imp = self, "resuming at chunk {k}");
                 }
             }
@@ -376,14 +424,30 @@ impl OmnitokParse {
         self.state.lock().unwrap().upstream_format == Some(gst::Format::Time)
     }
 
-    /// Duration in TIME from the upstream byte length (see the module docs).
+    /// Duration in TIME from the upstream byte length (see the module docs); None (refused)
+    /// once the stream is known to have several segments, or when it does not fit.
     fn duration(&self) -> Option<gst::ClockTime> {
         let (g, last) = {
             let state = self.state.lock().unwrap();
+            if state.first_segment_end.is_some() {
+                return None;
+            }
             (state.map()?, state.last_chunk)
         };
         let bytes = u64::from(self.sinkpad.peer_query_duration::<gst::format::Bytes>()?);
-        Some(gst::ClockTime::from_nseconds(g.duration_ns(bytes, last)))
+        g.duration_ns(bytes, last).map(gst::ClockTime::from_nseconds)
+    }
+
+    /// End of the seekable range: the duration, or with several segments the first one's.
+    fn seekable_end(&self) -> Option<gst::ClockTime> {
+        let (g, last, end) = {
+            let state = self.state.lock().unwrap();
+            (state.map()?, state.last_chunk, state.first_segment_end)
+        };
+        match end {
+            Some(end) => g.duration_ns(end, last).map(gst::ClockTime::from_nseconds),
+            None => self.duration(),
+        }
     }
 
     /// Whether upstream can seek in BYTES.
@@ -395,7 +459,7 @@ impl OmnitokParse {
     /// A TIME seek as a BYTES seek upstream (see the module docs).
     fn time_seek(&self, seek: &gst::event::Seek, seqnum: gst::Seqnum) -> bool {
         let (rate, flags, start_type, start, stop_type, stop) = seek.get();
-        let (g, base, mut seg) = {
+        let (g, base, mut seg, first_chunks) = {
             let state = self.state.lock().unwrap();
             let Some((h, _)) = &state.header else {
                 gst::debug!(CAT, imp = self, "TIME seek refused: no stream header seen yet");
@@ -411,7 +475,12 @@ impl OmnitokParse {
                 );
                 return false;
             };
-            (g, state.time_base.unwrap_or(0), state.seek_segment.clone())
+            (
+                g,
+                state.time_base.unwrap_or(0),
+                state.seek_segment.clone(),
+                state.first_segment_chunks(),
+            )
         };
         if rate != 1.0 {
             gst::debug!(CAT, imp = self, "TIME seek refused: rate {rate} (only 1.0)");
@@ -433,12 +502,34 @@ impl OmnitokParse {
             return false;
         }
         let total = self.sinkpad.peer_query_duration::<gst::format::Bytes>().map(u64::from);
-        let (index, byte_start, byte_stop) = g.seek_range(
+        let Some((index, byte_start, byte_stop)) = g.seek_range(
             seg.start().map_or(0, |t| t.nseconds()),
             seg.stop().map(|s| s.nseconds()),
             base,
             total,
-        );
+        ) else {
+            gst::debug!(
+                CAT,
+                imp = self,
+                "TIME seek refused: {:?} is beyond any byte position",
+                seg.start()
+            );
+            return false;
+        };
+        if let Some(n) = first_chunks
+            && index >= n
+        {
+            gst::debug!(
+                CAT,
+                imp = self,
+                "TIME seek refused: {:?} is beyond the first segment ({n} chunks; seeks map only \
+                 within the first segment of a stream with several)",
+                seg.start()
+            );
+            return false;
+        }
+        // A stop beyond the first segment: play to the end.
+        let byte_stop = byte_stop.filter(|_| first_chunks.is_none());
         gst::debug!(
             CAT,
             imp = self,
@@ -487,17 +578,26 @@ impl OmnitokParse {
         if src.format() == dest {
             return Some(src);
         }
-        let (g, base) = {
+        let (g, base, first_end) = {
             let state = self.state.lock().unwrap();
-            (state.map()?, state.time_base.unwrap_or(0))
+            (state.map()?, state.time_base.unwrap_or(0), state.first_segment_end)
         };
+        // With several segments, only positions inside the first one map.
+        let inside = |b: u64| first_end.is_none_or(|end| b < end);
         match (src, dest) {
             (gst::GenericFormattedValue::Time(t), gst::Format::Bytes) => {
-                let b = t.map(|t| g.byte_at_time(t.nseconds(), base));
+                let b = match t {
+                    Some(t) => Some(g.byte_at_time(t.nseconds(), base).filter(|&b| inside(b))?),
+                    None => None,
+                };
                 Some(b.map(gst::format::Bytes::from_u64).into())
             }
             (gst::GenericFormattedValue::Bytes(b), gst::Format::Time) => {
-                let t = b.map(|b| g.time_at_byte(u64::from(b), base));
+                let t = match b {
+                    Some(b) if inside(u64::from(b)) => Some(g.time_at_byte(u64::from(b), base)?),
+                    Some(_) => return None,
+                    None => None,
+                };
                 Some(t.map(gst::ClockTime::from_nseconds).into())
             }
             _ => None,
@@ -520,7 +620,7 @@ impl OmnitokParse {
             QueryViewMut::Seeking(q) if q.format() == gst::Format::Time && !self.upstream_in_time() => {
                 let known = self.state.lock().unwrap().map().is_some();
                 let seekable = known && self.upstream_seekable();
-                let end = if seekable { self.duration() } else { None };
+                let end = if seekable { self.seekable_end() } else { None };
                 q.set(seekable, gst::ClockTime::ZERO, end);
                 true
             }
@@ -572,9 +672,11 @@ impl ElementImpl for OmnitokParse {
             gst::subclass::ElementMetadata::new(
                 "omnitok token stream parser",
                 "Codec/Parser/Video",
-                "Frames an omnitok token stream (docs/FORMAT.md, version 1) into a header buffer \
-                 and one buffer per chunk record, with timestamps and video/x-omnitok caps from \
-                 the stream header. Checks magic, version, CRCs and sync markers; any error is \
+                "Frames an omnitok token stream (docs/FORMAT.md, versions 1 and 2) into a header \
+                 buffer and one buffer per chunk record, with timestamps and video/x-omnitok caps \
+                 from the stream header; a later header (version 2: a new segment after a caps \
+                 change) gives new caps. Buffers at most one record (256 MiB) plus the input not \
+                 yet parsed. Checks magic, version, CRCs and sync markers; any error is \
                  fatal. After a flush, parsing restarts at a stream header (or resumes at a chunk \
                  record boundary of the stream already seen). TIME seeks become BYTES seeks \
                  upstream to the chunk holding the seek start; answers TIME duration, seeking \

@@ -493,6 +493,7 @@ mod tests {
             real_frames: 5,
             grid: h.grid,
             payload,
+            frame_pts: None,
         }
     }
 

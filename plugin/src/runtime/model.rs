@@ -252,6 +252,8 @@ impl ModelInfo {
             codebook_size,
             payload_type,
             model_name: self.short_name(),
+            // Variable rate: every record carries its frames' PTS (format version 2).
+            frame_pts: fps_n == 0,
         };
         let bytes = header.try_encode().map_err(|source| HeaderError::Format {
             width,

@@ -185,6 +185,7 @@ pub fn make_stream(
         codebook_size: if info.kind == Kind::Vq { info.codebook_size() } else { 0 },
         payload_type,
         model_name: info.short_name(),
+        frame_pts: false,
     };
     let frame_ns = 40_000_000u64;
     let mut records = Vec::new();
@@ -225,6 +226,7 @@ pub fn make_stream(
             real_frames: real,
             grid,
             payload,
+            frame_pts: None,
         });
     }
     TokenStream::new(header, records)
@@ -488,6 +490,7 @@ pub fn synthetic(fps_n: u32) -> TokenStream {
         codebook_size: 512,
         payload_type: PayloadType::U16,
         model_name: "omnitok-vq test".into(),
+        frame_pts: false,
     };
     let n = header.elements_per_chunk() as u32;
     let records: Vec<ChunkRecord> = (0..4u32)
@@ -497,6 +500,7 @@ pub fn synthetic(fps_n: u32) -> TokenStream {
             real_frames: if i == 3 { 2 } else { 5 },
             grid: header.grid,
             payload: Payload::Tokens((0..n).map(|k| (k * 7 + i * 13) % 512).collect()),
+            frame_pts: None,
         })
         .collect();
     TokenStream::new(header, records)
