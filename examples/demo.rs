@@ -2,7 +2,11 @@
 //! with `omnitokparse ! omnitokdec`, and report frames, tokens, bitrate, throughput and PSNR,
 //! writing a side-by-side PNG (input | reconstruction).
 //!
-//! cargo run --release --example demo -- VIDEO MODEL_DIR OUT_DIR [FRAMES]
+//! With INT8_MODEL_DIR (graphs from `omnitok-export --precision int8`), the same job runs
+//! again with those and prints their speed and PSNR next to float32's, and how many tokens
+//! equal float32's.
+//!
+//! cargo run --release --example demo -- VIDEO MODEL_DIR OUT_DIR [FRAMES] [INT8_MODEL_DIR]
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -137,6 +141,54 @@ fn encode_to_file(frames: &Frames, model: &Path, out: &Path) -> Result<f64> {
     result
 }
 
+/// The tokens of a token file, all chunks in order (empty for latents).
+fn file_tokens(path: &Path) -> Result<Vec<u32>> {
+    let mut reader = gstomnitok::format::StreamReader::new();
+    reader.push(&std::fs::read(path)?);
+    let mut tokens = Vec::new();
+    while let Some(item) = reader.next_item()? {
+        if let gstomnitok::format::Item::Chunk(c, _) = item
+            && let gstomnitok::format::Payload::Tokens(t) = c.payload
+        {
+            tokens.extend(t);
+        }
+    }
+    Ok(tokens)
+}
+
+/// Encode to `tokens_file` and decode back with the graphs in `models`; returns the
+/// reconstruction and the encode and decode wall times.
+fn round_trip(input: &Frames, models: &Path, tokens_file: &Path) -> Result<(Frames, f64, f64)> {
+    let (enc, dec) = (models.join("encoder.onnx"), models.join("decoder.onnx"));
+    // frames -> omnitokenc -> token file
+    let enc_s = encode_to_file(input, &enc, tokens_file)?;
+    // token file -> omnitokparse -> omnitokdec -> frames
+    let (recon, dec_s) = run_collect(
+        &format!(
+            "filesrc location=\"{}\" ! omnitokparse ! omnitokdec model-file=\"{}\" ! appsink name=sink sync=false",
+            tokens_file.display(),
+            dec.display()
+        ),
+        None,
+    )?;
+    if recon.data.len() != input.data.len() || (recon.width, recon.height) != (input.width, input.height) {
+        bail!(
+            "reconstruction has {} frames of {}x{}, input {} of {}x{}",
+            recon.data.len(),
+            recon.width,
+            recon.height,
+            input.data.len(),
+            input.width,
+            input.height
+        );
+    }
+    Ok((recon, enc_s, dec_s))
+}
+
+fn psnr_of(input: &Frames, recon: &Frames) -> f64 {
+    input.data.iter().zip(&recon.data).map(|(a, b)| psnr(a, b)).sum::<f64>() / input.data.len() as f64
+}
+
 fn psnr(a: &[u8], b: &[u8]) -> f64 {
     let mse = a
         .iter()
@@ -168,7 +220,7 @@ fn write_side_by_side(path: &Path, a: &[u8], b: &[u8], w: usize, h: usize) -> Re
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
     if args.len() < 4 {
-        bail!("usage: demo VIDEO MODEL_DIR OUT_DIR [FRAMES]");
+        bail!("usage: demo VIDEO MODEL_DIR OUT_DIR [FRAMES] [INT8_MODEL_DIR]");
     }
     let (video, models, out) = (
         PathBuf::from(&args[1]),
@@ -176,12 +228,12 @@ fn main() -> Result<()> {
         PathBuf::from(&args[3]),
     );
     let max_frames: u32 = args.get(4).map(|s| s.parse()).transpose()?.unwrap_or(34);
+    let int8_models = args.get(5).map(PathBuf::from);
     std::fs::create_dir_all(&out)?;
     gst::init()?;
     gstomnitok::plugin_register_static()?;
     gstomnitok::runtime::init()?;
     let tokens_file = out.join(format!("{}.omnitok", video.file_stem().unwrap().to_string_lossy()));
-    let (enc, dec) = (models.join("encoder.onnx"), models.join("decoder.onnx"));
 
     // 1. the first frames of the video, decoded
     let (input, _) = run_collect(
@@ -191,29 +243,8 @@ fn main() -> Result<()> {
         ),
         Some(max_frames),
     )?;
-    // 2. frames -> omnitokenc -> token file
-    let enc_s = encode_to_file(&input, &enc, &tokens_file)?;
-    // 3. token file -> omnitokparse -> omnitokdec -> frames
-    let (recon, dec_s) = run_collect(
-        &format!(
-            "filesrc location=\"{}\" ! omnitokparse ! omnitokdec model-file=\"{}\" ! appsink name=sink sync=false",
-            tokens_file.display(),
-            dec.display()
-        ),
-        None,
-    )?;
-    if recon.data.len() != input.data.len() || (recon.width, recon.height) != (input.width, input.height) {
-        bail!(
-            "reconstruction has {} frames of {}x{}, input {} of {}x{}",
-            recon.data.len(),
-            recon.width,
-            recon.height,
-            input.data.len(),
-            input.width,
-            input.height
-        );
-    }
-
+    // 2. frames -> omnitokenc -> token file -> omnitokparse -> omnitokdec -> frames
+    let (recon, enc_s, dec_s) = round_trip(&input, &models, &tokens_file)?;
     let n = input.data.len();
     let bytes = std::fs::metadata(&tokens_file)?.len();
     let seconds = n as f64 * input.fps.denom() as f64 / input.fps.numer().max(1) as f64;
@@ -223,7 +254,7 @@ fn main() -> Result<()> {
     };
     let chunks = n.div_ceil(header.chunk_frames as usize);
     let per_chunk: u32 = header.grid.iter().product();
-    let mean_psnr = input.data.iter().zip(&recon.data).map(|(a, b)| psnr(a, b)).sum::<f64>() / n as f64;
+    let mean_psnr = psnr_of(&input, &recon);
     let png = out.join("side_by_side.png");
     write_side_by_side(&png, &input.data[n / 2], &recon.data[n / 2], input.width, input.height)?;
 
@@ -258,5 +289,28 @@ fn main() -> Result<()> {
     println!("  decode      {:.2} s ({:.2} frames/s)", dec_s, n as f64 / dec_s);
     println!("  PSNR        {mean_psnr:.2} dB (mean over frames)");
     println!("  picture     {} (middle frame: input | reconstruction)", png.display());
+    if let Some(int8) = int8_models {
+        // the same job with the int8 graphs, next to float32's
+        let file8 = out.join(format!("{}.int8.omnitok", video.file_stem().unwrap().to_string_lossy()));
+        let (recon8, enc8, dec8) = round_trip(&input, &int8, &file8)?;
+        let (t32, t8) = (file_tokens(&tokens_file)?, file_tokens(&file8)?);
+        let equal = t32.iter().zip(&t8).filter(|(a, b)| a == b).count();
+        println!("  precision   encode          decode          PSNR");
+        println!(
+            "  f32         {enc_s:6.2} s ({:5.2}/s) {dec_s:6.2} s ({:5.2}/s) {mean_psnr:6.2} dB",
+            n as f64 / enc_s,
+            n as f64 / dec_s
+        );
+        println!(
+            "  int8        {enc8:6.2} s ({:5.2}/s) {dec8:6.2} s ({:5.2}/s) {:6.2} dB  ({} of {} tokens equal to f32's, {:.1}%; {})",
+            n as f64 / enc8,
+            n as f64 / dec8,
+            psnr_of(&input, &recon8),
+            equal,
+            t32.len(),
+            100.0 * equal as f64 / t32.len().max(1) as f64,
+            int8.display()
+        );
+    }
     Ok(())
 }

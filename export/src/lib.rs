@@ -7,6 +7,7 @@ pub mod export;
 pub mod graph;
 pub mod model;
 pub mod onnx;
+pub mod quantize;
 pub mod weights;
 
 // The unit tests share the integration tests' support code (which names this crate).

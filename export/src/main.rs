@@ -11,6 +11,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use omnitok_export::checkpoint;
 use omnitok_export::config::{AttentionSemantics, Config, PRESETS, preset};
+use omnitok_export::quantize::{self, Int8Policy, Precision};
 use omnitok_export::{ExportOptions, Provenance, Source, Weights};
 
 #[derive(Parser, Debug)]
@@ -42,6 +43,14 @@ struct Args {
     /// Config JSON (the fields of the official args) for a safetensors checkpoint.
     #[arg(long, value_name = "JSON", conflicts_with = "preset")]
     config: Option<PathBuf>,
+    /// Arithmetic of the graphs: f32 (as traced) or int8 (weight MatMuls in int8 on ONNX
+    /// Runtime's integer kernels; codebook, pre/post_vq_conv, RoPE and attention stay float).
+    #[arg(long, value_name = "f32|int8", default_value = "f32")]
+    precision: Precision,
+    /// With --precision int8: weights kept float, as glob patterns on the state-dict key or node
+    /// name (repeatable or comma-separated; 'none' quantizes every candidate). Replaces the default list.
+    #[arg(long, value_name = "PATTERN", value_delimiter = ',')]
+    int8_keep_float: Vec<String>,
     /// Print the presets and exit.
     #[arg(long)]
     list_presets: bool,
@@ -70,6 +79,9 @@ fn run(args: Args) -> Result<()> {
             println!("{:<18} {:<5} {}", p.name, p.attention.as_str(), p.description);
         }
         return Ok(());
+    }
+    if args.precision != Precision::Int8 && !args.int8_keep_float.is_empty() {
+        bail!("--int8-keep-float needs --precision int8");
     }
     let started = Instant::now();
     let output = args.output.clone().expect("clap requires --output");
@@ -134,10 +146,19 @@ fn run(args: Args) -> Result<()> {
         attention,
         intermediates: args.intermediates,
     };
-    let exported = omnitok_export::build(&cfg, &weights, opts, &provenance).map_err(|e| match &args.checkpoint {
-        Some(p) => e.context(format!("{}", p.display())),
-        None => e,
-    })?;
+    let mut exported =
+        omnitok_export::build(&cfg, &weights, opts, &provenance).map_err(|e| match &args.checkpoint {
+            Some(p) => e.context(format!("{}", p.display())),
+            None => e,
+        })?;
+    let int8 = match args.precision {
+        Precision::F32 => None,
+        Precision::Int8 => {
+            let policy = Int8Policy::with_keep_float(&args.int8_keep_float);
+            let r = quantize::quantize_pair(&mut exported.encoder, &mut exported.decoder, &policy)?;
+            Some((policy, r))
+        }
+    };
     let (params, unused, id) = (exported.parameters, exported.unused.clone(), exported.model_id.clone());
     let traced = started.elapsed();
     let reports = omnitok_export::write(exported, &output)?;
@@ -165,6 +186,25 @@ fn run(args: Args) -> Result<()> {
         println!("  codebook  {} codes x {}", cfg.n_codes, cfg.codebook_dim);
     }
     println!("  params    {:.2} M ({params})", params as f64 / 1e6);
+    match &int8 {
+        None => println!("  precision f32"),
+        Some((policy, r)) => {
+            let (q, k) = (
+                r.encoder.quantized.len() + r.decoder.quantized.len(),
+                r.encoder.kept_float.len() + r.decoder.kept_float.len(),
+            );
+            println!(
+                "  precision int8: {q} weight MatMuls int8 ({}, {} shared activation quantizations), {k} kept float{}",
+                policy.granularity.as_str(),
+                r.encoder.shared_quantizations + r.decoder.shared_quantizations,
+                if policy.keep_float.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", policy.keep_float.join(", "))
+                }
+            );
+        }
+    }
     println!("  model id  {id}");
     for r in &reports {
         let extra = r

@@ -583,3 +583,290 @@ fn error_onnx_runtime_not_found() {
     assert!(out.status.success(), "{text}");
     assert!(text.contains("CHILD-OK"), "{text}");
 }
+
+const MS: u64 = 1_000_000;
+
+/// Frame `i` at `pts` with an optional duration and the DISCONT flag.
+fn timed_frame(i: usize, pts: u64, duration: Option<u64>, discont: bool) -> gst::Buffer {
+    let mut b = frame_buffer(i, pts);
+    {
+        let b = b.get_mut().unwrap();
+        b.set_duration(duration.map(gst::ClockTime::from_nseconds));
+        if discont {
+            b.set_flags(gst::BufferFlags::DISCONT);
+        }
+    }
+    b
+}
+
+/// (pts ms, duration ms, real frames, DISCONT) of each chunk buffer.
+fn chunk_summary(records: &[(ChunkRecord, gst::Buffer)]) -> Vec<(u64, Option<u64>, u32, bool)> {
+    records
+        .iter()
+        .map(|(r, b)| {
+            (
+                r.pts.unwrap() / MS,
+                r.duration.map(|d| d / MS),
+                r.real_frames,
+                b.flags().contains(gst::BufferFlags::DISCONT),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_gap_in_the_timestamps_ends_the_chunk() {
+    // The case: 0, 40, 80, 1000, ... ms came back laid out as 0, 40, 80, 120, ...
+    let (model, mut h) = pushed(3, 0);
+    for (i, ms) in [0, 40, 80, 1000, 1040, 1080, 1120, 1160].into_iter().enumerate() {
+        h.push(frame_buffer(i, ms * MS)).unwrap();
+    }
+    assert!(h.push_event(gst::event::Eos::new()));
+    let buffers = pull_all(&mut h);
+    let (_, records) = parse(&h, &buffers);
+    assert_eq!(
+        chunk_summary(&records),
+        [
+            (0, Some(120), 3, false),
+            (1000, Some(120), 3, true),
+            (1120, Some(80), 2, false)
+        ]
+    );
+    assert_eq!(
+        tokens(&records[1].0),
+        direct_tokens(&model, reference_input(&[3, 4, 5]))
+    );
+    assert_eq!(
+        tokens(&records[2].0),
+        direct_tokens(&model, reference_input(&[6, 7, 7]))
+    );
+
+    // 1040 ms after 0, 40 (the chunk expects 80): the partial chunk ends padded.
+    let (_, mut h) = pushed(3, 2);
+    h.push(frame_buffer(2, 1040 * MS)).unwrap();
+    let out = pull_all(&mut h);
+    let (_, records) = parse(&h, &out);
+    assert_eq!(chunk_summary(&records), [(0, Some(80), 2, false)]);
+}
+
+#[test]
+fn a_discont_buffer_ends_the_chunk() {
+    init();
+    let mut h = harness(make_enc(&encoder("tiny"), &[("chunk-frames", &3u32)]));
+    for (i, discont) in [false, true, false, false].into_iter().enumerate() {
+        h.push(timed_frame(i, i as u64 * FRAME_NS, Some(FRAME_NS), discont))
+            .unwrap();
+    }
+    assert!(h.push_event(gst::event::Eos::new()));
+    let buffers = pull_all(&mut h);
+    let (_, records) = parse(&h, &buffers);
+    assert_eq!(
+        chunk_summary(&records),
+        [(0, Some(40), 1, false), (40, Some(120), 3, true)]
+    );
+}
+
+#[test]
+fn a_gap_event_drains_before_it() {
+    let (_, mut h) = pushed(3, 2);
+    assert!(h.try_pull().is_none());
+    let gap = gst::event::Gap::builder(gst::ClockTime::from_mseconds(80))
+        .duration(gst::ClockTime::from_mseconds(400))
+        .build();
+    assert!(h.push_event(gap));
+    let out = pull_all(&mut h);
+    let (_, records) = parse(&h, &out);
+    assert_eq!(chunk_summary(&records), [(0, Some(80), 2, false)]);
+    let mut gaps = 0;
+    while let Some(e) = h.try_pull_event() {
+        gaps += usize::from(e.type_() == gst::EventType::Gap);
+    }
+    assert_eq!(gaps, 1, "the gap event goes on downstream");
+    for i in 0..3 {
+        h.push(frame_buffer(2 + i, (480 + 40 * i as u64) * MS)).unwrap();
+    }
+    let chunk = h.pull().unwrap();
+    assert_eq!(chunk.pts(), Some(gst::ClockTime::from_mseconds(480)));
+    assert!(chunk.flags().contains(gst::BufferFlags::DISCONT));
+}
+
+#[test]
+fn variable_framerate_keeps_the_timestamps() {
+    // framerate 0/1, PTS without durations: every decoded frame used to have no PTS.
+    init();
+    let mut h = Harness::with_element(
+        &make_enc(&encoder("tiny"), &[("chunk-frames", &3u32)]),
+        Some("sink"),
+        Some("src"),
+    );
+    h.set_src_caps_str(&format!("video/x-raw,format=RGB,width={W},height={H},framerate=0/1"));
+    for (i, ms) in [0, 10, 50, 60, 200, 210].into_iter().enumerate() {
+        h.push(timed_frame(i, ms * MS, None, false)).unwrap();
+    }
+    // The first chunk ends where the next frame starts (60 ms): it is out once that came.
+    assert!(h.push_event(gst::event::Eos::new()));
+    let buffers = pull_all(&mut h);
+    let (header, records) = parse(&h, &buffers);
+    assert_eq!((header.fps_n, header.fps_d), (0, 1));
+    // The last chunk ends one last spacing (10 ms) after its last frame.
+    assert_eq!(
+        chunk_summary(&records),
+        [(0, Some(60), 3, false), (60, Some(160), 3, false)]
+    );
+    // Format v2: each record carries its frames' own PTS.
+    assert!(header.frame_pts);
+    let table = |r: &ChunkRecord| {
+        r.frame_pts
+            .clone()
+            .unwrap()
+            .iter()
+            .map(|t| t.unwrap() / MS)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(table(&records[0].0), [0, 10, 50]);
+    assert_eq!(table(&records[1].0), [60, 200, 210]);
+
+    // Buffer durations, where present, end the chunk.
+    let mut h = Harness::with_element(
+        &make_enc(&encoder("tiny"), &[("chunk-frames", &3u32)]),
+        Some("sink"),
+        Some("src"),
+    );
+    h.set_src_caps_str(&format!("video/x-raw,format=RGB,width={W},height={H},framerate=0/1"));
+    for (i, (ms, d)) in [(0, 10), (10, 40), (50, 25)].into_iter().enumerate() {
+        h.push(timed_frame(i, ms * MS, Some(d * MS), false)).unwrap();
+    }
+    let out = pull_all(&mut h);
+    let (_, records) = parse(&h, &out);
+    assert_eq!(chunk_summary(&records), [(0, Some(75), 3, false)]);
+}
+
+#[test]
+fn limits_chunk_frames_and_frame_size() {
+    init();
+    let model = encoder("tiny");
+    let enc = make_enc(&model, &[]);
+    let spec = enc.find_property("chunk-frames").unwrap();
+    let spec = spec.downcast_ref::<gst::glib::ParamSpecUInt>().unwrap();
+    assert_eq!(spec.maximum(), 257);
+    assert!(spec.blurb().unwrap().contains("At most 257"));
+    // The chunk-frames=33554431 (6 GB on 8x8): refused when set, nothing allocated.
+    // (GLib refuses it with a warning naming the property and keeps the value; gstreamer-rs
+    // turns that into a panic naming the property.)
+    let set = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        enc.set_property("chunk-frames", 33_554_431u32)
+    }));
+    let err = set.unwrap_err();
+    let err = err.downcast_ref::<String>().unwrap();
+    assert!(err.contains("'chunk-frames'") && err.contains("out of range"), "{err}");
+    assert_eq!(enc.property::<u32>("chunk-frames"), 0);
+    for name in ["max-frame-size", "max-chunk-pixels"] {
+        let spec = enc.find_property(name).unwrap();
+        assert!(spec.blurb().unwrap().contains("before anything is allocated"), "{name}");
+    }
+
+    // Caps over max-frame-size are refused before the chunker allocates (16384 x 16384 x
+    // 5 frames would be 4 GiB); the error names the limit and the property.
+    let bus = gst::Bus::new();
+    enc.set_bus(Some(&bus));
+    let mut h = harness(enc.clone());
+    let big = gst::Caps::builder("video/x-raw")
+        .field("format", "RGB")
+        .field("width", 16384)
+        .field("height", 16384)
+        .field("framerate", gst::Fraction::new(25, 1))
+        .build();
+    // (A sticky event: the push reports it stored, whatever the element answered.)
+    h.push_event(gst::event::Caps::new(&big));
+    let msg = bus
+        .timed_pop_filtered(gst::ClockTime::from_seconds(1), &[gst::MessageType::Error])
+        .expect("an error message");
+    let gst::MessageView::Error(e) = msg.view() else {
+        unreachable!()
+    };
+    let text = e.error().to_string();
+    assert!(
+        text.contains(
+            "frame size 16384x16384 (padded 16384x16384 = 268435456 pixels) exceeds max-frame-size = 8847360 pixels"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("omnitokenc's max-frame-size property"), "{text}");
+    enc.set_bus(None);
+
+    // Lowered limits refuse what the defaults take (40x24 padded, 5-frame chunks).
+    let refused = |prop: &str, value: &dyn ToValue| {
+        let (errors, _, eos, _, _) = run_pipeline(|e| {
+            e.set_property("model-file", model.to_str().unwrap());
+            e.set_property_from_value(prop, &value.to_value());
+        });
+        assert!(!eos);
+        errors[0].clone()
+    };
+    let e = refused("max-frame-size", &(40u64 * 24 - 1));
+    assert!(
+        e.contains("(padded 40x24 = 960 pixels) exceeds max-frame-size = 959 pixels"),
+        "{e}"
+    );
+    let e = refused("max-chunk-pixels", &(5u64 * 40 * 24 - 1));
+    assert!(
+        e.contains("5 frames of 40x24 per chunk are 4800 pixels, more than max-chunk-pixels 4799"),
+        "{e}"
+    );
+}
+
+#[test]
+fn caps_then_eos_pushes_nothing_before_a_segment() {
+    init();
+    let enc = make_enc(&encoder("tiny"), &[("chunk-frames", &3u32)]);
+    let mut h = Harness::with_element(&enc, Some("sink"), Some("src"));
+    assert!(h.push_event(gst::event::StreamStart::new("s")));
+    let caps: gst::Caps = format!("video/x-raw,format=RGB,width={W},height={H},framerate=25/1")
+        .parse()
+        .unwrap();
+    assert!(h.push_event(gst::event::Caps::new(&caps)));
+    assert!(h.push_event(gst::event::Eos::new()));
+    assert!(h.try_pull().is_none(), "no data without a segment");
+    let mut types = Vec::new();
+    while let Some(e) = h.try_pull_event() {
+        types.push(e.type_());
+    }
+    assert_eq!(
+        types,
+        [gst::EventType::StreamStart, gst::EventType::Caps, gst::EventType::Eos]
+    );
+}
+
+#[test]
+fn extreme_timestamps_and_framerates_do_not_panic() {
+    init();
+    let model = encoder("tiny");
+    for fps in ["2147483647/1", "1/2147483647", "0/1"] {
+        for start in [(1u64 << 63) - 3 * FRAME_NS, u64::MAX - 2, 0] {
+            let enc = make_enc(&model, &[("chunk-frames", &3u32), ("batch-size", &4u32)]);
+            let mut h = Harness::with_element(&enc, Some("sink"), Some("src"));
+            h.set_src_caps_str(&format!("video/x-raw,format=RGB,width={W},height={H},framerate={fps}"));
+            // At 1/2147483647 fps, 11 frames of buffering overflow a u64: the largest time.
+            let latency = h.query_latency();
+            if fps == "1/2147483647" {
+                assert_eq!(latency, Some(gst::ClockTime::MAX), "{fps}");
+            }
+            for i in 0..4 {
+                let pts = start.saturating_add(i as u64 * FRAME_NS).min(u64::MAX - 1);
+                let mut b = timed_frame(i, pts, Some(u64::MAX - 1), i == 2);
+                if i == 3 {
+                    b.get_mut().unwrap().set_pts(gst::ClockTime::NONE);
+                }
+                assert_eq!(h.push(b), Ok(gst::FlowSuccess::Ok), "{fps} {start}");
+            }
+            assert!(h.push_event(gst::event::Eos::new()));
+            let buffers = pull_all(&mut h);
+            let (_, records) = parse(&h, &buffers);
+            assert!(!records.is_empty(), "{fps} {start}");
+            for (r, _) in &records {
+                let end = r.pts.unwrap_or(0).checked_add(r.duration.unwrap_or(0));
+                assert!(end.is_some_and(|e| e < 1 << 63), "{fps} {start}: {r:?}");
+            }
+        }
+    }
+}

@@ -50,6 +50,20 @@ impl LatentFormat {
 }
 
 const DEFAULT_CHUNK_FRAMES: u32 = 0;
+/// The longest chunk the encoder accepts: 1 + 64 x 4 frames (64 x the released clip's
+/// temporal steps); with max-frame-size it bounds the memory a chunk takes.
+pub const MAX_CHUNK_FRAMES: u32 = 257;
+/// The largest timestamp a token stream stores (docs/FORMAT.md: 2^63 - 1 ns, what
+/// `format::chunk` checks; its constant is private to `format`).
+const MAX_TIME: u64 = i64::MAX as u64;
+/// Default `max-frame-size`: the largest padded frame, in pixels (width x height), 4096 x
+/// 2160 (DCI 4K), as omnitokdec's property of the same name.
+pub const DEFAULT_MAX_FRAME_SIZE: u64 = 4096 * 2160;
+/// The largest `max-frame-size`: 2^32 pixels (65536 x 65536), as omnitokdec's.
+pub const MAX_MAX_FRAME_SIZE: u64 = 1 << 32;
+/// Default `max-chunk-pixels`: chunk-frames x padded width x padded height, 17 frames of
+/// 4096x2160 (as omnitokdec's); a chunk's frames take 3 bytes per pixel.
+pub const DEFAULT_MAX_CHUNK_PIXELS: u64 = 17 * 4096 * 2160;
 const DEFAULT_SAMPLE: bool = false;
 const DEFAULT_SEED: u64 = 0;
 const DEFAULT_LATENT_FORMAT: LatentFormat = LatentFormat::F32;
@@ -63,6 +77,8 @@ struct Settings {
     sample: bool,
     seed: u64,
     latent_format: LatentFormat,
+    max_frame_size: u64,
+    max_chunk_pixels: u64,
 }
 
 impl Default for Settings {
@@ -74,6 +90,8 @@ impl Default for Settings {
             sample: DEFAULT_SAMPLE,
             seed: DEFAULT_SEED,
             latent_format: DEFAULT_LATENT_FORMAT,
+            max_frame_size: DEFAULT_MAX_FRAME_SIZE,
+            max_chunk_pixels: DEFAULT_MAX_CHUNK_PIXELS,
         }
     }
 }
@@ -131,6 +149,18 @@ impl OmnitokEnc {
     /// resolves chunk-frames. Errors are posted on the bus.
     fn start(&self) -> Result<(), gst::StateChangeError> {
         let settings = self.settings();
+        if settings.chunk_frames > MAX_CHUNK_FRAMES {
+            // GLib refuses such values at set time; this guards every other way in.
+            gst::element_imp_error!(
+                self,
+                gst::LibraryError::Settings,
+                (
+                    "chunk-frames {} exceeds the limit of {MAX_CHUNK_FRAMES} frames per chunk",
+                    settings.chunk_frames
+                )
+            );
+            return Err(gst::StateChangeError);
+        }
         let info = self.graph.ensure(self, &settings.model)?;
         let chunk_frames = info.chunk_frames(settings.chunk_frames).map_err(|e| {
             gst::element_imp_error!(self, gst::LibraryError::Settings, ("{}", e));
@@ -179,16 +209,36 @@ impl OmnitokEnc {
             .structure_mut(0)
             .unwrap()
             .set("streamheader", gst::Array::new([header_buffer.to_send_value()]));
+        // Limits before any allocation: the chunker allocates chunk-frames padded frames.
+        let (pw, ph) = (header.padded_width, header.padded_height);
+        let frame = u64::from(pw) * u64::from(ph);
+        if frame > settings.max_frame_size {
+            return Err(format!(
+                "frame size {}x{} (padded {pw}x{ph} = {frame} pixels) exceeds max-frame-size = {} \
+                 pixels: raise omnitokenc's max-frame-size property (up to {MAX_MAX_FRAME_SIZE}) to \
+                 encode larger frames",
+                header.width, header.height, settings.max_frame_size
+            ));
+        }
+        let pixels = u64::from(chunk_frames) * frame;
+        if pixels > settings.max_chunk_pixels {
+            return Err(format!(
+                "{chunk_frames} frames of {pw}x{ph} per chunk are {pixels} pixels, more than \
+                 max-chunk-pixels {}: set omnitokenc's max-chunk-pixels property (or lower chunk-frames)",
+                settings.max_chunk_pixels
+            ));
+        }
         let frame_bytes = ChunkShape::of(&header)
             .frame_bytes()
-            .ok_or("the padded frame size does not fit in memory")?;
+            .filter(|b| b.checked_mul(chunk_frames as usize).is_some())
+            .ok_or("the padded chunk size does not fit in memory")?;
         let rate = Timebase::from_fps(header.fps_n, header.fps_d);
         let stream = Stream {
             video_info,
             header,
             header_buffer,
             header_sent: false,
-            chunker: Chunker::new(chunk_frames as usize, frame_bytes),
+            chunker: Chunker::new(chunk_frames as usize, frame_bytes, rate),
             ready: Vec::new(),
             rate,
             next_index: 0,
@@ -259,10 +309,13 @@ impl OmnitokEnc {
             gst::debug!(CAT, imp = self, "pushing stream header ({} bytes)", b.size());
             self.srcpad.push(b)?;
         }
-        for (bytes, timing, real_frames) in records {
+        for (bytes, timing, real_frames, discont) in records {
             let mut buffer = gst::Buffer::from_mut_slice(bytes);
             {
                 let b = buffer.get_mut().unwrap();
+                if discont {
+                    b.set_flags(gst::BufferFlags::DISCONT);
+                }
                 b.set_pts(timing.pts.map(gst::ClockTime::from_nseconds));
                 b.set_duration(timing.duration.map(gst::ClockTime::from_nseconds));
                 crate::meta::attach(b, &job.header, real_frames);
@@ -302,16 +355,11 @@ impl OmnitokEnc {
         let settings = self.settings();
         {
             let mut state = self.state();
-            if let Some(stream) = state.stream.as_mut()
-                && let Some(chunk) = stream.chunker.finish()
-            {
-                gst::debug!(
-                    CAT,
-                    imp = self,
-                    "draining: last chunk has {} real frames",
-                    chunk.real_frames
-                );
-                stream.ready.push(chunk);
+            if let Some(stream) = state.stream.as_mut() {
+                for chunk in stream.chunker.finish() {
+                    gst::debug!(CAT, imp = self, "draining: chunk of {} real frames", chunk.real_frames);
+                    stream.ready.push(chunk);
+                }
             }
         }
         loop {
@@ -360,10 +408,19 @@ impl OmnitokEnc {
             );
             let stride = frame.plane_stride()[0] as usize;
             let data = frame.plane_data(0).map_err(|_| gst::FlowError::Error)?;
-            if let Some(chunk) = stream
-                .chunker
-                .push(time, |dst| chunker::pad_rgb_frame(data, stride, w, h, pw, ph, dst))
-            {
+            let discont = buffer.flags().contains(gst::BufferFlags::DISCONT);
+            let done = stream.chunker.push(time, discont, |dst| {
+                chunker::pad_rgb_frame(data, stride, w, h, pw, ph, dst)
+            });
+            for chunk in done {
+                if chunk.discont {
+                    gst::debug!(
+                        CAT,
+                        imp = self,
+                        "discontinuity: chunk of {} real frames",
+                        chunk.real_frames
+                    );
+                }
                 stream.ready.push(chunk);
             }
         }
@@ -420,10 +477,19 @@ impl OmnitokEnc {
                 }
             }
             EventView::Eos(_) => {
-                if self.drain().is_ok() {
+                // Data only after a segment (caps followed at once by EOS has none).
+                if self.drain().is_ok() && self.srcpad.sticky_event::<gst::event::Segment>(0).is_some() {
                     let _ = self.push_header_if_unsent();
                 }
                 self.srcpad.push_event(event)
+            }
+            // A gap or a new segment: the frames before it end their chunk, which goes out
+            // before the event; the next chunk starts at the new timestamp.
+            EventView::Gap(_) | EventView::Segment(_) => {
+                if self.drain().is_err() {
+                    return false;
+                }
+                gst::Pad::event_default(pad, Some(&*self.obj()), event)
             }
             EventView::FlushStop(_) => {
                 {
@@ -456,7 +522,14 @@ impl OmnitokEnc {
             .saturating_mul(batch)
             .saturating_sub(1);
         let rate = state.stream.as_ref().and_then(|s| s.rate);
-        let ns = rate.and_then(|r| r.to_ns_ceil(frames)).unwrap_or(0);
+        // A span beyond the clock's range is reported as the largest time, not wrapped.
+        let ns = match rate {
+            Some(r) => r
+                .to_ns_ceil(frames)
+                .unwrap_or(u64::MAX)
+                .min(gst::ClockTime::MAX.nseconds()),
+            None => 0,
+        };
         (frames, gst::ClockTime::from_nseconds(ns))
     }
 
@@ -505,8 +578,8 @@ enum EncodeError {
     Format(#[from] crate::format::FormatError),
 }
 
-/// A chunk record's bytes, timing and real frame count.
-type Record = (Vec<u8>, FrameTime, u32);
+/// A chunk record's bytes, timing, real frame count and discontinuity.
+type Record = (Vec<u8>, FrameTime, u32, bool);
 
 /// One record per chunk of `job`, with the chunk's timing.
 fn encode_records(job: &Job, payloads: Vec<crate::format::Payload>) -> Result<Vec<Record>, crate::format::FormatError> {
@@ -514,21 +587,22 @@ fn encode_records(job: &Job, payloads: Vec<crate::format::Payload>) -> Result<Ve
         .iter()
         .zip(payloads)
         .map(|(chunk, payload)| {
-            let timing = chunk.timing(job.frame_duration);
+            let timing = chunker::storable(chunk.timing(job.frame_duration), MAX_TIME);
             let record = ChunkRecord {
                 pts: timing.pts,
                 duration: timing.duration,
                 real_frames: chunk.real_frames,
                 grid: job.header.grid,
                 payload,
+                // Variable rate: each real frame's own PTS (none where it cannot be stored).
                 frame_pts: job
                     .header
                     .frame_pts
-                    .then(|| chunk.frames.iter().map(|f| f.pts).collect()),
+                    .then(|| chunk.frames.iter().map(|f| f.pts.filter(|&p| p <= MAX_TIME)).collect()),
             };
             record
                 .encode(&job.header)
-                .map(|bytes| (bytes, timing, chunk.real_frames))
+                .map(|bytes| (bytes, timing, chunk.real_frames, chunk.discont))
         })
         .collect()
 }
@@ -565,12 +639,27 @@ impl ObjectImpl for OmnitokEnc {
             props.extend([
                 glib::ParamSpecUInt::builder("chunk-frames")
                     .nick("Chunk frames")
-                    .blurb("Frames per chunk (each chunk is encoded on its own, like a closed GOP): 1 + k x the model's temporal patch; 1 = image mode (every frame its own chunk); 0 = the model's clip length (17 for the released video models)")
-                    .maximum(i32::MAX as u32)
+                    .blurb("Frames per chunk (each chunk is encoded on its own, like a closed GOP): 1 + k x the model's temporal patch; 1 = image mode (every frame its own chunk); 0 = the model's clip length (17 for the released video models). At most 257; with max-frame-size and max-chunk-pixels it bounds the memory of a chunk")
+                    .maximum(MAX_CHUNK_FRAMES)
                     .default_value(DEFAULT_CHUNK_FRAMES)
                     .mutable_ready()
                     .build(),
                 properties::batch_size_spec("encoded"),
+                glib::ParamSpecUInt64::builder("max-frame-size")
+                    .nick("Largest frame")
+                    .blurb("Largest frame the encoder accepts, in pixels of the padded frame (padded width x height); checked on caps, before anything is allocated, larger input is an error naming this limit. Default 4096 x 2160, as omnitokdec's")
+                    .minimum(1)
+                    .maximum(MAX_MAX_FRAME_SIZE)
+                    .default_value(DEFAULT_MAX_FRAME_SIZE)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt64::builder("max-chunk-pixels")
+                    .nick("Largest chunk")
+                    .blurb("Largest chunk accepted, in padded pixels (chunk-frames x padded width x padded height, checked on caps before anything is allocated): a chunk holds 3 x max-chunk-pixels bytes at most; the encoder holds at most batch-size + 1 chunks plus one batch copy for the graph")
+                    .minimum(1)
+                    .default_value(DEFAULT_MAX_CHUNK_PIXELS)
+                    .mutable_ready()
+                    .build(),
                 glib::ParamSpecBoolean::builder("sample")
                     .nick("Sample latents")
                     .blurb("VAE models only: emit a sample mean + exp(0.5 x logvar) x noise (seeded by seed) instead of the mean")
@@ -612,6 +701,8 @@ impl ObjectImpl for OmnitokEnc {
             "sample" => s.sample = value.get().unwrap(),
             "seed" => s.seed = value.get().unwrap(),
             "latent-format" => s.latent_format = value.get().unwrap(),
+            "max-frame-size" => s.max_frame_size = value.get().unwrap(),
+            "max-chunk-pixels" => s.max_chunk_pixels = value.get().unwrap(),
             other => unreachable!("unknown property {other}"),
         }
         gst::debug!(CAT, imp = self, "set {} to {:?}", pspec.name(), value);
@@ -633,6 +724,8 @@ impl ObjectImpl for OmnitokEnc {
             "sample" => s.sample.to_value(),
             "seed" => s.seed.to_value(),
             "latent-format" => s.latent_format.to_value(),
+            "max-frame-size" => s.max_frame_size.to_value(),
+            "max-chunk-pixels" => s.max_chunk_pixels.to_value(),
             other => unreachable!("unknown property {other}"),
         }
     }

@@ -103,9 +103,34 @@ pub struct ModelInfo {
     pub model_id: [u8; 32],
     pub attention: String,
     pub source: String,
+    /// `omnitok.precision`: `f32` (also when absent) or `int8`.
+    pub precision: String,
+    /// `omnitok.int8_policy` (JSON) of an int8 graph.
+    pub int8_policy: Option<String>,
 }
 
 impl ModelInfo {
+    /// One line for the log: role, kind, precision (with the int8 policy), source.
+    pub fn describe(&self) -> String {
+        let role = match self.role {
+            Role::Encoder => "encoder",
+            Role::Decoder => "decoder",
+        };
+        let policy = self
+            .int8_policy
+            .as_deref()
+            .map(|p| format!(" (policy {p})"))
+            .unwrap_or_default();
+        format!(
+            "{} {role} {}, precision {}{policy}, {} attention, {}",
+            self.kind_name(),
+            self.path.display(),
+            self.precision,
+            self.attention,
+            self.source
+        )
+    }
+
     /// Frame width and height must be multiples of this.
     pub fn size_multiple(&self) -> u32 {
         self.geometry.size_multiple
@@ -154,7 +179,13 @@ impl ModelInfo {
             Kind::Vq => "vq",
             Kind::Vae => "vae",
         };
-        let mut s = format!("omnitok-{kind} {}", self.source);
+        // The informative model name says which encoder precision produced the tokens.
+        let precision = if self.precision == "f32" {
+            String::new()
+        } else {
+            format!(" {}", self.precision)
+        };
+        let mut s = format!("omnitok-{kind} {}{precision}", self.source);
         s.truncate(200);
         s
     }
@@ -344,6 +375,8 @@ impl ModelInfo {
             model_id,
             attention: get("omnitok.attention")?,
             source: meta.custom("omnitok.source").unwrap_or_default(),
+            precision: meta.custom("omnitok.precision").unwrap_or_else(|| "f32".into()),
+            int8_policy: meta.custom("omnitok.int8_policy"),
         })
     }
 }
@@ -538,7 +571,26 @@ pub(crate) mod tests {
             model_id: [7; 32],
             attention: "sdpa".into(),
             source: "preset tiny random-init seed 1".into(),
+            precision: "f32".into(),
+            int8_policy: None,
         }
+    }
+
+    /// The precision of the graph reaches the log line and, for int8 encoders, the stream
+    /// header's informative model name; the identity stays the codebook's.
+    #[test]
+    fn precision_is_named_in_the_log_and_the_model_name() {
+        let mut i = info(Kind::Vq);
+        assert_eq!(i.short_name(), "omnitok-vq preset tiny random-init seed 1");
+        assert!(i.describe().contains("precision f32"), "{}", i.describe());
+        i.precision = "int8".into();
+        i.int8_policy = Some(r#"{"keep_float":["decoder.to_pixels*"]}"#.into());
+        assert_eq!(i.short_name(), "omnitok-vq preset tiny random-init seed 1 int8");
+        let d = i.describe();
+        assert!(
+            d.contains("precision int8 (policy {") && d.contains("decoder.to_pixels*"),
+            "{d}"
+        );
     }
 
     #[test]

@@ -11,6 +11,14 @@ use gst::prelude::*;
 use gst::subclass::prelude::*;
 
 use super::model::ModelError;
+
+static CAT: std::sync::LazyLock<gst::DebugCategory> = std::sync::LazyLock::new(|| {
+    gst::DebugCategory::new(
+        "omnitok-runtime",
+        gst::DebugColorFlags::empty(),
+        Some("omnitok model loading"),
+    )
+});
 use super::{ExecutionProvider, LoadedModel, LocateError, Role, SessionSettings};
 
 pub(crate) const DEFAULT_PROVIDER: ExecutionProvider = ExecutionProvider::Cpu;
@@ -222,6 +230,7 @@ impl ModelSettings {
         if let Some(why) = &model.fallback_reason {
             gst::element_imp_warning!(imp, gst::LibraryError::Settings, ("{}", why));
         }
+        gst::info!(CAT, imp = imp, "loaded {}", model.info.describe());
         Ok(model)
     }
 }

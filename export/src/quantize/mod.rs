@@ -1,0 +1,505 @@
+//! `--precision int8`: a pass over the finished ONNX graphs that turns the weight MatMuls
+//! into ONNX Runtime's integer kernels (`com.microsoft` `DynamicQuantizeMatMul`, or
+//! `DynamicQuantizeLinear` + `MatMulIntegerToFloat` where several MatMuls read the same
+//! activation, which is then quantized once), with symmetric int8 weights quantized here.
+//!
+//! What the pass may touch: a MatMul whose second input is a rank-2 float initializer named
+//! by an `encoder.*` or `decoder.*` state-dict key (the patch embeddings, every attention and
+//! feed-forward Linear, the pixel heads). Everything else stays float by construction: the
+//! codebook distances and argmin (`codebook.*`), `pre_vq_conv` / `post_vq_conv`, the RoPE
+//! rotation (`const/*` matrices), attention itself, LayerNorm, the PEG convolutions.
+//! Of those candidates, the ones matched by a keep-float pattern ([`Int8Policy::keep_float`])
+//! stay float too; the default list was chosen from the per-layer sensitivity table
+//! (`examples/int8_quality.rs`, docs/GRAPHS.md).
+
+mod pattern;
+
+use std::collections::{HashMap, HashSet};
+use std::str::FromStr;
+
+use anyhow::{Context, Result, bail};
+
+use crate::onnx::{DataType, GraphProto, ModelProto, NodeProto, TensorProto};
+
+pub use pattern::glob_match;
+
+/// Metadata key: `f32` or `int8` (absent in graphs written before it existed, and in f32
+/// graphs, which are unchanged: absent means `f32`).
+pub const META_PRECISION: &str = "omnitok.precision";
+/// Metadata key: the int8 policy as JSON (int8 graphs only).
+pub const META_POLICY: &str = "omnitok.int8_policy";
+
+/// The arithmetic of the exported graphs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Precision {
+    /// Float32 everywhere: the graphs as traced, bit for bit.
+    #[default]
+    F32,
+    /// Weight MatMuls in int8 (see the module docs).
+    Int8,
+}
+
+impl Precision {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::Int8 => "int8",
+        }
+    }
+}
+
+impl FromStr for Precision {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "f32" | "fp32" | "float32" => Ok(Precision::F32),
+            "int8" => Ok(Precision::Int8),
+            _ => bail!("unknown precision '{s}': expected f32 or int8"),
+        }
+    }
+}
+
+/// How weight scales are shared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Granularity {
+    /// One scale per output channel (column of the `[in, out]` weight).
+    PerChannel,
+    /// One scale per weight matrix.
+    PerTensor,
+}
+
+impl Granularity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Granularity::PerChannel => "per-channel",
+            Granularity::PerTensor => "per-tensor",
+        }
+    }
+}
+
+/// The default keep-float patterns: the decoder's pixel heads. From the per-layer sensitivity
+/// table on the trained checkpoint (docs/GRAPHS.md): alone in int8, `decoder.to_pixels` puts
+/// the decoder 44 dB from float32 (every other decoder MatMul 52 to 73 dB), and keeping both
+/// pixel heads float takes the whole int8 decoder from 42 to 50 dB for about 1.5% of its
+/// MatMul work. No encoder layer dominates: each alone flips 0.1 to 3% of the tokens (the
+/// feed-forward output projections and the first frame's patch embedding most), the flips are
+/// near ties that land on near codes (PSNR against the input moves by at most 0.04 dB with the
+/// whole encoder in int8), and 98% agreement needed two thirds of the encoder's MatMuls float,
+/// which gives up most of the encode speed-up; so the encoder is all int8 by default.
+/// `--int8-keep-float 'decoder.to_pixels*,encoder.*.3.*,encoder.to_patch_emb*'` trades encode
+/// speed for about 98% agreement; `'decoder.to_pixels*,encoder.*'` keeps the tokens identical.
+pub const DEFAULT_KEEP_FLOAT: &[&str] = &["decoder.to_pixels*"];
+
+/// What the int8 pass quantizes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Int8Policy {
+    /// Glob patterns (`*` any run of characters, `?` one) on a candidate MatMul's weight
+    /// initializer (its state-dict key, with the `[a:b]` row range where a layer is a slice of
+    /// a fused weight, e.g. `encoder.enc_spatial_transformer.layers.1.1.qkv.weight[0:128]`)
+    /// or on its node name: matching candidates stay float. Each pattern must match something.
+    pub keep_float: Vec<String>,
+    pub granularity: Granularity,
+    /// One `DynamicQuantizeLinear` per activation that several MatMuls read (Q/K/V, the two
+    /// FFN input MatMuls) instead of one quantization inside each `DynamicQuantizeMatMul`.
+    pub share_activation_quant: bool,
+    /// Largest weight magnitude in int8 steps: 64 by default, so that every pair of uint8 x
+    /// int8 products fits in int16 (255 x 128 = 32640): ONNX Runtime's AVX2 kernels
+    /// (`vpmaddubsw`) saturate there, its VNNI kernels do not, and with 64 both compute
+    /// exactly the same integers. 127 uses the full range (VNNI-only machines).
+    pub weight_max: u8,
+}
+
+impl Default for Int8Policy {
+    fn default() -> Self {
+        Int8Policy {
+            keep_float: DEFAULT_KEEP_FLOAT.iter().map(|s| s.to_string()).collect(),
+            granularity: Granularity::PerChannel,
+            share_activation_quant: true,
+            weight_max: 64,
+        }
+    }
+}
+
+impl Int8Policy {
+    /// The default policy with `keep_float` replaced by `patterns` (the CLI's
+    /// `--int8-keep-float`); no patterns keep the default list, `none` keeps nothing float.
+    pub fn with_keep_float(patterns: &[String]) -> Self {
+        let mut p = Int8Policy::default();
+        if patterns.iter().any(|s| s == "none") {
+            p.keep_float.clear();
+        } else if !patterns.is_empty() {
+            p.keep_float = patterns.to_vec();
+        }
+        p
+    }
+
+    /// `omnitok.int8_policy`: what was quantized and how, as JSON.
+    pub fn to_json(&self, quantized: usize, kept: usize) -> String {
+        serde_json::json!({
+            "weights": format!("int8 symmetric {}, |q| <= {}", self.granularity.as_str(), self.weight_max),
+            "activations": if self.share_activation_quant {
+                "uint8 dynamic per tensor, one DynamicQuantizeLinear per shared input"
+            } else {
+                "uint8 dynamic per tensor, inside each DynamicQuantizeMatMul"
+            },
+            "keep_float": self.keep_float,
+            "always_float": "codebook distances and argmin, pre_vq_conv, post_vq_conv, RoPE, attention, normalisation, PEG convolutions",
+            "quantized_matmuls": quantized,
+            "float_matmuls": kept,
+        })
+        .to_string()
+    }
+}
+
+/// What [`quantize`] did to one graph.
+#[derive(Debug, Clone, Default)]
+pub struct GraphReport {
+    /// Weight names of the MatMuls now in int8.
+    pub quantized: Vec<String>,
+    /// Weight names of candidates kept float by a pattern.
+    pub kept_float: Vec<String>,
+    /// `DynamicQuantizeLinear` nodes added (shared activation quantizations).
+    pub shared_quantizations: usize,
+    /// Bias Adds folded into the integer MatMul.
+    pub folded_biases: usize,
+}
+
+/// What [`quantize_pair`] did.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    pub encoder: GraphReport,
+    pub decoder: GraphReport,
+}
+
+/// The candidates of a graph: `(node name, weight initializer name)` of each MatMul whose
+/// weight is a rank-2 float initializer of an `encoder.` / `decoder.` state-dict key.
+pub fn candidates(model: &ModelProto) -> Vec<(String, String)> {
+    let Some(g) = model.graph.as_ref() else {
+        return Vec::new();
+    };
+    let inits: HashMap<&str, &TensorProto> = g.initializer.iter().map(|t| (t.name(), t)).collect();
+    g.node
+        .iter()
+        .filter(|n| is_candidate(n, &inits))
+        .map(|n| (n.name().to_string(), n.input[1].clone()))
+        .collect()
+}
+
+fn is_candidate(n: &NodeProto, inits: &HashMap<&str, &TensorProto>) -> bool {
+    if n.op_type() != "MatMul" || !n.domain().is_empty() || n.input.len() != 2 {
+        return false;
+    }
+    let w = n.input[1].as_str();
+    (w.starts_with("encoder.") || w.starts_with("decoder."))
+        && inits
+            .get(w)
+            .is_some_and(|t| t.dims.len() == 2 && t.elem_type() == DataType::Float && !t.is_external())
+}
+
+fn kept(policy: &Int8Policy, node: &str, weight: &str) -> Option<usize> {
+    policy
+        .keep_float
+        .iter()
+        .position(|p| glob_match(p, weight) || glob_match(p, node))
+}
+
+/// Quantizes both graphs with one policy, checks that every keep-float pattern matched a
+/// candidate of one of them, and records `omnitok.precision` and `omnitok.int8_policy`.
+pub fn quantize_pair(encoder: &mut ModelProto, decoder: &mut ModelProto, policy: &Int8Policy) -> Result<Report> {
+    let all: Vec<(String, String)> = candidates(encoder).into_iter().chain(candidates(decoder)).collect();
+    for p in &policy.keep_float {
+        if p.is_empty() {
+            bail!("--int8-keep-float: empty pattern");
+        }
+        if !all.iter().any(|(n, w)| glob_match(p, w) || glob_match(p, n)) {
+            bail!(
+                "--int8-keep-float pattern '{p}' matches no weight MatMul (patterns match a weight's \
+                 state-dict key such as '{}' or a node name such as '{}'; '*' matches any run of characters)",
+                all.first().map(|c| c.1.as_str()).unwrap_or("?"),
+                all.first().map(|c| c.0.as_str()).unwrap_or("?"),
+            );
+        }
+    }
+    let encoder_report = quantize(encoder, policy).context("quantizing the encoder")?;
+    let decoder_report = quantize(decoder, policy).context("quantizing the decoder")?;
+    Ok(Report {
+        encoder: encoder_report,
+        decoder: decoder_report,
+    })
+}
+
+/// Rewrites one graph's candidate MatMuls (those no pattern keeps float) into integer
+/// MatMuls and records the precision and policy in its metadata.
+pub fn quantize(model: &mut ModelProto, policy: &Int8Policy) -> Result<GraphReport> {
+    let mut report = GraphReport::default();
+    {
+        let g = model.graph.as_mut().context("model without a graph")?;
+        rewrite(g, policy, &mut report)?;
+    }
+    if !report.quantized.is_empty() && model.opset("com.microsoft").is_none() {
+        model
+            .opset_import
+            .push(crate::onnx::OperatorSetIdProto::new("com.microsoft", 1));
+    }
+    model.set_metadata(META_PRECISION, Precision::Int8.as_str());
+    model.set_metadata(
+        META_POLICY,
+        policy.to_json(report.quantized.len(), report.kept_float.len()),
+    );
+    Ok(report)
+}
+
+/// Exports preset `name` with seeded random weights, quantized with `policy`, into `dir`
+/// (tests, benchmarks, demos; the int8 counterpart of [`crate::write_random_preset`]).
+pub fn write_random_preset_int8(
+    name: &str,
+    seed: u64,
+    intermediates: bool,
+    policy: &Int8Policy,
+    dir: &std::path::Path,
+) -> Result<[crate::onnx::SaveReport; 2]> {
+    let p = crate::config::preset(name)?;
+    let weights = crate::Weights::new(crate::Source::Random(seed));
+    let opts = crate::ExportOptions {
+        attention: p.attention,
+        intermediates,
+    };
+    let provenance = crate::Provenance::Random {
+        preset: name.into(),
+        seed,
+    };
+    let mut e = crate::build(&p.config(), &weights, opts, &provenance)?;
+    quantize_pair(&mut e.encoder, &mut e.decoder, policy)?;
+    crate::write(e, dir)
+}
+
+fn f32_values(t: &TensorProto) -> Result<Vec<f32>> {
+    if let Some(raw) = &t.raw_data {
+        Ok(raw
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect())
+    } else if !t.float_data.is_empty() {
+        Ok(t.float_data.clone())
+    } else {
+        bail!("initializer {} has no inline float data", t.name())
+    }
+}
+
+/// Symmetric int8 quantization of a `[k, n]` row-major weight: values in [-qmax, qmax], one
+/// scale per column (per channel) or one for all; a zero scale (all-zero weight) becomes 1.
+pub fn quantize_weight(w: &[f32], k: usize, n: usize, granularity: Granularity, qmax: u8) -> (Vec<i8>, Vec<f32>) {
+    let qmax = qmax.clamp(1, 127) as f32;
+    assert_eq!(w.len(), k * n);
+    let per_channel = granularity == Granularity::PerChannel;
+    let mut max = vec![0f32; if per_channel { n } else { 1 }];
+    for r in 0..k {
+        for c in 0..n {
+            let m = &mut max[if per_channel { c } else { 0 }];
+            *m = m.max(w[r * n + c].abs());
+        }
+    }
+    let scales: Vec<f32> = max.iter().map(|&m| if m > 0.0 { m / qmax } else { 1.0 }).collect();
+    let q = (0..k * n)
+        .map(|i| {
+            let s = scales[if scales.len() == 1 { 0 } else { i % n }];
+            (w[i] / s).round_ties_even().clamp(-qmax, qmax) as i8
+        })
+        .collect();
+    (q, scales)
+}
+
+fn rewrite(g: &mut GraphProto, policy: &Int8Policy, report: &mut GraphReport) -> Result<()> {
+    let inits: HashMap<&str, &TensorProto> = g.initializer.iter().map(|t| (t.name(), t)).collect();
+    // which MatMuls to quantize, in node order
+    let mut chosen: Vec<usize> = Vec::new();
+    for (i, n) in g.node.iter().enumerate() {
+        if !is_candidate(n, &inits) {
+            continue;
+        }
+        if kept(policy, n.name(), &n.input[1]).is_some() {
+            report.kept_float.push(n.input[1].clone());
+        } else {
+            chosen.push(i);
+        }
+    }
+    if chosen.is_empty() {
+        return Ok(());
+    }
+    // consumers of every value, for bias folding and removing dead weights
+    let mut consumers: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (i, n) in g.node.iter().enumerate() {
+        for inp in &n.input {
+            consumers.entry(inp.as_str()).or_default().push(i);
+        }
+    }
+    let graph_outputs: HashSet<&str> = g.output.iter().map(|o| o.name()).collect();
+    // activations read by several chosen MatMuls share one quantization
+    let mut readers: HashMap<String, usize> = HashMap::new();
+    for &i in &chosen {
+        *readers.entry(g.node[i].input[0].clone()).or_default() += 1;
+    }
+
+    struct Plan {
+        weight: String,
+        k: usize,
+        n: usize,
+        /// the bias Add folded into this MatMul: (node index, bias name, output)
+        bias: Option<(usize, String, String)>,
+    }
+    let mut plans: HashMap<usize, Plan> = HashMap::new();
+    for &i in &chosen {
+        let n = &g.node[i];
+        let w = inits[n.input[1].as_str()];
+        let (k, cols) = (w.dims[0] as usize, w.dims[1] as usize);
+        let out = n.output[0].as_str();
+        let mut bias = None;
+        if let Some(cs) = consumers.get(out)
+            && cs.len() == 1
+            && !graph_outputs.contains(out)
+        {
+            let add = &g.node[cs[0]];
+            if add.op_type() == "Add" && add.domain().is_empty() && add.input.len() == 2 {
+                let other = if add.input[0] == out {
+                    &add.input[1]
+                } else {
+                    &add.input[0]
+                };
+                if let Some(b) = inits.get(other.as_str())
+                    && b.elem_type() == DataType::Float
+                    && b.dims == [cols as i64]
+                {
+                    bias = Some((cs[0], other.clone(), add.output[0].clone()));
+                }
+            }
+        }
+        plans.insert(
+            i,
+            Plan {
+                weight: n.input[1].clone(),
+                k,
+                n: cols,
+                bias,
+            },
+        );
+    }
+
+    // quantized weights
+    let mut new_inits: Vec<TensorProto> = Vec::new();
+    let mut dead: HashSet<String> = HashSet::new();
+    for &i in &chosen {
+        let p = &plans[&i];
+        let t = inits[p.weight.as_str()];
+        let (q, scales) = quantize_weight(&f32_values(t)?, p.k, p.n, policy.granularity, policy.weight_max);
+        let raw: Vec<u8> = q.iter().map(|&v| v as u8).collect();
+        new_inits.push(TensorProto::from_raw(
+            format!("{}.int8", p.weight),
+            &[p.k as i64, p.n as i64],
+            DataType::Int8,
+            raw,
+        ));
+        let sdims: &[i64] = if scales.len() == 1 { &[] } else { &[p.n as i64] };
+        new_inits.push(TensorProto::from_f32(format!("{}.scale", p.weight), sdims, &scales));
+        if consumers.get(p.weight.as_str()).is_some_and(|c| c.len() == 1) {
+            dead.insert(p.weight.clone());
+        }
+    }
+
+    // the new node list
+    let folded: HashSet<usize> = plans.values().filter_map(|p| p.bias.as_ref().map(|b| b.0)).collect();
+    let mut quantized_inputs: HashMap<String, (String, String, String)> = HashMap::new();
+    let mut nodes = Vec::with_capacity(g.node.len() + chosen.len());
+    for (i, node) in std::mem::take(&mut g.node).into_iter().enumerate() {
+        if folded.contains(&i) {
+            report.folded_biases += 1;
+            continue;
+        }
+        let Some(p) = plans.get(&i) else {
+            nodes.push(node);
+            continue;
+        };
+        let x = node.input[0].clone();
+        let name = node.name().to_string();
+        let (bias, out) = match &p.bias {
+            Some((_, b, out)) => (b.clone(), out.clone()),
+            None => (String::new(), node.output[0].clone()),
+        };
+        let (wq, ws) = (format!("{}.int8", p.weight), format!("{}.scale", p.weight));
+        let shared = policy.share_activation_quant && readers[&x] > 1;
+        if shared {
+            if !quantized_inputs.contains_key(&x) {
+                let base = format!("{x}/quant");
+                let outs = (
+                    format!("{base}:q"),
+                    format!("{base}:scale"),
+                    format!("{base}:zero_point"),
+                );
+                nodes.push(NodeProto::new(
+                    "DynamicQuantizeLinear",
+                    format!("{name}/DynamicQuantizeLinear"),
+                    [x.clone()],
+                    [outs.0.clone(), outs.1.clone(), outs.2.clone()],
+                ));
+                report.shared_quantizations += 1;
+                quantized_inputs.insert(x.clone(), outs);
+            }
+            let (xq, xs, xz) = &quantized_inputs[&x];
+            let mut inputs = vec![xq.clone(), wq, xs.clone(), ws, xz.clone()];
+            if !bias.is_empty() {
+                inputs.push(String::new()); // b_zero_point: symmetric weights
+                inputs.push(bias);
+            }
+            nodes.push(
+                NodeProto::new("MatMulIntegerToFloat", format!("{name}/int8"), inputs, [out])
+                    .with_domain("com.microsoft"),
+            );
+        } else {
+            let mut inputs = vec![x, wq, ws];
+            if !bias.is_empty() {
+                inputs.push(String::new());
+                inputs.push(bias);
+            }
+            nodes.push(
+                NodeProto::new("DynamicQuantizeMatMul", format!("{name}/int8"), inputs, [out])
+                    .with_domain("com.microsoft"),
+            );
+        }
+        report.quantized.push(p.weight.clone());
+    }
+    g.node = nodes;
+    g.initializer.retain(|t| !dead.contains(t.name()));
+    g.initializer.extend(new_inits);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn precision_parses_and_refuses() {
+        assert_eq!("f32".parse::<Precision>().unwrap(), Precision::F32);
+        assert_eq!("int8".parse::<Precision>().unwrap(), Precision::Int8);
+        let e = "int4".parse::<Precision>().unwrap_err().to_string();
+        assert!(e.contains("unknown precision 'int4'"), "{e}");
+    }
+
+    #[test]
+    fn weights_quantize_symmetrically_per_channel_and_per_tensor() {
+        // [2, 3]: columns with max 2, 0.5, 0
+        let w = [2.0, -0.5, 0.0, -1.0, 0.25, 0.0];
+        let (q, s) = quantize_weight(&w, 2, 3, Granularity::PerChannel, 127);
+        assert_eq!(s, vec![2.0 / 127.0, 0.5 / 127.0, 1.0]);
+        assert_eq!(q, vec![127, -127, 0, -64, 64, 0]);
+        let (q, s) = quantize_weight(&w, 2, 3, Granularity::PerTensor, 127);
+        assert_eq!(s, vec![2.0 / 127.0]);
+        assert_eq!(q, vec![127, -32, 0, -64, 16, 0]);
+        // dequantized error at most half a step
+        for (i, &v) in w.iter().enumerate() {
+            assert!((q[i] as f32 * s[0] - v).abs() <= s[0] / 2.0 + 1e-7);
+        }
+        let (q, s) = quantize_weight(&w, 2, 3, Granularity::PerChannel, 64);
+        assert_eq!(s, vec![2.0 / 64.0, 0.5 / 64.0, 1.0]);
+        assert_eq!(q, vec![64, -64, 0, -32, 32, 0]);
+    }
+}

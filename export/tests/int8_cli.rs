@@ -1,0 +1,97 @@
+//! `omnitok-export --precision`: int8 graphs with their metadata, and clear errors for an
+//! unknown precision or a keep-float pattern that matches nothing.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use omnitok_export::onnx;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_omnitok-export"))
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join("int8_cli").join(name);
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn run(args: &[&str]) -> (bool, String, String) {
+    let out = bin().args(args).output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn int8_export_records_precision_and_policy() {
+    let d = scratch("int8");
+    let dir = d.to_str().unwrap();
+    let (ok, out, err) = run(&[
+        "--preset",
+        "tiny",
+        "--random-init",
+        "1",
+        "--output",
+        dir,
+        "-q",
+        "--precision",
+        "int8",
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains("precision int8:"), "{out}");
+    for g in ["encoder.onnx", "decoder.onnx"] {
+        let m = onnx::load(&d.join(g)).unwrap();
+        assert_eq!(m.metadata("omnitok.precision"), Some("int8"));
+        let p: serde_json::Value = serde_json::from_str(m.metadata("omnitok.int8_policy").unwrap()).unwrap();
+        assert!(p["quantized_matmuls"].as_u64().unwrap() > 0, "{p}");
+        assert!(m.opset("com.microsoft").is_some());
+    }
+    // f32 (the default) is the graph as traced: no precision key, no integer node
+    let d = scratch("f32");
+    let (ok, out, err) = run(&[
+        "--preset",
+        "tiny",
+        "--random-init",
+        "1",
+        "--output",
+        d.to_str().unwrap(),
+        "-q",
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains("precision f32"), "{out}");
+    let m = onnx::load(&d.join("encoder.onnx")).unwrap();
+    assert_eq!(m.metadata("omnitok.precision"), None);
+    assert!(
+        m.graph
+            .unwrap()
+            .node
+            .iter()
+            .all(|n| n.op_type() != "DynamicQuantizeMatMul")
+    );
+}
+
+#[test]
+fn bad_precision_arguments_are_clear_errors() {
+    let d = scratch("bad");
+    let dir = d.to_str().unwrap();
+    let base = ["--preset", "tiny", "--random-init", "1", "--output", dir, "-q"];
+    let with = |extra: &[&str]| {
+        let mut a = base.to_vec();
+        a.extend_from_slice(extra);
+        let (ok, _, err) = run(&a);
+        assert!(!ok, "{extra:?} succeeded");
+        assert!(!err.contains("panicked"), "{err}");
+        err
+    };
+    let e = with(&["--precision", "int4"]);
+    assert!(e.contains("unknown precision 'int4': expected f32 or int8"), "{e}");
+    let e = with(&["--precision", "int8", "--int8-keep-float", "*no_such_layer*"]);
+    assert!(e.contains("pattern '*no_such_layer*' matches no weight MatMul"), "{e}");
+    let e = with(&["--int8-keep-float", "encoder.*"]);
+    assert!(e.contains("--int8-keep-float needs --precision int8"), "{e}");
+    assert!(!d.join("encoder.onnx").exists(), "nothing written on bad input");
+}
