@@ -133,7 +133,6 @@ fn two_caps_changes_read_back_whole() {
 /// Two caps changes and a gap (a DISCONT buffer 1 s after the previous frame): every frame
 /// with its original timestamp.
 #[test]
-#[ignore = "needs encoder drain on DISCONT (wt-encfix)"]
 fn two_caps_changes_and_a_gap_keep_every_timestamp() {
     init();
     let model = export("tiny", 1);
