@@ -6,9 +6,9 @@
 use crate::chunker::FrameTime;
 use crate::timebase::Timebase;
 
-/// The latest frame PTS put on a buffer: GStreamer's running time is signed. A later one
-/// comes out as no PTS.
-pub const MAX_TIME: u64 = i64::MAX as u64;
+/// The latest frame PTS put on a buffer (the format's bound: GStreamer's running time is
+/// signed). A later one comes out as no PTS.
+pub use crate::format::MAX_TIME;
 
 /// Timings of the `real_frames` output frames of a chunk that starts at `pts` (the
 /// record's PTS, or the end of the previous chunk) and lasts `duration` (the record's).

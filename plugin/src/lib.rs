@@ -7,6 +7,7 @@ pub mod caps;
 pub mod chunker;
 pub mod dechunker;
 pub mod format;
+pub mod limits;
 pub mod meta;
 mod omnitokdec;
 pub mod omnitokenc;

@@ -25,7 +25,7 @@ mod header;
 mod identity;
 mod reader;
 
-pub use chunk::{ChunkRecord, Payload};
+pub use chunk::{ChunkRecord, MAX_TIME, Payload};
 pub use error::FormatError;
 pub use header::{PayloadType, StreamHeader};
 pub use identity::{model_id_from_hex, model_id_to_hex};

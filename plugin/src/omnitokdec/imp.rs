@@ -18,6 +18,7 @@ use gst_video::prelude::*;
 use crate::caps;
 use crate::dechunker;
 use crate::format::{ChunkRecord, StreamHeader, model_id_to_hex};
+use crate::limits::{Limits, Use};
 use crate::pads;
 use crate::runtime::properties::{self, DEFAULT_BATCH_SIZE, ModelSettings};
 use crate::runtime::slot::GraphSlot;
@@ -32,24 +33,12 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     )
 });
 
-/// Default `max-frame-size`: the largest padded frame decoded, in pixels (width x height),
-/// 4096 x 2160 (DCI 4K), as omnitokenc's property of the same name; 8192x8192 needs it raised.
-pub const DEFAULT_MAX_FRAME_SIZE: u64 = 4096 * 2160;
-
-/// The largest `max-frame-size`: 2^32 pixels (65536 x 65536), as omnitokenc's.
-pub const MAX_MAX_FRAME_SIZE: u64 = 1 << 32;
-
-/// Default `max-chunk-pixels`: padded pixels per chunk (chunk-frames x padded width x padded
-/// height), 17 frames of 4096x2160. A chunk's decoded frames take 3 bytes per pixel.
-pub const DEFAULT_MAX_CHUNK_PIXELS: u64 = 17 * 4096 * 2160;
-
 #[derive(Debug, Clone)]
 struct Settings {
     /// What loading the graph depends on (a change reloads it).
     model: ModelSettings,
     batch_size: u32,
-    max_frame_size: u64,
-    max_chunk_pixels: u64,
+    limits: Limits,
 }
 
 impl Default for Settings {
@@ -57,34 +46,9 @@ impl Default for Settings {
         Self {
             model: ModelSettings::default(),
             batch_size: DEFAULT_BATCH_SIZE,
-            max_frame_size: DEFAULT_MAX_FRAME_SIZE,
-            max_chunk_pixels: DEFAULT_MAX_CHUNK_PIXELS,
+            limits: Limits::default(),
         }
     }
-}
-
-/// The stream limits of docs/FORMAT.md section 12: checked on caps, before anything is
-/// allocated for the stream. The error names the limit and the property that raises it.
-fn check_limits(header: &StreamHeader, max_frame_size: u64, max_chunk_pixels: u64) -> Result<(), String> {
-    let (pw, ph) = (header.padded_width, header.padded_height);
-    let frame = u64::from(pw) * u64::from(ph);
-    if frame > max_frame_size {
-        return Err(format!(
-            "frame size {}x{} (padded {pw}x{ph} = {frame} pixels) exceeds max-frame-size = \
-             {max_frame_size} pixels: raise omnitokdec's max-frame-size property (up to \
-             {MAX_MAX_FRAME_SIZE}) to decode larger frames",
-            header.width, header.height
-        ));
-    }
-    let pixels = u64::from(header.chunk_frames).saturating_mul(frame);
-    if pixels > max_chunk_pixels {
-        return Err(format!(
-            "{} frames of {pw}x{ph} per chunk are {pixels} pixels, more than max-chunk-pixels \
-             {max_chunk_pixels}: set omnitokdec's max-chunk-pixels property to decode them",
-            header.chunk_frames
-        ));
-    }
-    Ok(())
 }
 
 /// The negotiated stream: header (from caps) and output format.
@@ -173,7 +137,11 @@ impl OmnitokDec {
             }
         };
         let settings = self.settings();
-        if let Err(e) = check_limits(&header, settings.max_frame_size, settings.max_chunk_pixels) {
+        let size = (
+            (header.width, header.height),
+            (header.padded_width, header.padded_height),
+        );
+        if let Err(e) = settings.limits.check(Use::Decode, size.0, size.1, header.chunk_frames) {
             gst::element_imp_error!(
                 self,
                 gst::StreamError::Format,
@@ -544,34 +512,10 @@ impl ObjectImpl for OmnitokDec {
         static P: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
             let mut props = ModelSettings::param_specs("decoder");
             props.push(properties::batch_size_spec("decoded"));
-            props.push(
-                glib::ParamSpecUInt64::builder("max-frame-size")
-                    .nick("Largest frame")
-                    .blurb(
-                        "Largest frame of a stream this decoder accepts, in pixels of the padded \
-                         frame (padded width x height); checked on caps, before anything is \
-                         allocated, a larger stream is an error naming this limit. Default \
-                         4096 x 2160, as omnitokenc's",
-                    )
-                    .minimum(1)
-                    .maximum(MAX_MAX_FRAME_SIZE)
-                    .default_value(DEFAULT_MAX_FRAME_SIZE)
-                    .mutable_ready()
-                    .build(),
-            );
-            props.push(
-                glib::ParamSpecUInt64::builder("max-chunk-pixels")
-                    .nick("Largest chunk")
-                    .blurb(
-                        "Largest chunk accepted, in padded pixels (chunk-frames x padded width x \
-                         padded height; decoded frames take 3 bytes per pixel, so one chunk holds \
-                         at most 3 x max-chunk-pixels bytes of output, a batch batch-size chunks)",
-                    )
-                    .minimum(1)
-                    .default_value(DEFAULT_MAX_CHUNK_PIXELS)
-                    .mutable_ready()
-                    .build(),
-            );
+            props.extend(Limits::param_specs(
+                Use::Decode,
+                "one chunk holds at most 3 x max-chunk-pixels bytes of output, a batch batch-size chunks",
+            ));
             props
         });
         P.as_ref()
@@ -625,8 +569,7 @@ impl ObjectImpl for OmnitokDec {
         let mut s = self.settings.lock().unwrap();
         match pspec.name() {
             name if s.model.set(name, value) => {}
-            "max-frame-size" => s.max_frame_size = value.get::<u64>().unwrap(),
-            "max-chunk-pixels" => s.max_chunk_pixels = value.get::<u64>().unwrap(),
+            name if s.limits.set(name, value) => {}
             "batch-size" => {
                 let new = value.get::<u32>().unwrap();
                 let changed = new != s.batch_size;
@@ -645,13 +588,11 @@ impl ObjectImpl for OmnitokDec {
 
     fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
         let s = self.settings.lock().unwrap();
-        if let Some(v) = s.model.get(pspec.name()) {
+        if let Some(v) = s.model.get(pspec.name()).or_else(|| s.limits.get(pspec.name())) {
             return v;
         }
         match pspec.name() {
             "batch-size" => s.batch_size.to_value(),
-            "max-frame-size" => s.max_frame_size.to_value(),
-            "max-chunk-pixels" => s.max_chunk_pixels.to_value(),
             "active-execution-provider" => self.graph.active_provider().unwrap_or(s.model.provider).to_value(),
             other => unimplemented!("property {other}"),
         }

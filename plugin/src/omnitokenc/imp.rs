@@ -14,6 +14,7 @@ use gst_video::prelude::*;
 
 use crate::chunker::{self, Chunk, Chunker, FrameTime};
 use crate::format::{ChunkRecord, PayloadType, StreamHeader};
+use crate::limits::{Limits, Use};
 use crate::pads;
 use crate::runtime::properties::{self, DEFAULT_BATCH_SIZE, ModelSettings};
 use crate::runtime::slot::GraphSlot;
@@ -53,17 +54,6 @@ const DEFAULT_CHUNK_FRAMES: u32 = 0;
 /// The longest chunk the encoder accepts: 1 + 64 x 4 frames (64 x the released clip's
 /// temporal steps); with max-frame-size it bounds the memory a chunk takes.
 pub const MAX_CHUNK_FRAMES: u32 = 257;
-/// The largest timestamp a token stream stores (docs/FORMAT.md: 2^63 - 1 ns, what
-/// `format::chunk` checks; its constant is private to `format`).
-const MAX_TIME: u64 = i64::MAX as u64;
-/// Default `max-frame-size`: the largest padded frame, in pixels (width x height), 4096 x
-/// 2160 (DCI 4K), as omnitokdec's property of the same name.
-pub const DEFAULT_MAX_FRAME_SIZE: u64 = 4096 * 2160;
-/// The largest `max-frame-size`: 2^32 pixels (65536 x 65536), as omnitokdec's.
-pub const MAX_MAX_FRAME_SIZE: u64 = 1 << 32;
-/// Default `max-chunk-pixels`: chunk-frames x padded width x padded height, 17 frames of
-/// 4096x2160 (as omnitokdec's); a chunk's frames take 3 bytes per pixel.
-pub const DEFAULT_MAX_CHUNK_PIXELS: u64 = 17 * 4096 * 2160;
 const DEFAULT_SAMPLE: bool = false;
 const DEFAULT_SEED: u64 = 0;
 const DEFAULT_LATENT_FORMAT: LatentFormat = LatentFormat::F32;
@@ -77,8 +67,7 @@ struct Settings {
     sample: bool,
     seed: u64,
     latent_format: LatentFormat,
-    max_frame_size: u64,
-    max_chunk_pixels: u64,
+    limits: Limits,
 }
 
 impl Default for Settings {
@@ -90,8 +79,7 @@ impl Default for Settings {
             sample: DEFAULT_SAMPLE,
             seed: DEFAULT_SEED,
             latent_format: DEFAULT_LATENT_FORMAT,
-            max_frame_size: DEFAULT_MAX_FRAME_SIZE,
-            max_chunk_pixels: DEFAULT_MAX_CHUNK_PIXELS,
+            limits: Limits::default(),
         }
     }
 }
@@ -210,24 +198,12 @@ impl OmnitokEnc {
             .unwrap()
             .set("streamheader", gst::Array::new([header_buffer.to_send_value()]));
         // Limits before any allocation: the chunker allocates chunk-frames padded frames.
-        let (pw, ph) = (header.padded_width, header.padded_height);
-        let frame = u64::from(pw) * u64::from(ph);
-        if frame > settings.max_frame_size {
-            return Err(format!(
-                "frame size {}x{} (padded {pw}x{ph} = {frame} pixels) exceeds max-frame-size = {} \
-                 pixels: raise omnitokenc's max-frame-size property (up to {MAX_MAX_FRAME_SIZE}) to \
-                 encode larger frames",
-                header.width, header.height, settings.max_frame_size
-            ));
-        }
-        let pixels = u64::from(chunk_frames) * frame;
-        if pixels > settings.max_chunk_pixels {
-            return Err(format!(
-                "{chunk_frames} frames of {pw}x{ph} per chunk are {pixels} pixels, more than \
-                 max-chunk-pixels {}: set omnitokenc's max-chunk-pixels property (or lower chunk-frames)",
-                settings.max_chunk_pixels
-            ));
-        }
+        settings.limits.check(
+            Use::Encode,
+            (header.width, header.height),
+            (header.padded_width, header.padded_height),
+            chunk_frames,
+        )?;
         let frame_bytes = ChunkShape::of(&header)
             .frame_bytes()
             .filter(|b| b.checked_mul(chunk_frames as usize).is_some())
@@ -587,7 +563,7 @@ fn encode_records(job: &Job, payloads: Vec<crate::format::Payload>) -> Result<Ve
         .iter()
         .zip(payloads)
         .map(|(chunk, payload)| {
-            let timing = chunker::storable(chunk.timing(job.frame_duration), MAX_TIME);
+            let timing = chunker::storable(chunk.timing(job.frame_duration), crate::format::MAX_TIME);
             let record = ChunkRecord {
                 pts: timing.pts,
                 duration: timing.duration,
@@ -595,10 +571,13 @@ fn encode_records(job: &Job, payloads: Vec<crate::format::Payload>) -> Result<Ve
                 grid: job.header.grid,
                 payload,
                 // Variable rate: each real frame's own PTS (none where it cannot be stored).
-                frame_pts: job
-                    .header
-                    .frame_pts
-                    .then(|| chunk.frames.iter().map(|f| f.pts.filter(|&p| p <= MAX_TIME)).collect()),
+                frame_pts: job.header.frame_pts.then(|| {
+                    chunk
+                        .frames
+                        .iter()
+                        .map(|f| f.pts.filter(|&p| p <= crate::format::MAX_TIME))
+                        .collect()
+                }),
             };
             record
                 .encode(&job.header)
@@ -645,21 +624,6 @@ impl ObjectImpl for OmnitokEnc {
                     .mutable_ready()
                     .build(),
                 properties::batch_size_spec("encoded"),
-                glib::ParamSpecUInt64::builder("max-frame-size")
-                    .nick("Largest frame")
-                    .blurb("Largest frame the encoder accepts, in pixels of the padded frame (padded width x height); checked on caps, before anything is allocated, larger input is an error naming this limit. Default 4096 x 2160, as omnitokdec's")
-                    .minimum(1)
-                    .maximum(MAX_MAX_FRAME_SIZE)
-                    .default_value(DEFAULT_MAX_FRAME_SIZE)
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecUInt64::builder("max-chunk-pixels")
-                    .nick("Largest chunk")
-                    .blurb("Largest chunk accepted, in padded pixels (chunk-frames x padded width x padded height, checked on caps before anything is allocated): a chunk holds 3 x max-chunk-pixels bytes at most; the encoder holds at most batch-size + 1 chunks plus one batch copy for the graph")
-                    .minimum(1)
-                    .default_value(DEFAULT_MAX_CHUNK_PIXELS)
-                    .mutable_ready()
-                    .build(),
                 glib::ParamSpecBoolean::builder("sample")
                     .nick("Sample latents")
                     .blurb("VAE models only: emit a sample mean + exp(0.5 x logvar) x noise (seeded by seed) instead of the mean")
@@ -678,6 +642,10 @@ impl ObjectImpl for OmnitokEnc {
                     .mutable_ready()
                     .build(),
             ]);
+            props.extend(Limits::param_specs(
+                Use::Encode,
+                "the encoder holds at most batch-size + 1 chunks plus one batch copy for the graph",
+            ));
             props
         });
         PROPS.as_ref()
@@ -688,6 +656,7 @@ impl ObjectImpl for OmnitokEnc {
         let mut latency_changed = false;
         match pspec.name() {
             name if s.model.set(name, value) => {}
+            name if s.limits.set(name, value) => {}
             "chunk-frames" => {
                 let v = value.get().unwrap();
                 latency_changed = v != s.chunk_frames;
@@ -701,8 +670,6 @@ impl ObjectImpl for OmnitokEnc {
             "sample" => s.sample = value.get().unwrap(),
             "seed" => s.seed = value.get().unwrap(),
             "latent-format" => s.latent_format = value.get().unwrap(),
-            "max-frame-size" => s.max_frame_size = value.get().unwrap(),
-            "max-chunk-pixels" => s.max_chunk_pixels = value.get().unwrap(),
             other => unreachable!("unknown property {other}"),
         }
         gst::debug!(CAT, imp = self, "set {} to {:?}", pspec.name(), value);
@@ -714,7 +681,7 @@ impl ObjectImpl for OmnitokEnc {
 
     fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
         let s = self.settings.lock().unwrap();
-        if let Some(v) = s.model.get(pspec.name()) {
+        if let Some(v) = s.model.get(pspec.name()).or_else(|| s.limits.get(pspec.name())) {
             return v;
         }
         match pspec.name() {
@@ -724,8 +691,6 @@ impl ObjectImpl for OmnitokEnc {
             "sample" => s.sample.to_value(),
             "seed" => s.seed.to_value(),
             "latent-format" => s.latent_format.to_value(),
-            "max-frame-size" => s.max_frame_size.to_value(),
-            "max-chunk-pixels" => s.max_chunk_pixels.to_value(),
             other => unreachable!("unknown property {other}"),
         }
     }
