@@ -137,11 +137,11 @@ impl OmnitokDec {
             }
         };
         let settings = self.settings();
-        let size = (
+        let (size, padded) = (
             (header.width, header.height),
             (header.padded_width, header.padded_height),
         );
-        if let Err(e) = settings.limits.check(Use::Decode, size.0, size.1, header.chunk_frames) {
+        if let Err(e) = settings.limits.check(Use::Decode, size, padded, header.chunk_frames) {
             gst::element_imp_error!(
                 self,
                 gst::StreamError::Format,
