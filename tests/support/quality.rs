@@ -50,22 +50,33 @@ pub struct Exported {
 pub fn export_checkpoint(ckpt: &Path) -> Result<Exported> {
     use omnitok_export::checkpoint;
     use omnitok_export::config::Config;
-    use omnitok_export::{ExportOptions, Provenance, Source, Weights};
+    use omnitok_export::{Provenance, Source, Weights};
     let ck = checkpoint::load(ckpt, &mut |_, _| {})?;
     let cfg = Config::from_hyper_parameters(ck.hyper_parameters.as_ref().context("no hyper_parameters")?)?;
     let prov = Provenance::Checkpoint {
         file: ckpt.to_path_buf(),
         sha256: ck.sha256.clone(),
     };
-    let e = omnitok_export::build(
+    traced(
         &cfg,
-        &Weights::new(Source::Checkpoint(ck.tensors)),
-        ExportOptions {
-            attention: omnitok_export::AttentionSemantics::Sdpa,
-            intermediates: false,
-        },
+        Weights::new(Source::Checkpoint(ck.tensors)),
+        omnitok_export::AttentionSemantics::Sdpa,
         &prov,
-    )?;
+    )
+}
+
+/// Both graphs of `cfg` traced in float32, with the geometry the quality tools need.
+fn traced(
+    cfg: &omnitok_export::config::Config,
+    weights: omnitok_export::Weights,
+    attention: omnitok_export::AttentionSemantics,
+    prov: &omnitok_export::Provenance,
+) -> Result<Exported> {
+    let opts = omnitok_export::ExportOptions {
+        attention,
+        intermediates: false,
+    };
+    let e = omnitok_export::build(cfg, &weights, opts, prov)?;
     Ok(Exported {
         encoder: e.encoder,
         decoder: e.decoder,
@@ -77,28 +88,13 @@ pub fn export_checkpoint(ckpt: &Path) -> Result<Exported> {
 
 /// Traces preset `name` with seeded random weights.
 pub fn export_random(name: &str, seed: u64) -> Result<Exported> {
-    use omnitok_export::{ExportOptions, Provenance, Source, Weights};
+    use omnitok_export::{Provenance, Source, Weights};
     let p = omnitok_export::preset(name)?;
-    let cfg = p.config();
-    let e = omnitok_export::build(
-        &cfg,
-        &Weights::new(Source::Random(seed)),
-        ExportOptions {
-            attention: p.attention,
-            intermediates: false,
-        },
-        &Provenance::Random {
-            preset: name.into(),
-            seed,
-        },
-    )?;
-    Ok(Exported {
-        encoder: e.encoder,
-        decoder: e.decoder,
-        clip_frames: cfg.clip_frames() as usize,
-        patch: cfg.patch_size as usize,
-        temporal_patch: cfg.temporal_patch_size as usize,
-    })
+    let prov = Provenance::Random {
+        preset: name.into(),
+        seed,
+    };
+    traced(&p.config(), Weights::new(Source::Random(seed)), p.attention, &prov)
 }
 
 /// A CPU session on a model written to `dir/name`.

@@ -788,9 +788,9 @@ mod tests {
         assert!(e.contains("add up to 1073741824 elements"), "{e}");
     }
 
-    #[test]
-    fn hyper_parameter_expansion_bombs_are_refused() {
-        // l0 = [None, None]; l(k+1) = [lk, lk]; hyper_parameters = {'x': l40}
+    /// `{'hyper_parameters': {'x': l}}` with l0 = [None, None], l(k+1) = [lk, lk]: 2^(levels+1)
+    /// values from a pickle of a few bytes per level.
+    fn doubling_pickle(levels: usize) -> Vec<u8> {
         let mut p = P::new()
             .empty_dict()
             .str("hyper_parameters")
@@ -800,10 +800,15 @@ mod tests {
             .op(b'N')
             .op(b'N')
             .op(b'l');
-        for _ in 0..40 {
+        for _ in 0..levels {
             p = p.put(0).op(b'0').mark().get(0).get(0).op(b'l');
         }
-        let pkl = p.op(b's').op(b's').stop();
+        p.op(b's').op(b's').stop()
+    }
+
+    #[test]
+    fn hyper_parameter_expansion_bombs_are_refused() {
+        let pkl = doubling_pickle(40);
         let t = archive("laughs.ckpt", &[("x/data.pkl", &pkl)]);
         let e = load_err(&t);
         assert!(e.contains("expand to more than"), "{e}");
@@ -813,21 +818,7 @@ mod tests {
     fn hyper_parameter_expansion_is_bounded_by_the_pickle_size() {
         // 15 doublings: 65,536 values from a pickle of about 150 bytes, which took
         // tenths of a second when any pickle could expand to a million values
-        let doubled = |levels: usize| {
-            let mut p = P::new()
-                .empty_dict()
-                .str("hyper_parameters")
-                .empty_dict()
-                .str("x")
-                .mark()
-                .op(b'N')
-                .op(b'N')
-                .op(b'l');
-            for _ in 0..levels {
-                p = p.put(0).op(b'0').mark().get(0).get(0).op(b'l');
-            }
-            p.op(b's').op(b's').stop()
-        };
+        let doubled = doubling_pickle;
         let small = doubled(15);
         let e = format!("{:#}", read_pickle(&small).err().unwrap());
         assert!(

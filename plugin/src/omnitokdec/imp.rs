@@ -141,14 +141,17 @@ impl OmnitokDec {
             (header.width, header.height),
             (header.padded_width, header.padded_height),
         );
-        if let Err(e) = settings.limits.check(Use::Decode, size, padded, header.chunk_frames) {
+        let refuse = |e: &dyn std::fmt::Display| {
             gst::element_imp_error!(
                 self,
                 gst::StreamError::Format,
                 ("cannot decode this token stream: {}", e),
                 ["caps {}", caps]
             );
-            return false;
+            false
+        };
+        if let Err(e) = settings.limits.check(Use::Decode, size, padded, header.chunk_frames) {
+            return refuse(&e);
         }
         let Some(model) = self.graph.info() else {
             return false;
@@ -156,13 +159,7 @@ impl OmnitokDec {
         {
             let state = self.state();
             if let Err(e) = model.check_stream(&header) {
-                gst::element_imp_error!(
-                    self,
-                    gst::StreamError::Format,
-                    ("cannot decode this token stream: {}", e),
-                    ["caps {}", caps]
-                );
-                return false;
+                return refuse(&e);
             }
             if let Some(s) = &state.stream
                 && s.header == header
