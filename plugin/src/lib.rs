@@ -16,6 +16,7 @@ mod pads;
 pub mod runtime;
 pub mod stream_map;
 pub mod timebase;
+mod worker;
 
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     meta::register();

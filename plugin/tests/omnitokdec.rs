@@ -202,10 +202,7 @@ fn flush_drops_pending_chunks_and_latency_counts_the_batch() {
     assert!(h.push_event(gst::event::Segment::new(&gst::FormattedSegment::<gst::ClockTime>::new())));
     h.push(bufs[2].clone()).unwrap();
     h.push(bufs[3].clone()).unwrap();
-    let mut out = Vec::new();
-    while let Some(b) = h.try_pull() {
-        out.push(b);
-    }
+    let out = support::pull_all(&mut h);
     // Chunk 0 was dropped by the flush; chunks 1 and 2 decoded in one batch.
     assert_eq!(out.len(), 10);
     assert_eq!(out[0].pts().unwrap().nseconds(), stream.records[1].pts.unwrap());
@@ -410,6 +407,7 @@ fn caps_change_reconfigures_and_checks_the_model() {
         for buf in bufs {
             h.push(buf).unwrap();
         }
+        support::settle(&mut h);
         while let Some(out) = h.try_pull() {
             let caps = h.sinkpad().unwrap().current_caps().unwrap();
             let info = gst_video::VideoInfo::from_caps(&caps).unwrap();

@@ -11,7 +11,7 @@ use gst_check::Harness;
 use gstomnitok::format::{ChunkRecord, Payload, PayloadType, StreamHeader};
 use ndarray::{Array5, ArrayD};
 use ort::value::Tensor;
-use support::{Player, init, init_gst};
+use support::{Player, init, init_gst, pull_all, pulled, settle};
 
 const W: usize = 34; // stride 104 (> 3 x 34): exercises the input stride
 const H: usize = 20;
@@ -149,14 +149,6 @@ fn pushed(chunk: u32, n: usize) -> (PathBuf, Harness) {
         h.push(frame_buffer(i, i as u64 * FRAME_NS)).unwrap();
     }
     (model, h)
-}
-
-fn pull_all(h: &mut Harness) -> Vec<gst::Buffer> {
-    let mut out = Vec::new();
-    while let Some(b) = h.try_pull() {
-        out.push(b);
-    }
-    out
 }
 
 /// Checks the header buffer and the caps; returns the header and the decoded records.
@@ -349,7 +341,7 @@ fn batch_size_does_not_change_records() {
 #[test]
 fn flush_drops_pending_frames() {
     let (model, mut h) = pushed(3, 2);
-    assert!(h.try_pull().is_none(), "no chunk yet");
+    assert!(pull_all(&mut h).is_empty(), "no chunk yet");
     assert!(h.push_event(gst::event::FlushStart::new()));
     assert!(h.push_event(gst::event::FlushStop::new(true)));
     let mut segment = gst::FormattedSegment::<gst::ClockTime>::new();
@@ -501,7 +493,7 @@ fn cuda_without_gpu_errors_or_falls_back() {
 #[test]
 fn caps_change_drains_then_new_header() {
     let (model, mut h) = pushed(5, 3);
-    assert!(h.try_pull().is_none());
+    assert!(pull_all(&mut h).is_empty());
     h.set_src_caps_str("video/x-raw,format=RGB,width=16,height=16,framerate=25/1");
     // The pending 3 frames went out as a padded chunk under the old header.
     let old = pull_all(&mut h);
@@ -669,18 +661,16 @@ fn a_discont_buffer_ends_the_chunk() {
 #[test]
 fn a_gap_event_drains_before_it() {
     let (_, mut h) = pushed(3, 2);
-    assert!(h.try_pull().is_none());
+    assert!(pull_all(&mut h).is_empty());
     let gap = gst::event::Gap::builder(gst::ClockTime::from_mseconds(80))
         .duration(gst::ClockTime::from_mseconds(400))
         .build();
     assert!(h.push_event(gap));
-    let out = pull_all(&mut h);
+    let events = settle(&mut h);
+    let out = pulled(&mut h);
     let (_, records) = parse(&h, &out);
     assert_eq!(chunk_summary(&records), [(0, Some(80), 2, false)]);
-    let mut gaps = 0;
-    while let Some(e) = h.try_pull_event() {
-        gaps += usize::from(e.type_() == gst::EventType::Gap);
-    }
+    let gaps = events.iter().filter(|e| e.type_() == gst::EventType::Gap).count();
     assert_eq!(gaps, 1, "the gap event goes on downstream");
     for i in 0..3 {
         h.push(frame_buffer(2 + i, (480 + 40 * i as u64) * MS)).unwrap();
@@ -826,7 +816,7 @@ fn caps_then_eos_pushes_nothing_before_a_segment() {
         .unwrap();
     assert!(h.push_event(gst::event::Caps::new(&caps)));
     assert!(h.push_event(gst::event::Eos::new()));
-    assert!(h.try_pull().is_none(), "no data without a segment");
+    assert!(pull_all(&mut h).is_empty(), "no data without a segment");
     let mut types = Vec::new();
     while let Some(e) = h.try_pull_event() {
         types.push(e.type_());

@@ -4,7 +4,9 @@
 //!
 //! Settings (properties) are copied per use; the graph lives in a [`GraphSlot`] (loaded at
 //! NULL->READY, taken out while it runs); the State (stream header, pending chunks, output
-//! pool) lives in a Mutex. No lock is held while the graph runs or while pushing.
+//! pool) lives in a Mutex. Full batches go to a [`Worker`]: the src pad's task runs the graph
+//! and pushes the frames, while the streaming thread goes on taking chunks. A caps change
+//! waits until the worker is idle. No lock is held while the graph runs or while pushing.
 //!
 //! [`ModelInfo::check_stream`]: crate::runtime::ModelInfo::check_stream
 
@@ -24,6 +26,7 @@ use crate::runtime::properties::{self, DEFAULT_BATCH_SIZE, ModelSettings};
 use crate::runtime::slot::GraphSlot;
 use crate::runtime::{DecoderGraph, Frames};
 use crate::timebase::Timebase;
+use crate::worker::{self, Worker};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -39,6 +42,7 @@ struct Settings {
     model: ModelSettings,
     batch_size: u32,
     limits: Limits,
+    max_queued_batches: u32,
 }
 
 impl Default for Settings {
@@ -47,6 +51,7 @@ impl Default for Settings {
             model: ModelSettings::default(),
             batch_size: DEFAULT_BATCH_SIZE,
             limits: Limits::default(),
+            max_queued_batches: worker::DEFAULT_MAX_QUEUED_BATCHES,
         }
     }
 }
@@ -93,6 +98,7 @@ pub struct OmnitokDec {
     settings: Mutex<Settings>,
     graph: GraphSlot<DecoderGraph>,
     state: Mutex<State>,
+    worker: Worker<Vec<Pending>>,
 }
 
 impl OmnitokDec {
@@ -254,14 +260,16 @@ impl OmnitokDec {
     }
 
     fn chain(&self, _pad: &gst::Pad, buffer: gst::Buffer) -> Result<gst::FlowSuccess, gst::FlowError> {
-        let batch_size = self.settings.lock().unwrap().batch_size.max(1) as usize;
+        let (batch_size, max_queued) = {
+            let s = self.settings.lock().unwrap();
+            (s.batch_size.max(1) as usize, s.max_queued_batches)
+        };
         let map = buffer.map_readable().map_err(|_| {
             gst::element_imp_error!(self, gst::CoreError::Failed, ("cannot map input buffer"));
             gst::FlowError::Error
         })?;
-        let batch = {
-            let mut guard = self.state();
-            let state = &mut *guard;
+        let (header, index) = {
+            let mut state = self.state();
             let Some(stream) = &state.stream else {
                 gst::element_imp_error!(
                     self,
@@ -270,65 +278,50 @@ impl OmnitokDec {
                 );
                 return Err(gst::FlowError::NotNegotiated);
             };
-            if buffer.flags().contains(gst::BufferFlags::HEADER) {
-                // The stream header: its fields are in the caps already. Check it matches.
-                match StreamHeader::decode(&map) {
-                    Ok((h, _)) if h.model_id != stream.header.model_id => {
-                        gst::element_imp_error!(
-                            self,
-                            gst::StreamError::Format,
-                            (
-                                "stream header model {} differs from the caps' model {}",
-                                model_id_to_hex(&h.model_id),
-                                model_id_to_hex(&stream.header.model_id)
-                            )
-                        );
-                        return Err(gst::FlowError::Error);
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
-                        gst::element_imp_error!(
-                            self,
-                            gst::StreamError::Decode,
-                            ("corrupt stream header buffer: {}", e)
-                        );
-                        return Err(gst::FlowError::Error);
-                    }
-                }
-                return Ok(gst::FlowSuccess::Ok);
-            }
+            let header = stream.header.clone();
             let index = state.chunks;
-            state.chunks = state.chunks.saturating_add(1);
-            let record = match ChunkRecord::decode(&map, &stream.header) {
-                Ok((r, len)) if len == map.len() => r,
-                Ok((_, len)) => {
-                    gst::element_imp_error!(
-                        self,
-                        gst::StreamError::Decode,
-                        (
-                            "buffer of chunk {} holds {} bytes, but its record is {} bytes: \
-                             put omnitokparse before omnitokdec to frame a byte stream",
-                            index,
-                            map.len(),
-                            len
-                        )
-                    );
-                    return Err(gst::FlowError::Error);
-                }
-                Err(e) => {
-                    gst::element_imp_error!(
-                        self,
-                        gst::StreamError::Decode,
-                        (
-                            "corrupt or truncated chunk record (chunk {} of this stream): {}",
-                            index,
-                            e
-                        )
-                    );
-                    return Err(gst::FlowError::Error);
-                }
+            if !buffer.flags().contains(gst::BufferFlags::HEADER) {
+                state.chunks = state.chunks.saturating_add(1);
+            }
+            (header, index)
+        };
+        if buffer.flags().contains(gst::BufferFlags::HEADER) {
+            // The stream header: its fields are in the caps already. Check it matches.
+            return match StreamHeader::decode(&map) {
+                Ok((h, _)) if h.model_id != header.model_id => Err(self.input_error(
+                    gst::StreamError::Format,
+                    format!(
+                        "stream header model {} differs from the caps' model {}",
+                        model_id_to_hex(&h.model_id),
+                        model_id_to_hex(&header.model_id)
+                    ),
+                )),
+                Ok(_) => Ok(gst::FlowSuccess::Ok),
+                Err(e) => Err(self.input_error(gst::StreamError::Decode, format!("corrupt stream header buffer: {e}"))),
             };
-            let discont = buffer.flags().contains(gst::BufferFlags::DISCONT);
+        }
+        let record = match ChunkRecord::decode(&map, &header) {
+            Ok((r, len)) if len == map.len() => r,
+            Ok((_, len)) => {
+                return Err(self.input_error(
+                    gst::StreamError::Decode,
+                    format!(
+                        "buffer of chunk {index} holds {} bytes, but its record is {len} bytes: \
+                         put omnitokparse before omnitokdec to frame a byte stream",
+                        map.len()
+                    ),
+                ));
+            }
+            Err(e) => {
+                return Err(self.input_error(
+                    gst::StreamError::Decode,
+                    format!("corrupt or truncated chunk record (chunk {index} of this stream): {e}"),
+                ));
+            }
+        };
+        let discont = buffer.flags().contains(gst::BufferFlags::DISCONT);
+        let batch = {
+            let mut state = self.state();
             state.pending.push(Pending { record, discont });
             if state.pending.len() < batch_size {
                 return Ok(gst::FlowSuccess::Ok);
@@ -336,19 +329,34 @@ impl OmnitokDec {
             std::mem::take(&mut state.pending)
         };
         drop(map);
-        self.decode_and_push(batch)
+        self.worker.submit(batch, max_queued)
     }
 
-    /// Decodes what is pending (EOS, caps change).
-    fn drain(&self) -> Result<gst::FlowSuccess, gst::FlowError> {
+    /// Refuses the input: the batches queued before it go out first (nothing decoded is
+    /// lost), then the error is posted.
+    fn input_error(&self, domain: gst::StreamError, message: String) -> gst::FlowError {
+        let _ = self.worker.wait_idle();
+        gst::element_imp_error!(self, domain, ("{}", message));
+        gst::FlowError::Error
+    }
+
+    /// Queues what is pending as a last short batch (EOS, caps change).
+    fn submit_pending(&self) -> Result<gst::FlowSuccess, gst::FlowError> {
         let batch = std::mem::take(&mut self.state().pending);
         if batch.is_empty() {
             return Ok(gst::FlowSuccess::Ok);
         }
         gst::debug!(CAT, imp = self, "draining {} chunk(s)", batch.len());
-        self.decode_and_push(batch)
+        self.worker.submit(batch, self.settings().max_queued_batches)
     }
 
+    /// Decodes what is pending and waits until every queued frame has gone downstream.
+    fn drain(&self) -> Result<gst::FlowSuccess, gst::FlowError> {
+        self.submit_pending()?;
+        self.worker.wait_idle()
+    }
+
+    /// Runs the decoder on a batch (on the worker's task) and pushes its frames.
     fn decode_and_push(&self, batch: Vec<Pending>) -> Result<gst::FlowSuccess, gst::FlowError> {
         let (header, info, rate, pool) = {
             let state = self.state();
@@ -435,10 +443,15 @@ impl OmnitokDec {
         match event.view() {
             EventView::Caps(c) => self.set_caps(c.caps()),
             EventView::Eos(_) => {
-                if self.drain().is_err() {
+                if self.submit_pending().is_err() {
                     gst::debug!(CAT, imp = self, "drain at EOS failed");
                 }
-                gst::Pad::event_default(pad, Some(&*self.obj()), event)
+                worker::queue_eos(self, &self.worker, event, self.settings().max_queued_batches)
+            }
+            EventView::FlushStart(_) => {
+                let forwarded = self.srcpad.push_event(event);
+                self.worker.flush_start(&self.srcpad);
+                forwarded
             }
             EventView::FlushStop(_) => {
                 {
@@ -447,10 +460,16 @@ impl OmnitokDec {
                     s.next_pts = None;
                     s.discont = true;
                 }
-                gst::Pad::event_default(pad, Some(&*self.obj()), event)
+                self.srcpad.push_event(event) && self.start_worker()
             }
+            _ if event.is_serialized() => self.worker.event(event, self.settings().max_queued_batches).is_ok(),
             _ => gst::Pad::event_default(pad, Some(&*self.obj()), event),
         }
+    }
+
+    /// Starts the src pad's task that runs the queued batches.
+    fn start_worker(&self) -> bool {
+        worker::start_task(self, &self.srcpad, |imp| &imp.worker, Self::decode_and_push)
     }
 
     fn src_query(&self, pad: &gst::Pad, query: &mut gst::QueryRef) -> bool {
@@ -500,6 +519,7 @@ impl ObjectSubclass for OmnitokDec {
             settings: Mutex::new(Settings::default()),
             graph: GraphSlot::default(),
             state: Mutex::new(State::default()),
+            worker: Worker::default(),
         }
     }
 }
@@ -509,6 +529,7 @@ impl ObjectImpl for OmnitokDec {
         static P: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
             let mut props = ModelSettings::param_specs("decoder");
             props.push(properties::batch_size_spec("decoded"));
+            props.push(worker::max_queued_batches_spec("decoded"));
             props.extend(Limits::param_specs(
                 Use::Decode,
                 "one chunk holds at most 3 x max-chunk-pixels bytes of output, a batch batch-size chunks",
@@ -579,6 +600,7 @@ impl ObjectImpl for OmnitokDec {
                         .post_message(gst::message::Latency::builder().src(&*self.obj()).build());
                 }
             }
+            "max-queued-batches" => s.max_queued_batches = value.get().unwrap(),
             other => unimplemented!("property {other}"),
         }
     }
@@ -590,6 +612,7 @@ impl ObjectImpl for OmnitokDec {
         }
         match pspec.name() {
             "batch-size" => s.batch_size.to_value(),
+            "max-queued-batches" => s.max_queued_batches.to_value(),
             "active-execution-provider" => self.graph.active_provider().unwrap_or(s.model.provider).to_value(),
             other => unimplemented!("property {other}"),
         }
@@ -639,8 +662,12 @@ impl ElementImpl for OmnitokDec {
         ) {
             self.start()?;
         }
+        if transition == gst::StateChange::PausedToReady {
+            self.worker.stop(&self.srcpad);
+        }
         let ret = self.parent_change_state(transition)?;
         match transition {
+            gst::StateChange::ReadyToPaused if !self.start_worker() => return Err(gst::StateChangeError),
             gst::StateChange::PausedToReady => self.reset(),
             gst::StateChange::ReadyToNull => {
                 self.reset();

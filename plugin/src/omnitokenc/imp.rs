@@ -2,8 +2,9 @@
 //! timestamps), [`ModelInfo::stream_header`] and [`EncoderGraph`] (the graph contract).
 //!
 //! Settings (properties) are copied per use; the graph lives in a [`GraphSlot`] (loaded at
-//! NULL->READY, taken out while it runs); the per-stream State lives in a Mutex. No lock is
-//! held while the graph runs or while pushing.
+//! NULL->READY, taken out while it runs); the per-stream State lives in a Mutex. Full batches
+//! go to a [`Worker`]: the src pad's task runs the graph and pushes, while the streaming
+//! thread goes on collecting frames. No lock is held while the graph runs or while pushing.
 
 use std::sync::{LazyLock, Mutex, MutexGuard};
 
@@ -20,6 +21,7 @@ use crate::runtime::properties::{self, DEFAULT_BATCH_SIZE, ModelSettings};
 use crate::runtime::slot::GraphSlot;
 use crate::runtime::{ChunkShape, EncoderGraph, GraphError, Sampling};
 use crate::timebase::Timebase;
+use crate::worker::{self, Worker};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -68,6 +70,7 @@ struct Settings {
     seed: u64,
     latent_format: LatentFormat,
     limits: Limits,
+    max_queued_batches: u32,
 }
 
 impl Default for Settings {
@@ -80,6 +83,7 @@ impl Default for Settings {
             seed: DEFAULT_SEED,
             latent_format: DEFAULT_LATENT_FORMAT,
             limits: Limits::default(),
+            max_queued_batches: worker::DEFAULT_MAX_QUEUED_BATCHES,
         }
     }
 }
@@ -107,7 +111,8 @@ struct State {
     stream: Option<Stream>,
 }
 
-/// Work taken out of the state to run without the lock.
+/// Work taken out of the state to run without the lock: a batch of chunks (none: the header
+/// alone, for a stream without chunks).
 struct Job {
     chunks: Vec<Chunk>,
     first_index: u64,
@@ -122,6 +127,7 @@ pub struct OmnitokEnc {
     settings: Mutex<Settings>,
     graph: GraphSlot<EncoderGraph>,
     state: Mutex<State>,
+    worker: Worker<Job>,
 }
 
 impl OmnitokEnc {
@@ -222,11 +228,12 @@ impl OmnitokEnc {
         Ok((out_caps, stream))
     }
 
-    /// Takes `n` ready chunks (all when `n` is `None`) and what running them needs.
-    fn take_job(state: &mut State, n: Option<usize>) -> Option<Job> {
+    /// Takes `n` ready chunks and what running them needs; with none ready, a job only
+    /// when `header_alone` and the header has not gone out.
+    fn take_job(state: &mut State, n: usize, header_alone: bool) -> Option<Job> {
         let stream = state.stream.as_mut()?;
-        let n = n.unwrap_or(stream.ready.len()).min(stream.ready.len());
-        if n == 0 {
+        let n = n.min(stream.ready.len());
+        if n == 0 && (stream.header_sent || !header_alone) {
             return None;
         }
         let chunks: Vec<Chunk> = stream.ready.drain(..n).collect();
@@ -243,9 +250,16 @@ impl OmnitokEnc {
         })
     }
 
-    /// Runs the encoder on a job without holding any lock, then pushes the header (if not
-    /// sent yet) and one buffer per chunk.
-    fn run_job(&self, job: Job, settings: &Settings) -> Result<gst::FlowSuccess, gst::FlowError> {
+    /// Runs the encoder on a job (on the worker's task, without holding any lock), then
+    /// pushes the header (if not sent yet) and one buffer per chunk.
+    fn run_job(&self, job: Job) -> Result<gst::FlowSuccess, gst::FlowError> {
+        if job.chunks.is_empty() {
+            return match job.header_buffer {
+                Some(b) => self.srcpad.push(b),
+                None => Ok(gst::FlowSuccess::Ok),
+            };
+        }
+        let settings = self.settings();
         let h = &job.header;
         let sampling = settings.sample.then_some(Sampling {
             seed: settings.seed,
@@ -308,28 +322,10 @@ impl OmnitokEnc {
         Ok(gst::FlowSuccess::Ok)
     }
 
-    /// Pushes the header alone when it has not gone out yet (a stream without chunks).
-    fn push_header_if_unsent(&self) -> Result<gst::FlowSuccess, gst::FlowError> {
-        let buffer = {
-            let mut state = self.state();
-            match state.stream.as_mut() {
-                Some(s) if !s.header_sent => {
-                    s.header_sent = true;
-                    Some(s.header_buffer.copy())
-                }
-                _ => None,
-            }
-        };
-        match buffer {
-            Some(b) => self.srcpad.push(b),
-            None => Ok(gst::FlowSuccess::Ok),
-        }
-    }
-
-    /// Encodes everything pending: the partial chunk padded by repeating its last frame.
-    fn drain(&self) -> Result<gst::FlowSuccess, gst::FlowError> {
-        let settings = self.settings();
-        {
+    /// Queues full batches (with `all`, also what is left: the partial chunk, padded by
+    /// repeating its last frame, and a last short batch). Returns the downstream flow.
+    fn submit(&self, settings: &Settings, all: bool) -> Result<gst::FlowSuccess, gst::FlowError> {
+        if all {
             let mut state = self.state();
             if let Some(stream) = state.stream.as_mut() {
                 for chunk in stream.chunker.finish() {
@@ -338,15 +334,38 @@ impl OmnitokEnc {
                 }
             }
         }
+        let batch = settings.batch_size as usize;
+        let mut flow = Ok(gst::FlowSuccess::Ok);
         loop {
-            let job = Self::take_job(&mut self.state(), Some(settings.batch_size as usize));
-            match job {
-                Some(job) => {
-                    self.run_job(job, &settings)?;
+            let job = {
+                let mut state = self.state();
+                match state.stream.as_ref() {
+                    Some(s) if all || s.ready.len() >= batch => Self::take_job(&mut state, batch, false),
+                    _ => None,
                 }
-                None => return Ok(gst::FlowSuccess::Ok),
+            };
+            match job {
+                Some(job) => flow = self.worker.submit(job, settings.max_queued_batches),
+                None => return flow,
             }
+            flow?;
         }
+    }
+
+    /// Encodes everything pending and waits until it has gone downstream.
+    fn drain(&self) -> Result<gst::FlowSuccess, gst::FlowError> {
+        self.submit(&self.settings(), true)?;
+        self.worker.wait_idle()
+    }
+
+    /// Starts the src pad's task that runs the queued batches.
+    fn start_worker(&self) -> bool {
+        worker::start_task(self, &self.srcpad, |imp| &imp.worker, Self::run_job)
+    }
+
+    /// Queues a serialized event behind the batches before it.
+    fn queue_event(&self, event: gst::Event) -> bool {
+        self.worker.event(event, self.settings().max_queued_batches).is_ok()
     }
 
     fn sink_chain(&self, _pad: &gst::Pad, buffer: gst::Buffer) -> Result<gst::FlowSuccess, gst::FlowError> {
@@ -401,20 +420,7 @@ impl OmnitokEnc {
             }
         }
         // Full batches go out (several when batch-size was lowered while chunks waited).
-        let batch = settings.batch_size as usize;
-        loop {
-            let job = {
-                let mut state = self.state();
-                match state.stream.as_ref() {
-                    Some(s) if s.ready.len() >= batch => Self::take_job(&mut state, Some(batch)),
-                    _ => None,
-                }
-            };
-            match job {
-                Some(job) => self.run_job(job, &settings)?,
-                None => return Ok(gst::FlowSuccess::Ok),
-            };
-        }
+        self.submit(&settings, false)
     }
 
     fn sink_event(&self, pad: &gst::Pad, event: gst::Event) -> bool {
@@ -453,19 +459,26 @@ impl OmnitokEnc {
                 }
             }
             EventView::Eos(_) => {
+                let settings = self.settings();
                 // Data only after a segment (caps followed at once by EOS has none).
-                if self.drain().is_ok() && self.srcpad.sticky_event::<gst::event::Segment>(0).is_some() {
-                    let _ = self.push_header_if_unsent();
+                if self.submit(&settings, true).is_ok() && pad.sticky_event::<gst::event::Segment>(0).is_some() {
+                    let header = Self::take_job(&mut self.state(), 0, true);
+                    if let Some(job) = header {
+                        let _ = self.worker.submit(job, settings.max_queued_batches);
+                    }
                 }
-                self.srcpad.push_event(event)
+                worker::queue_eos(self, &self.worker, event, settings.max_queued_batches)
             }
             // A gap or a new segment: the frames before it end their chunk, which goes out
             // before the event; the next chunk starts at the new timestamp.
             EventView::Gap(_) | EventView::Segment(_) => {
-                if self.drain().is_err() {
-                    return false;
-                }
-                gst::Pad::event_default(pad, Some(&*self.obj()), event)
+                let _ = self.submit(&self.settings(), true);
+                self.queue_event(event)
+            }
+            EventView::FlushStart(_) => {
+                let forwarded = self.srcpad.push_event(event);
+                self.worker.flush_start(&self.srcpad);
+                forwarded
             }
             EventView::FlushStop(_) => {
                 {
@@ -483,8 +496,10 @@ impl OmnitokEnc {
                         s.next_index = 0;
                     }
                 }
-                self.srcpad.push_event(event)
+                let forwarded = self.srcpad.push_event(event);
+                forwarded && self.start_worker()
             }
+            _ if event.is_serialized() => self.queue_event(event),
             _ => gst::Pad::event_default(pad, Some(&*self.obj()), event),
         }
     }
@@ -607,6 +622,7 @@ impl ObjectSubclass for OmnitokEnc {
             settings: Mutex::new(Settings::default()),
             graph: GraphSlot::default(),
             state: Mutex::new(State::default()),
+            worker: Worker::default(),
         }
     }
 }
@@ -624,6 +640,7 @@ impl ObjectImpl for OmnitokEnc {
                     .mutable_ready()
                     .build(),
                 properties::batch_size_spec("encoded"),
+                worker::max_queued_batches_spec("encoded"),
                 glib::ParamSpecBoolean::builder("sample")
                     .nick("Sample latents")
                     .blurb("VAE models only: emit a sample mean + exp(0.5 x logvar) x noise (seeded by seed) instead of the mean")
@@ -644,7 +661,7 @@ impl ObjectImpl for OmnitokEnc {
             ]);
             props.extend(Limits::param_specs(
                 Use::Encode,
-                "the encoder holds at most batch-size + 1 chunks plus one batch copy for the graph",
+                "the encoder holds at most (max-queued-batches + 1) x batch-size + 1 chunks plus one batch copy for the graph",
             ));
             props
         });
@@ -670,6 +687,7 @@ impl ObjectImpl for OmnitokEnc {
             "sample" => s.sample = value.get().unwrap(),
             "seed" => s.seed = value.get().unwrap(),
             "latent-format" => s.latent_format = value.get().unwrap(),
+            "max-queued-batches" => s.max_queued_batches = value.get().unwrap(),
             other => unreachable!("unknown property {other}"),
         }
         gst::debug!(CAT, imp = self, "set {} to {:?}", pspec.name(), value);
@@ -691,6 +709,7 @@ impl ObjectImpl for OmnitokEnc {
             "sample" => s.sample.to_value(),
             "seed" => s.seed.to_value(),
             "latent-format" => s.latent_format.to_value(),
+            "max-queued-batches" => s.max_queued_batches.to_value(),
             other => unreachable!("unknown property {other}"),
         }
     }
@@ -740,8 +759,12 @@ impl ElementImpl for OmnitokEnc {
             }
             _ => {}
         }
+        if transition == gst::StateChange::PausedToReady {
+            self.worker.stop(&self.srcpad);
+        }
         let ret = self.parent_change_state(transition)?;
         match transition {
+            gst::StateChange::ReadyToPaused if !self.start_worker() => return Err(gst::StateChangeError),
             gst::StateChange::PausedToReady => self.state().stream = None,
             gst::StateChange::ReadyToNull => {
                 *self.state() = State::default();

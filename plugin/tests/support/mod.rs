@@ -505,3 +505,49 @@ pub fn synthetic(fps_n: u32) -> TokenStream {
         .collect();
     TokenStream::new(header, records)
 }
+
+/// Everything a Harness's element has pushed by now. omnitokenc and omnitokdec run their
+/// graph on their own task, so this first waits: after EOS until EOS came out, otherwise
+/// until a marker event sent now came out behind what was queued before it ([`settle`]).
+pub fn pull_all(h: &mut gst_check::Harness) -> Vec<gst::Buffer> {
+    if h.srcpad().unwrap().sticky_event::<gst::event::Eos>(0).is_some() {
+        wait_for_eos(h);
+    } else {
+        settle(h);
+    }
+    pulled(h)
+}
+
+/// The buffers waiting in the Harness.
+pub fn pulled(h: &mut gst_check::Harness) -> Vec<gst::Buffer> {
+    let mut out = Vec::new();
+    while let Some(b) = h.try_pull() {
+        out.push(b);
+    }
+    out
+}
+
+/// Waits (at most a minute) until EOS came out of the element.
+pub fn wait_for_eos(h: &gst_check::Harness) {
+    let sink = h.sinkpad().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while sink.sticky_event::<gst::event::Eos>(0).is_none() {
+        assert!(std::time::Instant::now() < deadline, "no EOS came out within a minute");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+/// Sends a serialized marker event and waits until it comes out: everything queued before
+/// it has then been pushed. Returns the events that came out before the marker.
+pub fn settle(h: &mut gst_check::Harness) -> Vec<gst::Event> {
+    const MARKER: &str = "omnitok-test-marker";
+    assert!(h.push_event(gst::event::CustomDownstream::new(gst::Structure::new_empty(MARKER))));
+    let mut before = Vec::new();
+    loop {
+        let e = h.pull_event().expect("the marker event comes out");
+        if e.structure().is_some_and(|s| s.name() == MARKER) {
+            return before;
+        }
+        before.push(e);
+    }
+}
