@@ -146,7 +146,8 @@ impl<J: Send + 'static> Worker<J> {
         q.items.push_back(Item::Event(event));
         self.changed.notify_all();
         if max_queued == 0 {
-            self.idle(q)?;
+            // What pushing it did is the next buffer's business (after EOS: EOS).
+            let _ = self.idle(q);
         }
         Ok(())
     }

@@ -860,3 +860,89 @@ fn extreme_timestamps_and_framerates_do_not_panic() {
         }
     }
 }
+
+/// A gate on the encoder's src pad: while closed, the task's first push waits there, so
+/// "a batch is running" lasts as long as the test wants.
+struct Gate(std::sync::Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>);
+
+impl Gate {
+    fn closed_on(pad: &gst::Pad) -> Self {
+        let gate = std::sync::Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
+        let g = gate.clone();
+        pad.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+            let (open, cond) = &*g;
+            let mut o = open.lock().unwrap();
+            while !*o {
+                o = cond.wait(o).unwrap();
+            }
+            gst::PadProbeReturn::Ok
+        });
+        Gate(gate)
+    }
+
+    fn open(&self) {
+        let (open, cond) = &*self.0;
+        *open.lock().unwrap() = true;
+        cond.notify_all();
+    }
+}
+
+/// Pushes frame `i` into `pad` on another thread; the receiver gets the push's result.
+fn push_async(pad: &gst::Pad, i: usize) -> std::sync::mpsc::Receiver<Result<gst::FlowSuccess, gst::FlowError>> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let pad = pad.clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(pad.push(frame_buffer(i, i as u64 * FRAME_NS)));
+    });
+    rx
+}
+
+#[test]
+fn upstream_keeps_pushing_while_a_batch_runs() {
+    use std::sync::mpsc::RecvTimeoutError::Timeout;
+    use std::time::Duration;
+    init();
+    let model = encoder("tiny");
+    let encode = |queued: u32| {
+        let enc = make_enc(
+            &model,
+            &[
+                ("chunk-frames", &1u32),
+                ("batch-size", &1u32),
+                ("max-queued-batches", &queued),
+            ],
+        );
+        let gate = Gate::closed_on(&enc.static_pad("src").unwrap());
+        let mut h = harness(enc);
+        let src = h.srcpad().unwrap();
+        let long = Duration::from_secs(60);
+        let short = Duration::from_millis(300);
+        if queued == 1 {
+            // Batch 0 runs (its push waits at the gate), batch 1 waits in the queue: both
+            // pushes return. The third finds the queue full and waits.
+            assert_eq!(push_async(&src, 0).recv_timeout(long), Ok(Ok(gst::FlowSuccess::Ok)));
+            assert_eq!(push_async(&src, 1).recv_timeout(long), Ok(Ok(gst::FlowSuccess::Ok)));
+            let third = push_async(&src, 2);
+            assert_eq!(third.recv_timeout(short), Err(Timeout), "the queue holds one batch");
+            gate.open();
+            assert_eq!(third.recv_timeout(long), Ok(Ok(gst::FlowSuccess::Ok)));
+        } else {
+            // Synchronous: the first push returns only once its batch went out.
+            let first = push_async(&src, 0);
+            assert_eq!(first.recv_timeout(short), Err(Timeout), "the push waits for its batch");
+            gate.open();
+            assert_eq!(first.recv_timeout(long), Ok(Ok(gst::FlowSuccess::Ok)));
+            for i in 1..3 {
+                assert_eq!(push_async(&src, i).recv_timeout(long), Ok(Ok(gst::FlowSuccess::Ok)));
+            }
+        }
+        assert!(h.push_event(gst::event::Eos::new()));
+        pull_all(&mut h)
+            .iter()
+            .map(|b| b.map_readable().unwrap().to_vec())
+            .collect::<Vec<_>>()
+    };
+    let overlapped = encode(1);
+    assert_eq!(overlapped.len(), 1 + 3, "header + 3 chunks");
+    assert_eq!(overlapped, encode(0), "the same bytes either way");
+}
