@@ -305,6 +305,26 @@ pub fn write_repository(dir: &Path, opts: &TritonOptions, graphs: &[(GraphIo, &S
     Ok(folders)
 }
 
+/// [`write_repository`] for graphs already on disk (`encoder.onnx`, `decoder.onnx` written
+/// by [`crate::write`]): each file is read back for its inputs, outputs and metadata.
+pub fn write_repository_for_files(dir: &Path, opts: &TritonOptions, files: &[&Path]) -> Result<Vec<PathBuf>> {
+    let mut graphs = Vec::new();
+    for &f in files {
+        let io = GraphIo::of(&crate::onnx::load(f)?).with_context(|| format!("{}", f.display()))?;
+        let data = f.with_file_name(format!("{}.data", f.file_name().unwrap_or_default().to_string_lossy()));
+        let report = SaveReport {
+            model_path: f.to_path_buf(),
+            model_bytes: 0,
+            data_bytes: 0,
+            external_tensors: 0,
+            data_path: data.is_file().then_some(data),
+        };
+        graphs.push((io, report));
+    }
+    let refs: Vec<(GraphIo, &SaveReport)> = graphs.iter().map(|(io, r)| (io.clone(), r)).collect();
+    write_repository(dir, opts, &refs)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
