@@ -64,7 +64,12 @@ struct Args {
     #[arg(long, value_name = "N", default_value_t = 64, requires = "triton_repository")]
     triton_max_batch: u32,
     /// Triton dynamic batching: how long a request waits for others to batch with.
-    #[arg(long, value_name = "MICROSECONDS", default_value_t = 2000, requires = "triton_repository")]
+    #[arg(
+        long,
+        value_name = "MICROSECONDS",
+        default_value_t = 2000,
+        requires = "triton_repository"
+    )]
     triton_queue_delay_us: u32,
     /// Model instances (per GPU with --triton-kind gpu).
     #[arg(long, value_name = "N", default_value_t = 1, requires = "triton_repository")]
@@ -286,9 +291,13 @@ fn triton_options(args: &Args) -> Result<TritonOptions> {
     let profile = match &args.triton_trt_profile {
         None => None,
         Some(text) => {
-            let v: Vec<u32> = text.split('x').map(|p| p.trim().parse()).collect::<Result<_, _>>().map_err(|_| {
-                anyhow::anyhow!("--triton-trt-profile '{text}': expected FRAMESxHEIGHTxWIDTH, e.g. 17x256x256")
-            })?;
+            let v: Vec<u32> = text
+                .split('x')
+                .map(|p| p.trim().parse())
+                .collect::<Result<_, _>>()
+                .map_err(|_| {
+                    anyhow::anyhow!("--triton-trt-profile '{text}': expected FRAMESxHEIGHTxWIDTH, e.g. 17x256x256")
+                })?;
             match v[..] {
                 [f, h, w] => Some([f, h, w]),
                 _ => bail!("--triton-trt-profile '{text}': expected FRAMESxHEIGHTxWIDTH, e.g. 17x256x256"),

@@ -165,7 +165,9 @@ fn profile_shape(io: &GraphIo, input: &Io, batch: u32, [frames, height, width]: 
     }
     let (f, h, w) = (u64::from(frames), u64::from(height), u64::from(width));
     if f == 0 || (f - 1) % tp != 0 || h % patch != 0 || w % patch != 0 {
-        bail!("--triton-trt-profile {frames}x{height}x{width} does not fit the model (frames 1 + k x {tp}, sizes multiples of {patch})");
+        bail!(
+            "--triton-trt-profile {frames}x{height}x{width} does not fit the model (frames 1 + k x {tp}, sizes multiples of {patch})"
+        );
     }
     let grid = [1 + (f - 1) / tp, h / patch, w / patch];
     let known: Vec<u64> = input.dims.iter().filter(|&&d| d > 0).map(|&d| d as u64).collect();
@@ -175,14 +177,21 @@ fn profile_shape(io: &GraphIo, input: &Io, batch: u32, [frames, height, width]: 
         ("latent", 4) => [known.first().copied().unwrap_or(0)].into_iter().chain(grid).collect(),
         (name, _) => bail!("no TensorRT profile rule for input '{name}'"),
     };
-    let text: Vec<String> = std::iter::once(u64::from(batch)).chain(rest).map(|d| d.to_string()).collect();
+    let text: Vec<String> = std::iter::once(u64::from(batch))
+        .chain(rest)
+        .map(|d| d.to_string())
+        .collect();
     Ok(format!("{}:{}", input.name, text.join("x")))
 }
 
 /// The `config.pbtxt` of model `model_name` for graph `io`.
 pub fn config_pbtxt(model_name: &str, io: &GraphIo, opts: &TritonOptions) -> Result<String> {
     let mut s = String::new();
-    writeln!(s, "# Written by omnitok-export {} (docs/SCALE-OUT.md).", env!("CARGO_PKG_VERSION"))?;
+    writeln!(
+        s,
+        "# Written by omnitok-export {} (docs/SCALE-OUT.md).",
+        env!("CARGO_PKG_VERSION")
+    )?;
     writeln!(s, "name: {}", quoted(model_name))?;
     writeln!(s, "platform: \"onnxruntime_onnx\"")?;
     writeln!(s, "max_batch_size: {}", opts.max_batch_size)?;
@@ -217,10 +226,7 @@ pub fn config_pbtxt(model_name: &str, io: &GraphIo, opts: &TritonOptions) -> Res
     };
     writeln!(s, "instance_group [ {{ count: {} kind: {kind} }} ]", opts.instances)?;
     if let Some(trt) = &opts.tensorrt {
-        let mut params = vec![(
-            "precision_mode",
-            if trt.fp16 { "FP16" } else { "FP32" }.to_string(),
-        )];
+        let mut params = vec![("precision_mode", if trt.fp16 { "FP16" } else { "FP32" }.to_string())];
         params.push(("max_workspace_size_bytes", trt.workspace_bytes.to_string()));
         if let Some(dir) = &trt.engine_cache {
             params.push(("trt_engine_cache_enable", "1".into()));
@@ -278,7 +284,12 @@ fn place(from: &Path, to: &Path) -> Result<()> {
 /// `.onnx`), `<name>_<role>/config.pbtxt` and `<name>_<role>/1/model.onnx` (plus its
 /// external data file under the name the graph refers to). Returns the model folders.
 pub fn write_repository(dir: &Path, opts: &TritonOptions, graphs: &[(GraphIo, &SaveReport)]) -> Result<Vec<PathBuf>> {
-    if opts.name.is_empty() || !opts.name.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c)) {
+    if opts.name.is_empty()
+        || !opts
+            .name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+    {
         bail!(
             "--triton-name '{}': use letters, digits, '_', '-' or '.' (it names folders and URLs)",
             opts.name
@@ -295,7 +306,10 @@ pub fn write_repository(dir: &Path, opts: &TritonOptions, graphs: &[(GraphIo, &S
         std::fs::create_dir_all(&version).with_context(|| format!("cannot create {}", version.display()))?;
         place(&report.model_path, &version.join("model.onnx"))?;
         if let Some(data) = &report.data_path {
-            place(data, &version.join(data.file_name().context("external data path has no file name")?))?;
+            place(
+                data,
+                &version.join(data.file_name().context("external data path has no file name")?),
+            )?;
         }
         let config = folder.join("config.pbtxt");
         std::fs::write(&config, config_pbtxt(&model_name, io, opts)?)
@@ -356,9 +370,18 @@ mod tests {
     #[test]
     fn config_carries_io_batching_and_metadata() {
         let c = config_pbtxt("m_encoder", &io(vec![-1, -1, -1, 3]), &TritonOptions::default()).unwrap();
-        assert!(c.contains("platform: \"onnxruntime_onnx\"\nmax_batch_size: 64\n"), "{c}");
-        assert!(c.contains("{ name: \"frames\" data_type: TYPE_UINT8 dims: [ -1, -1, -1, 3 ] }"), "{c}");
-        assert!(c.contains("dynamic_batching { max_queue_delay_microseconds: 2000 }"), "{c}");
+        assert!(
+            c.contains("platform: \"onnxruntime_onnx\"\nmax_batch_size: 64\n"),
+            "{c}"
+        );
+        assert!(
+            c.contains("{ name: \"frames\" data_type: TYPE_UINT8 dims: [ -1, -1, -1, 3 ] }"),
+            "{c}"
+        );
+        assert!(
+            c.contains("dynamic_batching { max_queue_delay_microseconds: 2000 }"),
+            "{c}"
+        );
         assert!(c.contains("instance_group [ { count: 1 kind: KIND_GPU } ]"), "{c}");
         // JSON values are escaped; keys other than omnitok.* stay out.
         assert!(
@@ -399,7 +422,9 @@ mod tests {
             }),
             ..opts
         };
-        let e = config_pbtxt("m", &io(vec![-1, -1, -1, 3]), &bad).unwrap_err().to_string();
+        let e = config_pbtxt("m", &io(vec![-1, -1, -1, 3]), &bad)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("4x16x24 does not fit the model"), "{e}");
     }
 

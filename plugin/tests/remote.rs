@@ -95,7 +95,11 @@ fn start_error(launch: &str) -> String {
     let p = Player::new(launch);
     let out = p.play_to_end();
     assert!(!out.eos, "{launch} should fail");
-    let (msg, _) = out.errors.first().cloned().unwrap_or_else(|| panic!("{launch}: no error"));
+    let (msg, _) = out
+        .errors
+        .first()
+        .cloned()
+        .unwrap_or_else(|| panic!("{launch}: no error"));
     msg
 }
 
@@ -111,7 +115,9 @@ fn the_server_encodes_and_decodes_like_local_inference() {
     assert_eq!(local.len(), 25, "a header and 120 frames in chunks of 5");
     for batch in ["batch-size=1", "batch-size=2"] {
         let remote = encode(&carphone_source(), Some(&server), batch);
-        let differ: Vec<usize> = (0..local.len().min(remote.len())).filter(|&i| remote[i] != local[i]).collect();
+        let differ: Vec<usize> = (0..local.len().min(remote.len()))
+            .filter(|&i| remote[i] != local[i])
+            .collect();
         assert!(
             remote == local,
             "{batch}: remote tokens differ from local ones: {} vs {} buffers, differing {differ:?}",
@@ -130,7 +136,9 @@ fn the_server_encodes_and_decodes_like_local_inference() {
     let sources: Vec<String> = ["ball", "smpte", "snow", "pinwheel"]
         .iter()
         .map(|p| {
-            format!("videotestsrc pattern={p} num-buffers=40 ! video/x-raw,format=RGB,width=48,height=32,framerate=25/1")
+            format!(
+                "videotestsrc pattern={p} num-buffers=40 ! video/x-raw,format=RGB,width=48,height=32,framerate=25/1"
+            )
         })
         .collect();
     let want: Vec<_> = sources.iter().map(|s| encode(s, None, "")).collect();
@@ -148,7 +156,10 @@ fn the_server_encodes_and_decodes_like_local_inference() {
     let (chunks, runs) = server.counts("tiny_encoder");
     let (chunks, runs) = (chunks - chunks_before, runs - runs_before);
     assert_eq!(chunks, 32, "4 pipelines x 8 chunks");
-    assert!(runs < chunks, "no request was batched with another: {runs} runs for {chunks} chunks");
+    assert!(
+        runs < chunks,
+        "no request was batched with another: {runs} runs for {chunks} chunks"
+    );
     eprintln!("4 pipelines: {chunks} chunks in {runs} server runs");
 
     // A name the server does not have, and a model of the other role.
@@ -197,8 +208,9 @@ fn unreachable_or_unsupported_servers_are_clear_errors() {
         "{source} ! omnitokenc inference-server=http://127.0.0.1:{port} inference-model=m ! appsink name=out"
     ));
     assert!(
-        e.starts_with(&format!("inference server http://127.0.0.1:{port} is not reachable: cannot connect"))
-            && e.contains("refused"),
+        e.starts_with(&format!(
+            "inference server http://127.0.0.1:{port} is not reachable: cannot connect"
+        )) && e.contains("refused"),
         "{e}"
     );
     // Retries: one warning each, bounded, then the same error.
@@ -218,7 +230,10 @@ fn unreachable_or_unsupported_servers_are_clear_errors() {
     let e = start_error(&format!(
         "{source} ! omnitokenc inference-server=http://127.0.0.1:{port} ! appsink name=out"
     ));
-    assert!(e.starts_with("inference-server is set but inference-model is not"), "{e}");
+    assert!(
+        e.starts_with("inference-server is set but inference-model is not"),
+        "{e}"
+    );
     // A timeout, not a hang: a listener that accepts and never answers.
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", silent.local_addr().unwrap());
@@ -239,7 +254,10 @@ fn act_mid_stream(launch: &str, chunks: usize, act: impl FnOnce()) -> (support::
     let started = Instant::now();
     while got.len() < chunks {
         got.extend(p.take_samples().iter().map(bytes));
-        assert!(started.elapsed() < Duration::from_secs(60), "no {chunks} chunks in 60 s");
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no {chunks} chunks in 60 s"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
     act();
@@ -269,7 +287,10 @@ fn a_server_killed_mid_stream_is_an_error_and_keeps_what_was_pushed() {
         "{msg}"
     );
     assert!(got.len() >= 4 && got.len() < local.len(), "{} buffers", got.len());
-    assert!(got[..] == local[..got.len()], "the chunks pushed before are the local ones");
+    assert!(
+        got[..] == local[..got.len()],
+        "the chunks pushed before are the local ones"
+    );
 }
 
 #[test]
@@ -285,7 +306,11 @@ fn retries_ride_over_a_server_restart() {
     );
     let (out, got) = act_mid_stream(&launch, 4, || server.restart());
     assert!(out.eos && out.errors.is_empty(), "{:?}", out.errors);
-    assert!(!out.warnings.is_empty() && out.warnings[0].contains("retry 1 of 25"), "{:?}", out.warnings);
+    assert!(
+        !out.warnings.is_empty() && out.warnings[0].contains("retry 1 of 25"),
+        "{:?}",
+        out.warnings
+    );
     assert!(got == local, "every chunk, as local inference makes it");
 }
 
@@ -346,8 +371,16 @@ fn the_production_repository_parses_in_triton() {
     }
     // The parser refuses the broken config before any backend is looked for: the index
     // knows the folder only by name (no version, no state), and the log names the field.
-    let broken = index.as_array().unwrap().iter().find(|m| m["name"] == "broken").unwrap();
-    assert!(broken.get("state").is_none() && broken.get("version").is_none(), "{broken}");
+    let broken = index
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "broken")
+        .unwrap();
+    assert!(
+        broken.get("state").is_none() && broken.get("version").is_none(),
+        "{broken}"
+    );
     let log = server.log();
     assert!(
         log.contains("has no field named \"max_batch_sizes\"") && log.contains("failed to read text proto"),

@@ -100,7 +100,9 @@ pub(crate) enum LoadError {
     #[error("cannot use model-file {}: {}", .0.display(), .1)]
     Load(PathBuf, ModelError),
     /// inference-server is set but inference-model is not.
-    #[error("inference-server is set but inference-model is not: set it to the {0} model's name on the server (e.g. NAME_{0})")]
+    #[error(
+        "inference-server is set but inference-model is not: set it to the {0} model's name on the server (e.g. NAME_{0})"
+    )]
     NoInferenceModel(&'static str),
     /// The remote model cannot be used.
     #[error(transparent)]

@@ -6,8 +6,8 @@
 //! `tests/triton/model.py` (the `onnxruntime` wheel).
 
 use std::io::Read;
-use std::path::{Path, PathBuf};
 use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -44,12 +44,8 @@ pub fn test_options(name: &str) -> TritonOptions {
 /// Writes the production repository of `models` (encoder.onnx, decoder.onnx) into `dir`.
 pub fn production_repository(models: &Path, dir: &Path, opts: &TritonOptions) -> PathBuf {
     let _ = std::fs::remove_dir_all(dir);
-    triton::write_repository_for_files(
-        dir,
-        opts,
-        &[&models.join("encoder.onnx"), &models.join("decoder.onnx")],
-    )
-    .unwrap();
+    triton::write_repository_for_files(dir, opts, &[&models.join("encoder.onnx"), &models.join("decoder.onnx")])
+        .unwrap();
     dir.to_path_buf()
 }
 
@@ -183,7 +179,10 @@ impl Server {
                 return;
             }
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("tritonserver exited ({status}) before it was {what}:\n{}", self.log_tail());
+                panic!(
+                    "tritonserver exited ({status}) before it was {what}:\n{}",
+                    self.log_tail()
+                );
             }
             if started.elapsed() > START_TIMEOUT {
                 panic!(

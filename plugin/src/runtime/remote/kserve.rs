@@ -348,7 +348,10 @@ mod tests {
         assert_eq!(from_bytes(DType::I64, &b), t);
         let f = TensorData::F32(vec![0.5, -3.25, f32::MIN_POSITIVE]);
         assert_eq!(from_bytes(DType::F32, &to_bytes(&f)), f);
-        assert_eq!((elem_size(DType::U8), elem_size(DType::F32), elem_size(DType::I64)), (1, 4, 8));
+        assert_eq!(
+            (elem_size(DType::U8), elem_size(DType::F32), elem_size(DType::I64)),
+            (1, 4, 8)
+        );
     }
 
     #[test]

@@ -57,7 +57,11 @@ pub enum RemoteError {
         reason: String,
     },
     #[error("model '{model}' on {server}: {source}")]
-    Config { server: String, model: String, source: KserveError },
+    Config {
+        server: String,
+        model: String,
+        source: KserveError,
+    },
     #[error(
         "model '{model}' on {server} carries no usable omnitok metadata in its config parameters ({source}): \
          serve a repository written by omnitok-export --triton-repository"
@@ -115,7 +119,10 @@ pub(crate) fn with_retries<T>(
             Err(e) if e.retryable() && attempt < retries => {
                 let wait = backoff(attempt);
                 attempt += 1;
-                warn(&format!("{e}; retry {attempt} of {retries} in {:.2} s", wait.as_secs_f64()));
+                warn(&format!(
+                    "{e}; retry {attempt} of {retries} in {:.2} s",
+                    wait.as_secs_f64()
+                ));
                 std::thread::sleep(wait);
             }
             r => return r,
@@ -135,11 +142,7 @@ fn state_of(index: &serde_json::Value, model: &str) -> Option<(String, String)> 
 /// Connects to the server of `settings`, checks that the model is there and ready and is a
 /// graph of `role`, and returns it with a [`engine::RemoteEngine`]. `warn` gets one line per
 /// retry (the elements post it as a warning).
-pub fn load(
-    settings: &RemoteSettings,
-    role: Role,
-    warn: Box<dyn Fn(&str) + Send>,
-) -> Result<LoadedModel, RemoteError> {
+pub fn load(settings: &RemoteSettings, role: Role, warn: Box<dyn Fn(&str) + Send>) -> Result<LoadedModel, RemoteError> {
     let server = parse_server(&settings.server)?;
     let client = Client::new(&server, settings.timeout);
     let model = settings.model.clone();
@@ -168,7 +171,11 @@ pub fn load(
                 });
             }
             Some((state, reason)) if state != "READY" => {
-                let reason = if reason.is_empty() { state } else { format!("{state}: {reason}") };
+                let reason = if reason.is_empty() {
+                    state
+                } else {
+                    format!("{state}: {reason}")
+                };
                 return Err(RemoteError::ModelNotReady { server, model, reason });
             }
             Some(_) => {}
@@ -242,17 +249,13 @@ mod tests {
     fn retries_are_bounded_and_warned() {
         let warnings = std::sync::Mutex::new(Vec::new());
         let mut calls = 0;
-        let r: Result<(), _> = with_retries(
-            2,
-            &|w| warnings.lock().unwrap().push(w.to_string()),
-            || {
-                calls += 1;
-                Err(KserveError::Connect {
-                    url: "http://h/v2".into(),
-                    reason: "refused".into(),
-                })
-            },
-        );
+        let r: Result<(), _> = with_retries(2, &|w| warnings.lock().unwrap().push(w.to_string()), || {
+            calls += 1;
+            Err(KserveError::Connect {
+                url: "http://h/v2".into(),
+                reason: "refused".into(),
+            })
+        });
         assert!(r.is_err());
         assert_eq!(calls, 3);
         let w = warnings.into_inner().unwrap();
