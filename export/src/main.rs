@@ -122,6 +122,11 @@ fn run(args: Args) -> Result<()> {
     if args.precision != Precision::Int8 && !args.int8_keep_float.is_empty() {
         bail!("--int8-keep-float needs --precision int8");
     }
+    let triton_opts = args
+        .triton_repository
+        .is_some()
+        .then(|| triton_options(&args))
+        .transpose()?;
     let started = Instant::now();
     let output = args.output.clone().expect("clap requires --output");
     let named = args.preset.as_deref().map(preset).transpose()?;
@@ -199,13 +204,13 @@ fn run(args: Args) -> Result<()> {
         }
     };
     let (params, unused, id) = (exported.parameters, exported.unused.clone(), exported.model_id.clone());
-    let triton = match &args.triton_repository {
-        Some(dir) => Some((
+    let triton = match (&args.triton_repository, triton_opts) {
+        (Some(dir), Some(opts)) => Some((
             dir.clone(),
-            triton_options(&args)?,
+            opts,
             [GraphIo::of(&exported.encoder)?, GraphIo::of(&exported.decoder)?],
         )),
-        None => None,
+        _ => None,
     };
     let traced = started.elapsed();
     let reports = omnitok_export::write(exported, &output)?;
@@ -304,7 +309,7 @@ fn triton_options(args: &Args) -> Result<TritonOptions> {
             }
         }
     };
-    Ok(TritonOptions {
+    let opts = TritonOptions {
         name: args.triton_name.clone(),
         max_batch_size: args.triton_max_batch,
         queue_delay_us: args.triton_queue_delay_us,
@@ -316,7 +321,9 @@ fn triton_options(args: &Args) -> Result<TritonOptions> {
             workspace_bytes: 4 << 30,
             profile,
         }),
-    })
+    };
+    opts.validate()?;
+    Ok(opts)
 }
 
 fn main() -> ExitCode {

@@ -49,6 +49,23 @@ pub struct TritonOptions {
     pub tensorrt: Option<TensorRtOptions>,
 }
 
+impl TritonOptions {
+    /// Refuses a name that cannot be a folder and URL segment, and zero counts.
+    pub fn validate(&self) -> Result<()> {
+        let allowed = |c: char| c.is_ascii_alphanumeric() || "_-.".contains(c);
+        if self.name.is_empty() || !self.name.chars().all(allowed) {
+            bail!(
+                "--triton-name '{}': use letters, digits, '_', '-' or '.' (it names folders and URLs)",
+                self.name
+            );
+        }
+        if self.max_batch_size == 0 || self.instances == 0 {
+            bail!("--triton-max-batch and --triton-instances must be at least 1");
+        }
+        Ok(())
+    }
+}
+
 impl Default for TritonOptions {
     fn default() -> Self {
         Self {
@@ -284,20 +301,7 @@ fn place(from: &Path, to: &Path) -> Result<()> {
 /// `.onnx`), `<name>_<role>/config.pbtxt` and `<name>_<role>/1/model.onnx` (plus its
 /// external data file under the name the graph refers to). Returns the model folders.
 pub fn write_repository(dir: &Path, opts: &TritonOptions, graphs: &[(GraphIo, &SaveReport)]) -> Result<Vec<PathBuf>> {
-    if opts.name.is_empty()
-        || !opts
-            .name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
-    {
-        bail!(
-            "--triton-name '{}': use letters, digits, '_', '-' or '.' (it names folders and URLs)",
-            opts.name
-        );
-    }
-    if opts.max_batch_size == 0 || opts.instances == 0 {
-        bail!("--triton-max-batch and --triton-instances must be at least 1");
-    }
+    opts.validate()?;
     let mut folders = Vec::new();
     for (io, report) in graphs {
         let model_name = format!("{}_{}", opts.name, io.role);
