@@ -32,7 +32,12 @@ fn carphone() -> PathBuf {
 /// A served test repository of the tiny models, and its server.
 fn serve(name: &str) -> Server {
     let dir = support::scratch(&format!("triton-{name}"));
-    let repo = python_repository(&models(), &dir.join("repo"), &test_options("tiny"));
+    let repo = python_repository(
+        &models(),
+        &dir.join("repo"),
+        &test_options("tiny"),
+        &[("intra_op_threads", "1")],
+    );
     Server::start(&repo)
 }
 

@@ -41,8 +41,13 @@ class TritonPythonModel:
         )
         self.inputs = [i["name"] for i in config["input"]]
         self.outputs = [o["name"] for o in config["output"]]
+        # "1": run the requests of a dynamic batch that share a geometry as one batch (as
+        # Triton's onnxruntime backend does); "0": each on its own (bit-exact per request).
+        self.join = _parameter(config, "omnitok_test.join_batches", "0") == "1"
 
     def execute(self, requests):
+        if self.join and len(requests) > 1:
+            return self._execute_joined(requests)
         responses = []
         for request in requests:
             try:
@@ -53,6 +58,32 @@ class TritonPythonModel:
                 responses.append(pb_utils.InferenceResponse(output_tensors=tensors))
             except Exception as e:  # an error response for this request, not a dead model
                 responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(str(e))))
+        return responses
+
+    def _execute_joined(self, requests):
+        """Concatenates requests of equal input shapes (but the batch) along the batch axis."""
+        feeds = [{n: pb_utils.get_input_tensor_by_name(r, n).as_numpy() for n in self.inputs} for r in requests]
+        groups = {}
+        for i, feed in enumerate(feeds):
+            key = tuple((n, feed[n].shape[1:]) for n in self.inputs)
+            groups.setdefault(key, []).append(i)
+        responses = [None] * len(requests)
+        for members in groups.values():
+            try:
+                joined = {n: np.concatenate([feeds[i][n] for i in members]) for n in self.inputs}
+                values = self.session.run(self.outputs, joined)
+                start = 0
+                for i in members:
+                    b = feeds[i][self.inputs[0]].shape[0]
+                    tensors = [
+                        pb_utils.Tensor(n, np.ascontiguousarray(v[start : start + b]))
+                        for n, v in zip(self.outputs, values)
+                    ]
+                    responses[i] = pb_utils.InferenceResponse(output_tensors=tensors)
+                    start += b
+            except Exception as e:
+                for i in members:
+                    responses[i] = pb_utils.InferenceResponse(error=pb_utils.TritonError(str(e)))
         return responses
 
     def finalize(self):

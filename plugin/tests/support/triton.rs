@@ -17,11 +17,20 @@ use omnitok_export::triton::{self, InstanceKind, TritonOptions};
 /// about 10 s).
 const START_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// The checkout's root (this file serves the plugin's tests and the root's benchmark).
+fn root() -> PathBuf {
+    let mut dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    while !dir.join("Cargo.lock").is_file() {
+        assert!(dir.pop(), "no Cargo.lock above {}", env!("CARGO_MANIFEST_DIR"));
+    }
+    dir
+}
+
 /// The unpacked server: `bin/tritonserver`, `lib/`, `backends/python/`, `site/`.
 pub fn triton_dir() -> PathBuf {
     let dir = std::env::var_os("OMNITOK_TRITON_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.deps/triton"));
+        .unwrap_or_else(|| root().join(".deps/triton"));
     assert!(
         dir.join("bin/tritonserver").is_file(),
         "no Triton Inference Server in {}: run scripts/setup.sh --test (or set OMNITOK_TRITON_DIR)",
@@ -51,12 +60,17 @@ pub fn production_repository(models: &Path, dir: &Path, opts: &TritonOptions) ->
 
 /// The repository of `models` as the exporter writes it, served by the Python backend:
 /// `platform: "onnxruntime_onnx"` becomes `backend: "python"` plus the path of the
-/// onnxruntime package, and `model.py` joins each version folder. Everything else (I/O,
-/// batching, the omnitok parameters) is the exporter's.
-pub fn python_repository(models: &Path, dir: &Path, opts: &TritonOptions) -> PathBuf {
+/// onnxruntime package and `params` (model.py's `omnitok_test.*` settings), and `model.py`
+/// joins each version folder. Everything else (I/O, batching, the omnitok parameters) is the
+/// exporter's.
+pub fn python_repository(models: &Path, dir: &Path, opts: &TritonOptions, params: &[(&str, &str)]) -> PathBuf {
     production_repository(models, dir, opts);
     let site = triton_dir().join("site");
-    let model_py = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/triton/model.py");
+    let model_py = root().join("tests/triton/model.py");
+    let mut extra = String::new();
+    for (k, v) in params {
+        extra += &format!("parameters {{ key: \"omnitok_test.{k}\" value: {{ string_value: \"{v}\" }} }}\n");
+    }
     for role in ["encoder", "decoder"] {
         let folder = dir.join(format!("{}_{role}", opts.name));
         let config = folder.join("config.pbtxt");
@@ -66,8 +80,7 @@ pub fn python_repository(models: &Path, dir: &Path, opts: &TritonOptions) -> Pat
         let text = text.replace(
             platform,
             &format!(
-                "backend: \"python\"\nparameters {{ key: \"omnitok_test.onnxruntime_path\" value: {{ string_value: \"{}\" }} }}\n\
-                 parameters {{ key: \"omnitok_test.intra_op_threads\" value: {{ string_value: \"1\" }} }}\n",
+                "backend: \"python\"\nparameters {{ key: \"omnitok_test.onnxruntime_path\" value: {{ string_value: \"{}\" }} }}\n{extra}",
                 site.display()
             ),
         );
