@@ -62,7 +62,10 @@ fn encode(a: &Args, i: usize, engine: &str) -> Vec<Vec<u8>> {
         a.frames,
         s = a.size
     );
-    let pipeline = gst::parse::launch(&launch).unwrap().downcast::<gst::Pipeline>().unwrap();
+    let pipeline = gst::parse::launch(&launch)
+        .unwrap()
+        .downcast::<gst::Pipeline>()
+        .unwrap();
     let sink = pipeline.by_name("out").unwrap().downcast::<gst_app::AppSink>().unwrap();
     pipeline.set_state(gst::State::Playing).unwrap();
     let mut out = Vec::new();
@@ -81,7 +84,9 @@ fn encode(a: &Args, i: usize, engine: &str) -> Vec<Vec<u8>> {
 fn round(a: &Args, engine: &str) -> (f64, Vec<Vec<Vec<u8>>>) {
     let started = Instant::now();
     let outs = std::thread::scope(|s| {
-        let hs: Vec<_> = (0..a.pipelines).map(|i| s.spawn(move || encode(a, i, engine))).collect();
+        let hs: Vec<_> = (0..a.pipelines)
+            .map(|i| s.spawn(move || encode(a, i, engine)))
+            .collect();
         hs.into_iter().map(|h| h.join().unwrap()).collect()
     });
     (started.elapsed().as_secs_f64(), outs)
@@ -119,7 +124,10 @@ fn main() {
     };
     let (separate, joined) = (serve("separate", "0"), serve("joined", "1"));
     let engines = [
-        ("local ONNX Runtime", format!("model-file={}", models.join("encoder.onnx").display())),
+        (
+            "local ONNX Runtime",
+            format!("model-file={}", models.join("encoder.onnx").display()),
+        ),
         (
             "server",
             format!("inference-server={} inference-model=bench_encoder", separate.url()),
@@ -138,7 +146,10 @@ fn main() {
     let reference: Vec<_> = engines.iter().map(|(_, e)| round(&a, e).1).collect();
     for (i, (name, _)) in engines.iter().enumerate().skip(1) {
         let same = reference[i] == reference[0];
-        println!("  {name}: tokens {} local ones", if same { "equal the" } else { "DIFFER from the" });
+        println!(
+            "  {name}: tokens {} local ones",
+            if same { "equal the" } else { "DIFFER from the" }
+        );
     }
     let mut fps = vec![Vec::new(); engines.len()];
     for _ in 0..a.rounds {

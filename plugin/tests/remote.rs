@@ -271,17 +271,24 @@ fn act_mid_stream(launch: &str, chunks: usize, act: impl FnOnce()) -> (support::
     (out, got)
 }
 
+/// A server of its own, the local encoding of a slow source of `frames` frames, and the
+/// pipeline that encodes it through the server with `extra` settings.
+fn slow_stream(name: &str, frames: u32, extra: &str) -> (Server, Vec<Vec<u8>>, String) {
+    let server = serve(name);
+    let local = encode(&slow_source(frames), None, "");
+    let launch = format!(
+        "{} ! omnitokenc {} ! appsink name=out",
+        slow_source(frames),
+        engine("encoder", Some(&server), extra)
+    );
+    (server, local, launch)
+}
+
 #[test]
 fn a_server_killed_mid_stream_is_an_error_and_keeps_what_was_pushed() {
     init();
-    let mut server = serve("kill");
-    let local = encode(&slow_source(150), None, "");
+    let (mut server, local, launch) = slow_stream("kill", 150, "");
     assert_eq!(local.len(), 31, "a header and 30 chunks");
-    let launch = format!(
-        "{} ! omnitokenc {} ! appsink name=out",
-        slow_source(150),
-        engine("encoder", Some(&server), "")
-    );
     let started = Instant::now();
     let (out, got) = act_mid_stream(&launch, 4, || server.kill());
     assert!(started.elapsed() < Duration::from_secs(60), "no hang");
@@ -301,14 +308,8 @@ fn a_server_killed_mid_stream_is_an_error_and_keeps_what_was_pushed() {
 #[test]
 fn retries_ride_over_a_server_restart() {
     init();
-    let mut server = serve("restart");
-    let local = encode(&slow_source(100), None, "");
+    let (mut server, local, launch) = slow_stream("restart", 100, "inference-retries=25");
     assert_eq!(local.len(), 21, "a header and 20 chunks");
-    let launch = format!(
-        "{} ! omnitokenc {} ! appsink name=out",
-        slow_source(100),
-        engine("encoder", Some(&server), "inference-retries=25")
-    );
     let (out, got) = act_mid_stream(&launch, 4, || server.restart());
     assert!(out.eos && out.errors.is_empty(), "{:?}", out.errors);
     assert!(

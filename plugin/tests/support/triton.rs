@@ -107,30 +107,31 @@ pub struct Server {
     repository: PathBuf,
 }
 
-fn get(url: &str) -> Result<(u16, String), String> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
         .timeout_global(Some(Duration::from_secs(5)))
         .http_status_as_error(false)
         .build()
-        .into();
-    let mut r = agent.get(url).call().map_err(|e| e.to_string())?;
+        .into()
+}
+
+fn answer(sent: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Result<(u16, String), String> {
+    let mut r = sent.map_err(|e| e.to_string())?;
     let status = r.status().as_u16();
     Ok((status, r.body_mut().read_to_string().unwrap_or_default()))
 }
 
+fn get(url: &str) -> Result<(u16, String), String> {
+    answer(agent().get(url).call())
+}
+
 fn post(url: &str, body: &str) -> Result<(u16, String), String> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(Duration::from_secs(5)))
-        .http_status_as_error(false)
-        .build()
-        .into();
-    let mut r = agent
-        .post(url)
-        .header("Content-Type", "application/json")
-        .send(body.as_bytes())
-        .map_err(|e| e.to_string())?;
-    let status = r.status().as_u16();
-    Ok((status, r.body_mut().read_to_string().unwrap_or_default()))
+    answer(
+        agent()
+            .post(url)
+            .header("Content-Type", "application/json")
+            .send(body.as_bytes()),
+    )
 }
 
 impl Server {

@@ -169,10 +169,13 @@ impl Client {
         }
     }
 
-    /// GET `path`: the JSON body of a 2xx answer.
-    pub fn get_json(&self, path: &str) -> Result<serde_json::Value, KserveError> {
-        let url = self.url(path);
-        let mut resp = self.agent.get(&url).call().map_err(|e| self.transport(&url, e))?;
+    /// The JSON body of a 2xx answer (`Null` for an empty one), else the server's error.
+    fn json_answer(
+        &self,
+        url: String,
+        sent: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    ) -> Result<serde_json::Value, KserveError> {
+        let mut resp = sent.map_err(|e| self.transport(&url, e))?;
         let status = resp.status().as_u16();
         let body = resp
             .body_mut()
@@ -192,29 +195,22 @@ impl Client {
         })
     }
 
+    /// GET `path`: the JSON body of a 2xx answer.
+    pub fn get_json(&self, path: &str) -> Result<serde_json::Value, KserveError> {
+        let url = self.url(path);
+        let sent = self.agent.get(&url).call();
+        self.json_answer(url, sent)
+    }
+
     /// POST a JSON body, the JSON answer of a 2xx.
     pub fn post_json(&self, path: &str, body: &serde_json::Value) -> Result<serde_json::Value, KserveError> {
         let url = self.url(path);
-        let mut resp = self
+        let sent = self
             .agent
             .post(&url)
             .header("Content-Type", "application/json")
-            .send(body.to_string().as_bytes())
-            .map_err(|e| self.transport(&url, e))?;
-        let status = resp.status().as_u16();
-        let bytes = resp
-            .body_mut()
-            .with_config()
-            .limit(MAX_JSON_BYTES)
-            .read_to_vec()
-            .map_err(|e| self.transport(&url, e))?;
-        if !(200..300).contains(&status) {
-            return Err(Self::status_error(&url, status, &bytes));
-        }
-        serde_json::from_slice(&bytes).map_err(|e| KserveError::Protocol {
-            url,
-            reason: format!("not JSON: {e}"),
-        })
+            .send(body.to_string().as_bytes());
+        self.json_answer(url, sent)
     }
 
     /// Runs `model` on `inputs`, asking for `outputs` as binary data; returns them in the
