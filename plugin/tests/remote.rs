@@ -375,6 +375,17 @@ fn the_production_repository_parses_in_triton() {
             server.log_tail()
         );
     }
+    // An element pointed at this server is told why it cannot use it (models that did not
+    // load make a strict server not ready).
+    let e = start_error(&format!(
+        "videotestsrc num-buffers=5 ! video/x-raw,format=RGB,width=48,height=32 ! omnitokenc \
+         inference-server={} inference-model=tiny_encoder ! appsink name=out",
+        server.url()
+    ));
+    assert!(
+        e.starts_with(&format!("inference server {} is not ready", server.url())),
+        "{e}"
+    );
     // The parser refuses the broken config before any backend is looked for: the index
     // knows the folder only by name (no version, no state), and the log names the field.
     let broken = index
