@@ -8,6 +8,7 @@ pub mod graph;
 pub mod model;
 pub mod onnx;
 pub mod quantize;
+pub mod triton;
 pub mod weights;
 
 // The unit tests share the integration tests' support code (which names this crate).

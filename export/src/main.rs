@@ -1,5 +1,6 @@
 //! `omnitok-export --checkpoint FILE --output DIR [--attention sdpa|math] [--intermediates]
-//!                [--preset NAME] [--random-init SEED] [--config JSON]`
+//!                [--preset NAME] [--random-init SEED] [--config JSON]
+//!                [--triton-repository DIR [--triton-* ...]]`
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -12,6 +13,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use omnitok_export::checkpoint;
 use omnitok_export::config::{AttentionSemantics, Config, PRESETS, preset};
 use omnitok_export::quantize::{self, Int8Policy, Precision};
+use omnitok_export::triton::{self, GraphIo, InstanceKind, TensorRtOptions, TritonOptions};
 use omnitok_export::{ExportOptions, Provenance, Source, Weights};
 
 #[derive(Parser, Debug)]
@@ -51,6 +53,43 @@ struct Args {
     /// name (repeatable or comma-separated; 'none' quantizes every candidate). Replaces the default list.
     #[arg(long, value_name = "PATTERN", value_delimiter = ',')]
     int8_keep_float: Vec<String>,
+    /// Also write a Triton Inference Server model repository there: NAME_encoder and
+    /// NAME_decoder, each with config.pbtxt (platform onnxruntime_onnx) and 1/model.onnx.
+    #[arg(long, value_name = "DIR")]
+    triton_repository: Option<PathBuf>,
+    /// Model name prefix in the Triton repository.
+    #[arg(long, value_name = "NAME", default_value = "omnitok", requires = "triton_repository")]
+    triton_name: String,
+    /// Triton max_batch_size (chunks per server run, across requests).
+    #[arg(long, value_name = "N", default_value_t = 64, requires = "triton_repository")]
+    triton_max_batch: u32,
+    /// Triton dynamic batching: how long a request waits for others to batch with.
+    #[arg(
+        long,
+        value_name = "MICROSECONDS",
+        default_value_t = 2000,
+        requires = "triton_repository"
+    )]
+    triton_queue_delay_us: u32,
+    /// Model instances (per GPU with --triton-kind gpu).
+    #[arg(long, value_name = "N", default_value_t = 1, requires = "triton_repository")]
+    triton_instances: u32,
+    /// Where Triton runs the instances.
+    #[arg(long, value_enum, default_value = "gpu", requires = "triton_repository")]
+    triton_kind: InstanceKind,
+    /// Run through ONNX Runtime's TensorRT execution provider inside Triton.
+    #[arg(long, requires = "triton_repository")]
+    triton_tensorrt: bool,
+    /// TensorRT in FP16 (precision_mode FP16).
+    #[arg(long, requires = "triton_tensorrt")]
+    triton_fp16: bool,
+    /// TensorRT engine cache folder, as the server sees it.
+    #[arg(long, value_name = "PATH", requires = "triton_tensorrt")]
+    triton_engine_cache: Option<String>,
+    /// One TensorRT optimization profile for clips of FRAMESxHEIGHTxWIDTH (padded), batch 1 to
+    /// --triton-max-batch.
+    #[arg(long, value_name = "FxHxW", requires = "triton_tensorrt")]
+    triton_trt_profile: Option<String>,
     /// Print the presets and exit.
     #[arg(long)]
     list_presets: bool,
@@ -83,6 +122,11 @@ fn run(args: Args) -> Result<()> {
     if args.precision != Precision::Int8 && !args.int8_keep_float.is_empty() {
         bail!("--int8-keep-float needs --precision int8");
     }
+    let triton_opts = args
+        .triton_repository
+        .is_some()
+        .then(|| triton_options(&args))
+        .transpose()?;
     let started = Instant::now();
     let output = args.output.clone().expect("clap requires --output");
     let named = args.preset.as_deref().map(preset).transpose()?;
@@ -160,6 +204,14 @@ fn run(args: Args) -> Result<()> {
         }
     };
     let (params, unused, id) = (exported.parameters, exported.unused.clone(), exported.model_id.clone());
+    let triton = match (&args.triton_repository, triton_opts) {
+        (Some(dir), Some(opts)) => Some((
+            dir.clone(),
+            opts,
+            [GraphIo::of(&exported.encoder)?, GraphIo::of(&exported.decoder)?],
+        )),
+        _ => None,
+    };
     let traced = started.elapsed();
     let reports = omnitok_export::write(exported, &output)?;
 
@@ -218,6 +270,13 @@ fn run(args: Args) -> Result<()> {
             r.model_bytes as f64 / 1e6
         );
     }
+    if let Some((dir, opts, [enc, dec])) = triton {
+        let folders = triton::write_repository(&dir, &opts, &[(enc, &reports[0]), (dec, &reports[1])])
+            .with_context(|| format!("writing the Triton repository {}", dir.display()))?;
+        for f in folders {
+            println!("  triton    {}", f.display());
+        }
+    }
     if !unused.is_empty() {
         println!(
             "  note      {} checkpoint tensors not used by inference: {}",
@@ -231,6 +290,40 @@ fn run(args: Args) -> Result<()> {
         traced.as_secs_f64()
     );
     Ok(())
+}
+
+fn triton_options(args: &Args) -> Result<TritonOptions> {
+    let profile = match &args.triton_trt_profile {
+        None => None,
+        Some(text) => {
+            let v: Vec<u32> = text
+                .split('x')
+                .map(|p| p.trim().parse())
+                .collect::<Result<_, _>>()
+                .map_err(|_| {
+                    anyhow::anyhow!("--triton-trt-profile '{text}': expected FRAMESxHEIGHTxWIDTH, e.g. 17x256x256")
+                })?;
+            match v[..] {
+                [f, h, w] => Some([f, h, w]),
+                _ => bail!("--triton-trt-profile '{text}': expected FRAMESxHEIGHTxWIDTH, e.g. 17x256x256"),
+            }
+        }
+    };
+    let opts = TritonOptions {
+        name: args.triton_name.clone(),
+        max_batch_size: args.triton_max_batch,
+        queue_delay_us: args.triton_queue_delay_us,
+        instances: args.triton_instances,
+        kind: args.triton_kind,
+        tensorrt: args.triton_tensorrt.then(|| TensorRtOptions {
+            fp16: args.triton_fp16,
+            engine_cache: args.triton_engine_cache.clone(),
+            workspace_bytes: 4 << 30,
+            profile,
+        }),
+    };
+    opts.validate()?;
+    Ok(opts)
 }
 
 fn main() -> ExitCode {

@@ -323,3 +323,79 @@ fn non_finite_weights_are_refused() {
     assert!(err.contains(&format!("'{key}' holds 1 non-finite value")), "{err}");
     assert!(!dir.join("out/encoder.onnx").exists() || !dir.join("out/decoder.onnx").exists());
 }
+
+#[test]
+fn triton_repository_holds_both_graphs_with_their_configs() {
+    let dir = Scratch::new("triton-cli");
+    let (out_dir, repo) = (dir.join("model"), dir.join("repo"));
+    let out = succeeds(&[
+        "--preset",
+        "tiny_vae",
+        "--random-init",
+        "4721",
+        "--output",
+        out_dir.to_str().unwrap(),
+        "--triton-repository",
+        repo.to_str().unwrap(),
+        "--triton-name",
+        "vae",
+        "--triton-tensorrt",
+        "--triton-fp16",
+        "--triton-trt-profile",
+        "5x16x24",
+        "-q",
+    ]);
+    assert!(out.contains("triton") && out.contains("vae_encoder"), "{out}");
+    for role in ["encoder", "decoder"] {
+        let model = std::fs::read(repo.join(format!("vae_{role}/1/model.onnx"))).unwrap();
+        assert!(model == std::fs::read(out_dir.join(format!("{role}.onnx"))).unwrap());
+    }
+    let enc = std::fs::read_to_string(repo.join("vae_encoder/config.pbtxt")).unwrap();
+    let dec = std::fs::read_to_string(repo.join("vae_decoder/config.pbtxt")).unwrap();
+    let graph = onnx::load(&out_dir.join("encoder.onnx")).unwrap();
+    // The VAE's latent channels are a fixed dimension; everything else is symbolic.
+    let channels =
+        serde_json::from_str::<serde_json::Value>(graph.metadata("omnitok.geometry").unwrap()).unwrap()["channels"]
+            .as_i64()
+            .unwrap();
+    assert!(
+        enc.contains(&format!(
+            "{{ name: \"latent_mean\" data_type: TYPE_FP32 dims: [ {channels}, -1, -1, -1 ] }}"
+        )),
+        "{enc}"
+    );
+    assert!(
+        dec.contains(&format!(
+            "{{ name: \"latent\" data_type: TYPE_FP32 dims: [ {channels}, -1, -1, -1 ] }}"
+        )),
+        "{dec}"
+    );
+    assert!(
+        dec.contains(&format!(
+            "key: \"trt_profile_max_shapes\" value: \"latent:64x{channels}x3x4x6\""
+        )),
+        "{dec}"
+    );
+    let id = graph.metadata("omnitok.model_id").unwrap();
+    for c in [&enc, &dec] {
+        assert!(c.contains("platform: \"onnxruntime_onnx\""), "{c}");
+        assert!(
+            c.contains(&format!(
+                "key: \"omnitok.model_id\" value: {{ string_value: \"{id}\" }}"
+            )),
+            "{c}"
+        );
+        assert!(
+            c.contains("key: \"omnitok.kind\" value: { string_value: \"vae\" }"),
+            "{c}"
+        );
+    }
+    let base = ["--preset", "tiny", "--random-init", "4721", "-q", "--output"];
+    let o = dir.join("again");
+    let mut args = base.to_vec();
+    args.extend([o.to_str().unwrap(), "--triton-repository", repo.to_str().unwrap()]);
+    let e = fails(&[&args[..], &["--triton-tensorrt", "--triton-trt-profile", "4x16x24"]].concat());
+    assert!(e.contains("--triton-trt-profile 4x16x24 does not fit the model"), "{e}");
+    let e = fails(&[&args[..], &["--triton-name", "a/b"]].concat());
+    assert!(e.contains("--triton-name 'a/b'"), "{e}");
+}

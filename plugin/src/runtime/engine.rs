@@ -51,6 +51,8 @@ pub enum EngineError {
     Input { name: String, reason: String },
     #[error("ONNX Runtime: {0}")]
     Run(String),
+    #[error("inference server: {0}")]
+    Remote(String),
     #[error("output '{name}': {reason}")]
     Output { name: String, reason: String },
 }
@@ -171,6 +173,11 @@ pub(crate) fn build_session(
     // Every ONNX Runtime fusion (LayerNorm, GELU, MatMul+scale, ...), whatever `ort` defaults to.
     b = b.with_optimization_level(GraphOptimizationLevel::All).map_err(err)?;
     match provider {
+        ExecutionProvider::Remote => {
+            return Err(SessionError::Ort(
+                "execution-provider 'remote' is not a local provider: set inference-server instead".into(),
+            ));
+        }
         ExecutionProvider::Cpu => {}
         ExecutionProvider::Cuda => {
             let cuda = ep::CUDA::default()

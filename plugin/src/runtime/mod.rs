@@ -1,6 +1,6 @@
 //! Running graphs: locating ONNX Runtime, loading a graph with explicit execution
 //! providers, what a graph is (from its metadata), the graph I/O contract ([`graph`]) over
-//! the engine seam ([`engine`]), and how the elements hold a loaded graph ([`slot`]).
+//! the engine seam ([`engine`]: local ONNX Runtime, or a remote inference server, [`remote`]), and how the elements hold a loaded graph ([`slot`]).
 //! `ort` types stay inside this module (apart from [`cpu_session`], for tools).
 
 pub mod engine;
@@ -8,6 +8,7 @@ pub mod graph;
 pub mod locate;
 pub mod model;
 pub(crate) mod properties;
+pub mod remote;
 pub mod sampling;
 pub(crate) mod slot;
 

@@ -27,6 +27,9 @@ pub enum ExecutionProvider {
     Cuda = 1,
     #[enum_value(name = "TensorRT (NVIDIA GPU, engines cached in model-cache-dir)", nick = "tensorrt")]
     TensorRt = 2,
+    /// Chosen by setting `inference-server`; what `active-execution-provider` reports then.
+    #[enum_value(name = "A remote inference server (set by inference-server)", nick = "remote")]
+    Remote = 3,
 }
 
 impl ExecutionProvider {
@@ -35,6 +38,7 @@ impl ExecutionProvider {
             Self::Cpu => "cpu",
             Self::Cuda => "cuda",
             Self::TensorRt => "tensorrt",
+            Self::Remote => "remote",
         }
     }
 }
@@ -337,8 +341,13 @@ impl ModelInfo {
 
     fn from_session(session: &Session) -> Result<Self, ModelError> {
         let meta = session.metadata().map_err(|e| ModelError::Metadata(e.to_string()))?;
-        let get =
-            |k: &'static str| -> Result<String, ModelError> { meta.custom(k).ok_or(ModelError::MissingMetadata(k)) };
+        Self::from_metadata(&|k| meta.custom(k))
+    }
+
+    /// From the `omnitok.*` entries, wherever they are kept (the ONNX metadata, or the
+    /// `parameters` of a Triton model config); `path` is left empty.
+    pub(crate) fn from_metadata(custom: &dyn Fn(&str) -> Option<String>) -> Result<Self, ModelError> {
+        let get = |k: &'static str| -> Result<String, ModelError> { custom(k).ok_or(ModelError::MissingMetadata(k)) };
         let unknown = |key: &'static str, value: String| ModelError::UnknownValue { key, value };
         let role = match get("omnitok.role")?.as_str() {
             "encoder" => Role::Encoder,
@@ -374,9 +383,9 @@ impl ModelInfo {
             config_json,
             model_id,
             attention: get("omnitok.attention")?,
-            source: meta.custom("omnitok.source").unwrap_or_default(),
-            precision: meta.custom("omnitok.precision").unwrap_or_else(|| "f32".into()),
-            int8_policy: meta.custom("omnitok.int8_policy"),
+            source: custom("omnitok.source").unwrap_or_default(),
+            precision: custom("omnitok.precision").unwrap_or_else(|| "f32".into()),
+            int8_policy: custom("omnitok.int8_policy"),
         })
     }
 }

@@ -1,16 +1,19 @@
 //! The model and session properties omnitokenc and omnitokdec share (`model-file`,
 //! `execution-provider`, `device-id`, `fallback`, `intra-op-threads`, `model-cache-dir`
-//! and the read-only `active-execution-provider`), and the step that loads the graph
+//! and the read-only `active-execution-provider`; `inference-server`, `inference-model`,
+//! `inference-timeout` and `inference-retries` for a remote server), and the step that loads the graph
 //! they name, with one wording and error domain for its failures ([`LoadError::message`]);
 //! the `batch-size` property both batch with, and its one limit.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
 
 use super::model::ModelError;
+use super::remote::{RemoteError, RemoteSettings};
 
 static CAT: std::sync::LazyLock<gst::DebugCategory> = std::sync::LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -27,6 +30,8 @@ const DEFAULT_FALLBACK: bool = false;
 const DEFAULT_INTRA_OP_THREADS: u32 = 0;
 const MAX_INTRA_OP_THREADS: u32 = 1024;
 pub(crate) const DEFAULT_BATCH_SIZE: u32 = 1;
+const DEFAULT_INFERENCE_TIMEOUT_MS: u32 = 60_000;
+const MAX_INFERENCE_RETRIES: u32 = 100;
 /// Chunks per ONNX Runtime run, both elements.
 pub(crate) const MAX_BATCH_SIZE: u32 = 64;
 
@@ -55,6 +60,11 @@ pub(crate) struct ModelSettings {
     pub fallback: bool,
     pub intra_op_threads: u32,
     pub model_cache_dir: Option<PathBuf>,
+    /// `inference-server`: run the graph on this server instead of locally.
+    pub inference_server: Option<String>,
+    pub inference_model: Option<String>,
+    pub inference_timeout_ms: u32,
+    pub inference_retries: u32,
 }
 
 impl Default for ModelSettings {
@@ -66,6 +76,10 @@ impl Default for ModelSettings {
             fallback: DEFAULT_FALLBACK,
             intra_op_threads: DEFAULT_INTRA_OP_THREADS,
             model_cache_dir: None,
+            inference_server: None,
+            inference_model: None,
+            inference_timeout_ms: DEFAULT_INFERENCE_TIMEOUT_MS,
+            inference_retries: 0,
         }
     }
 }
@@ -85,6 +99,14 @@ pub(crate) enum LoadError {
     /// [`super::load`] refused the file.
     #[error("cannot use model-file {}: {}", .0.display(), .1)]
     Load(PathBuf, ModelError),
+    /// inference-server is set but inference-model is not.
+    #[error(
+        "inference-server is set but inference-model is not: set it to the {0} model's name on the server (e.g. NAME_{0})"
+    )]
+    NoInferenceModel(&'static str),
+    /// The remote model cannot be used.
+    #[error(transparent)]
+    Remote(RemoteError),
 }
 
 impl LoadError {
@@ -93,22 +115,29 @@ impl LoadError {
     pub fn message(&self) -> gst::ErrorMessage {
         let text = self.to_string();
         match self {
-            LoadError::NoModelFile(_) | LoadError::Load(..) => {
+            LoadError::NoModelFile(_)
+            | LoadError::Load(..)
+            | LoadError::NoInferenceModel(_)
+            | LoadError::Remote(RemoteError::Url(_) | RemoteError::Metadata { .. } | RemoteError::WrongRole { .. }) => {
                 gst::error_msg!(gst::LibraryError::Settings, ("{}", text))
             }
-            LoadError::NotAFile(_) => gst::error_msg!(gst::ResourceError::NotFound, ("{}", text)),
+            LoadError::NotAFile(_) | LoadError::Remote(RemoteError::ModelMissing { .. }) => {
+                gst::error_msg!(gst::ResourceError::NotFound, ("{}", text))
+            }
+            LoadError::Remote(_) => gst::error_msg!(gst::ResourceError::OpenRead, ("{}", text)),
             LoadError::Runtime(_) => gst::error_msg!(gst::LibraryError::Init, ("{}", text)),
         }
     }
 }
 
+/// A string property: unset or empty means none.
+fn string_value(value: &glib::Value) -> Option<String> {
+    value.get::<Option<String>>().unwrap().filter(|s| !s.is_empty())
+}
+
 /// A path property: unset or empty means none.
 fn path_value(value: &glib::Value) -> Option<PathBuf> {
-    value
-        .get::<Option<String>>()
-        .unwrap()
-        .filter(|s| !s.is_empty())
-        .map(PathBuf::from)
+    string_value(value).map(PathBuf::from)
 }
 
 fn path_to_value(path: &Option<PathBuf>) -> glib::Value {
@@ -116,7 +145,7 @@ fn path_to_value(path: &Option<PathBuf>) -> glib::Value {
 }
 
 impl ModelSettings {
-    /// The seven shared properties; `graph` ("encoder" or "decoder") names the graph in
+    /// The eleven shared properties; `graph` ("encoder" or "decoder") names the graph in
     /// the blurbs. Writable ones can change in NULL and READY only.
     pub fn param_specs(graph: &str) -> Vec<glib::ParamSpec> {
         vec![
@@ -165,6 +194,40 @@ impl ModelSettings {
                 )
                 .mutable_ready()
                 .build(),
+            glib::ParamSpecString::builder("inference-server")
+                .nick("Inference server")
+                .blurb(&format!(
+                    "Run the {graph} on this KServe v2 / Triton Inference Server (http://HOST:PORT) \
+                     instead of locally; model-file and the local session properties are then not used"
+                ))
+                .mutable_ready()
+                .build(),
+            glib::ParamSpecString::builder("inference-model")
+                .nick("Inference model")
+                .blurb(&format!(
+                    "The {graph} model's name on inference-server (NAME_{graph} in a repository \
+                     written by omnitok-export --triton-repository)"
+                ))
+                .mutable_ready()
+                .build(),
+            glib::ParamSpecUInt::builder("inference-timeout")
+                .nick("Inference timeout")
+                .blurb("Milliseconds one request to inference-server may take (connect, send, answer)")
+                .minimum(1)
+                .default_value(DEFAULT_INFERENCE_TIMEOUT_MS)
+                .mutable_ready()
+                .build(),
+            glib::ParamSpecUInt::builder("inference-retries")
+                .nick("Inference retries")
+                .blurb(
+                    "Retries of a request that failed for a connection, timeout or server-side \
+                     (5xx) reason, each with a warning and a back-off of 0.25 s doubling to 4 s; \
+                     0 = the first failure is an error",
+                )
+                .maximum(MAX_INFERENCE_RETRIES)
+                .default_value(0)
+                .mutable_ready()
+                .build(),
             glib::ParamSpecEnum::builder_with_default("active-execution-provider", DEFAULT_PROVIDER)
                 .nick("Active execution provider")
                 .blurb(&format!(
@@ -186,6 +249,10 @@ impl ModelSettings {
             "fallback" => self.fallback = value.get().unwrap(),
             "intra-op-threads" => self.intra_op_threads = value.get().unwrap(),
             "model-cache-dir" => self.model_cache_dir = path_value(value),
+            "inference-server" => self.inference_server = string_value(value),
+            "inference-model" => self.inference_model = string_value(value),
+            "inference-timeout" => self.inference_timeout_ms = value.get().unwrap(),
+            "inference-retries" => self.inference_retries = value.get().unwrap(),
             _ => return false,
         }
         true
@@ -200,6 +267,10 @@ impl ModelSettings {
             "fallback" => self.fallback.to_value(),
             "intra-op-threads" => self.intra_op_threads.to_value(),
             "model-cache-dir" => path_to_value(&self.model_cache_dir),
+            "inference-server" => self.inference_server.to_value(),
+            "inference-model" => self.inference_model.to_value(),
+            "inference-timeout" => self.inference_timeout_ms.to_value(),
+            "inference-retries" => self.inference_retries.to_value(),
             _ => return None,
         })
     }
@@ -221,6 +292,9 @@ impl ModelSettings {
             Role::Encoder => "encoder",
             Role::Decoder => "decoder",
         };
+        if let Some(server) = &self.inference_server {
+            return self.load_remote(imp, role, graph, server);
+        }
         let path = self.model_file.clone().ok_or(LoadError::NoModelFile(graph))?;
         super::init().map_err(LoadError::Runtime)?;
         if !path.is_file() {
@@ -231,6 +305,33 @@ impl ModelSettings {
             gst::element_imp_warning!(imp, gst::LibraryError::Settings, ("{}", why));
         }
         gst::info!(CAT, imp = imp, "loaded {}", model.info.describe());
+        Ok(model)
+    }
+
+    /// The graph on `server` (`inference-server`): retries are posted as warnings from
+    /// `imp`'s element, at load and for every request.
+    fn load_remote<T: ElementImpl>(
+        &self,
+        imp: &T,
+        role: Role,
+        graph: &'static str,
+        server: &str,
+    ) -> Result<LoadedModel, LoadError> {
+        let model = self.inference_model.clone().ok_or(LoadError::NoInferenceModel(graph))?;
+        let settings = RemoteSettings {
+            server: server.to_string(),
+            model,
+            timeout: Duration::from_millis(self.inference_timeout_ms.into()),
+            retries: self.inference_retries,
+        };
+        let element = imp.obj().upcast_ref::<gst::Element>().downgrade();
+        let warn = Box::new(move |what: &str| {
+            if let Some(e) = element.upgrade() {
+                gst::element_warning!(e, gst::ResourceError::Read, ("{}", what));
+            }
+        });
+        let model = super::remote::load(&settings, role, warn).map_err(LoadError::Remote)?;
+        gst::info!(CAT, imp = imp, "remote {}", model.info.describe());
         Ok(model)
     }
 }
