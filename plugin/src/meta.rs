@@ -137,6 +137,7 @@ mod tests {
             payload_type: PayloadType::U16,
             model_name: String::new(),
             frame_pts: false,
+            token_coding: crate::format::TokenCoding::Plain,
         }
     }
 

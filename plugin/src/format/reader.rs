@@ -358,12 +358,12 @@ mod tests {
     fn wrong_version_from_reader() {
         let h = header(PayloadType::U16);
         let mut b = h.encode();
-        b[8] = 3;
+        b[8] = 4;
         let (items, fin) = feed(&b, &[1]);
         assert!(items.is_empty());
         assert_eq!(
             fin.unwrap_err(),
-            FormatError::UnsupportedVersion { found: 3, supported: 2 }
+            FormatError::UnsupportedVersion { found: 4, supported: 3 }
         );
     }
 

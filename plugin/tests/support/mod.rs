@@ -186,6 +186,7 @@ pub fn make_stream(
         payload_type,
         model_name: info.short_name(),
         frame_pts: false,
+        token_coding: gstomnitok::format::TokenCoding::Plain,
     };
     let frame_ns = 40_000_000u64;
     let mut records = Vec::new();
@@ -491,6 +492,7 @@ pub fn synthetic(fps_n: u32) -> TokenStream {
         payload_type: PayloadType::U16,
         model_name: "omnitok-vq test".into(),
         frame_pts: false,
+        token_coding: gstomnitok::format::TokenCoding::Plain,
     };
     let n = header.elements_per_chunk() as u32;
     let records: Vec<ChunkRecord> = (0..4u32)
