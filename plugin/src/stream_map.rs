@@ -210,6 +210,11 @@ impl StreamMap {
     /// else as a full chunk (an upper bound, off by less than one chunk). None when it does
     /// not fit [`MAX_NS`].
     pub fn duration_ns(&self, bytes: u64, last: Option<(u64, u32)>) -> Option<u64> {
+        if let Records::Indexed(ix) = &self.records
+            && ix.is_empty()
+        {
+            return None; // no record read yet: no length to estimate from
+        }
         let n = self.chunks_in(bytes);
         let frames = match last {
             Some((i, real)) if n > 0 && i.checked_add(1) == Some(n) => {
@@ -238,7 +243,9 @@ impl StreamMap {
     /// byte does not fit.
     pub fn seek_range(&self, start: u64, stop: Option<u64>, base: u64, total: Option<u64>) -> Option<SeekRange> {
         let mut index = self.chunk_at(start.saturating_sub(base));
-        if let Some(bytes) = total {
+        // Fixed lengths: at most the end. Variable lengths: no estimate; the records up to
+        // a target beyond the end are read and dropped (EOS).
+        if let (Some(bytes), Records::Fixed(_)) = (total, &self.records) {
             index = index.min(self.chunks_in(bytes));
         }
         let byte_stop = stop.and_then(|s| self.byte_of(self.chunks_before(s.saturating_sub(base)).max(index)));
