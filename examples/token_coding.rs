@@ -8,6 +8,9 @@
 //! `--schemes`), and the coder's encode / decode time per chunk against the model's.
 //!
 //! cargo run --release --example token_coding -- [--clips N] [--no-released] [--schemes]
+//!
+//! `--transcode IN OUT CODING` instead rewrites the token file IN with token coding CODING
+//! (u16, packed, coded) to OUT, every segment, checking that the tokens come back exactly.
 
 use std::time::Instant;
 
@@ -166,8 +169,45 @@ fn report(s: &Stream, schemes: bool) -> Result<()> {
     Ok(())
 }
 
+/// Rewrites a token file in another token coding (tokens checked to come back exactly).
+fn transcode(input: &str, output: &str, coding: &str) -> Result<()> {
+    use gstomnitok::format::{ChunkRecord, Item, StreamReader, TokenCoding};
+    let coding = TokenCoding::from_name(coding).with_context(|| format!("unknown coding {coding}"))?;
+    let bytes = std::fs::read(input).with_context(|| format!("reading {input}"))?;
+    let mut r = StreamReader::new();
+    r.push(&bytes);
+    let (mut out, mut header) = (Vec::new(), None);
+    while let Some(item) = r.next_item().with_context(|| format!("{input}: corrupt token stream"))? {
+        match item {
+            Item::Header(mut h, _) => {
+                if h.payload_type.is_tokens() {
+                    h.token_coding = coding;
+                }
+                out.extend(h.try_encode()?);
+                header = Some(h);
+            }
+            Item::Chunk(c, _) => {
+                let h = header.as_ref().context("chunk before header")?;
+                let rec = c.encode(h)?;
+                if ChunkRecord::decode(&rec, h)?.0 != c {
+                    bail!("{input}: chunk does not round-trip");
+                }
+                out.extend(rec);
+            }
+        }
+    }
+    r.finish().with_context(|| format!("{input}: truncated token stream"))?;
+    std::fs::write(output, &out).with_context(|| format!("writing {output}"))?;
+    println!("{input} ({} bytes) -> {output} ({} bytes, {})", bytes.len(), out.len(), coding.name());
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(i) = args.iter().position(|a| a == "--transcode") {
+        let get = |k: usize| args.get(i + k).map(String::as_str).context("--transcode IN OUT CODING");
+        return transcode(get(1)?, get(2)?, get(3)?);
+    }
     let has = |f: &str| args.iter().any(|a| a == f);
     let value = |f: &str| args.iter().position(|a| a == f).and_then(|i| args.get(i + 1)).cloned();
     let clips: usize = value("--clips").map(|v| v.parse()).transpose()?.unwrap_or(24);

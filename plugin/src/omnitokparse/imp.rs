@@ -36,6 +36,15 @@
 //! Times are the records' timestamps; the duration and the seeking range count from 0, so a
 //! stream whose first PTS is not 0 reports its length, not its end time.
 //!
+//! Coded tokens (format version 3, `token-coding=coded`): records vary in length, so the
+//! parser keeps the byte offset of every record of the first segment it has read (a record
+//! index, 8 bytes per record). A TIME seek to a chunk it has read goes to that record's byte
+//! exactly; a seek beyond the index resumes at the first record not yet read and drops the
+//! records before the target (read and checked, not pushed). A BYTES segment resumes with the
+//! known header only at an indexed record start. DURATION is exact once every record has
+//! been read, before that an estimate from the mean record length (rounded up); CONVERT
+//! answers byte positions inside the index exactly and beyond it by the same estimate.
+//!
 //! Seeking across segments: the map is the first segment's. Until a second header has been
 //! read the stream is taken as one segment (a seek into a later segment that the parser has
 //! not read yet lands on bytes of the wrong geometry and fails with a format error). Once
@@ -158,7 +167,7 @@ impl OmnitokParse {
             self,
             kind,
             ("{}", msg),
-            ["omnitok token stream, format versions 1 and 2"]
+            ["omnitok token stream, format versions 1 to 3"]
         );
     }
 
@@ -696,15 +705,17 @@ impl ElementImpl for OmnitokParse {
             gst::subclass::ElementMetadata::new(
                 "omnitok token stream parser",
                 "Codec/Parser/Video",
-                "Frames an omnitok token stream (docs/FORMAT.md, versions 1 and 2) into a header \
+                "Frames an omnitok token stream (docs/FORMAT.md, versions 1 to 3) into a header \
                  buffer and one buffer per chunk record, with timestamps and video/x-omnitok caps \
                  from the stream header; a later header (version 2: a new segment after a caps \
                  change) gives new caps. Buffers at most one record (256 MiB) plus the input not \
                  yet parsed. Checks magic, version, CRCs and sync markers; any error is \
                  fatal. After a flush, parsing restarts at a stream header (or resumes at a chunk \
                  record boundary of the stream already seen). TIME seeks become BYTES seeks \
-                 upstream to the chunk holding the seek start; answers TIME duration, seeking \
-                 and TIME/BYTES convert queries.",
+                 upstream to the chunk holding the seek start (coded tokens, whose records vary in \
+                 length: through the offsets of the records read so far, resuming at the first \
+                 unread record and dropping the records before the target beyond them); answers \
+                 TIME duration, seeking and TIME/BYTES convert queries.",
                 "omnitok developers",
             )
         });
