@@ -115,7 +115,7 @@ fn report(s: &Stream, schemes: bool) -> Result<()> {
         }
     }
     // the format's coder: size, exact round trip, time per chunk
-    let mut coded_bytes = 0usize;
+    let (mut coded_bytes, mut range_coded) = (0usize, 0usize);
     let (mut enc_us, mut dec_us) = (Vec::new(), Vec::new());
     for c in &s.chunks {
         let t0 = Instant::now();
@@ -132,6 +132,7 @@ fn report(s: &Stream, schemes: bool) -> Result<()> {
             bail!("{}: packed round trip differs", s.name);
         }
         coded_bytes += bytes.len();
+        range_coded += usize::from(bytes[0] == 0);
     }
     let zstd = external("zstd", &["-19", "-c", "-q"], &u16_stream)?;
     let xz = external("xz", &["-9", "-c"], &u16_stream)?;
@@ -150,6 +151,10 @@ fn report(s: &Stream, schemes: bool) -> Result<()> {
     line("u16 (payload 1)", 16.0);
     line("packed", bpt(packed_bytes));
     line("coded (per chunk, self-contained)", bpt(coded_bytes));
+    println!(
+        "    ({range_coded} of {} chunks range-coded, the others packed: mode byte 1)",
+        s.chunks.len()
+    );
     line("zstd -19 of the u16 stream", bpt(zstd));
     line("xz -9 of the u16 stream", bpt(xz));
     line("order-0 entropy of whole stream", entropy0(s));
