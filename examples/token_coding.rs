@@ -32,7 +32,13 @@ struct Stream {
 
 fn tokens_of(e: &Exported, set: &Set, n_codes: u32, dir: &std::path::Path) -> Result<Stream> {
     let mut enc = session_of(&e.encoder, dir, "enc.onnx")?;
-    encode(&mut enc, &Set { clips: set.clips[..1].to_vec(), ..clone_set(set) })?; // warm-up
+    encode(
+        &mut enc,
+        &Set {
+            clips: set.clips[..1].to_vec(),
+            ..clone_set(set)
+        },
+    )?; // warm-up
     let t0 = Instant::now();
     let tokens = encode(&mut enc, set)?;
     let model_ms_per_chunk = t0.elapsed().as_secs_f64() * 1e3 / tokens.len() as f64;
@@ -167,7 +173,11 @@ fn report(s: &Stream, schemes: bool) -> Result<()> {
     );
     if schemes {
         for (name, scheme) in coding::SCHEMES {
-            let bytes: usize = s.chunks.iter().map(|c| coding::encode_with(c, s.grid, s.n_codes, scheme).len()).sum();
+            let bytes: usize = s
+                .chunks
+                .iter()
+                .map(|c| coding::encode_with(c, s.grid, s.n_codes, scheme).len())
+                .sum();
             line(&format!("scheme: {name}"), bpt(bytes));
         }
     }
@@ -182,7 +192,10 @@ fn transcode(input: &str, output: &str, coding: &str) -> Result<()> {
     let mut r = StreamReader::new();
     r.push(&bytes);
     let (mut out, mut header) = (Vec::new(), None);
-    while let Some(item) = r.next_item().with_context(|| format!("{input}: corrupt token stream"))? {
+    while let Some(item) = r
+        .next_item()
+        .with_context(|| format!("{input}: corrupt token stream"))?
+    {
         match item {
             Item::Header(mut h, _) => {
                 if h.payload_type.is_tokens() {
@@ -203,7 +216,12 @@ fn transcode(input: &str, output: &str, coding: &str) -> Result<()> {
     }
     r.finish().with_context(|| format!("{input}: truncated token stream"))?;
     std::fs::write(output, &out).with_context(|| format!("writing {output}"))?;
-    println!("{input} ({} bytes) -> {output} ({} bytes, {})", bytes.len(), out.len(), coding.name());
+    println!(
+        "{input} ({} bytes) -> {output} ({} bytes, {})",
+        bytes.len(),
+        out.len(),
+        coding.name()
+    );
     Ok(())
 }
 
@@ -221,7 +239,11 @@ fn main() -> Result<()> {
     let v = omnitok::sample_video;
     if let Some(trained) = trained_dir() {
         let e = export_checkpoint(&trained.join("trained_vq.ckpt"))?;
-        println!("trained checkpoint ({}), {}-frame chunks of 128x128\n", trained.display(), e.clip_frames);
+        println!(
+            "trained checkpoint ({}), {}-frame chunks of 128x128\n",
+            trained.display(),
+            e.clip_frames
+        );
         for name in ["bikes", "bigbuckbunny"] {
             let set = video_set(name, &v(&format!("{name}.mp4")), 128, 128, &[0], e.clip_frames, clips)?;
             let s = tokens_of(&e, &set, 1024, &dir)?;
@@ -231,7 +253,15 @@ fn main() -> Result<()> {
     }
     if !has("--no-released") {
         let e = export_random("imagenet_k600", 7)?;
-        let set = video_set("bikes (released config, random weights)", &v("bikes.mp4"), 256, 256, &[0], e.clip_frames, 2)?;
+        let set = video_set(
+            "bikes (released config, random weights)",
+            &v("bikes.mp4"),
+            256,
+            256,
+            &[0],
+            e.clip_frames,
+            2,
+        )?;
         let s = tokens_of(&e, &set, 8192, &dir)?;
         report(&s, has("--schemes"))?;
     }

@@ -58,14 +58,26 @@ fn real_tokens_round_trip_in_every_coding() {
                     frame_pts: None,
                 };
                 let bytes = rec.encode(&h).unwrap();
-                assert_eq!(ChunkRecord::decode(&bytes, &h).unwrap().0, rec, "{name} {coding:?} chunk {i}");
+                assert_eq!(
+                    ChunkRecord::decode(&bytes, &h).unwrap().0,
+                    rec,
+                    "{name} {coding:?} chunk {i}"
+                );
                 sizes[k] += bytes.len() - 48;
             }
         }
         let tokens: usize = chunks.iter().map(Vec::len).sum();
         assert_eq!(sizes[0], 2 * tokens);
-        assert_eq!(sizes[1], chunks.len() * coding::packed_len(chunks[0].len() as u64, 1024) as usize);
-        assert!(sizes[2] < sizes[1], "{name}: coded {} bytes, packed {}", sizes[2], sizes[1]);
+        assert_eq!(
+            sizes[1],
+            chunks.len() * coding::packed_len(chunks[0].len() as u64, 1024) as usize
+        );
+        assert!(
+            sizes[2] < sizes[1],
+            "{name}: coded {} bytes, packed {}",
+            sizes[2],
+            sizes[1]
+        );
     }
     let _ = std::fs::remove_dir_all(&dir);
 }

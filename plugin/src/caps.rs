@@ -144,7 +144,12 @@ mod tests {
         }
         let mut bad = caps.clone();
         bad.make_mut().structure_mut(0).unwrap().set("token-coding", "zip");
-        assert!(to_header(&bad).unwrap_err().to_string().contains("unknown token-coding 'zip'"));
+        assert!(
+            to_header(&bad)
+                .unwrap_err()
+                .to_string()
+                .contains("unknown token-coding 'zip'")
+        );
         // Version 1 caps (no frame-pts field) still read.
         let mut v1 = caps.clone();
         {

@@ -93,7 +93,10 @@ impl RecordIndex {
     pub fn chunks_in(&self, bytes: u64) -> u64 {
         if bytes <= self.end {
             // record i ends where i + 1 starts, the last one at `end`
-            let ends_before = self.starts.get(1..).map_or(0, |later| later.partition_point(|&s| s <= bytes));
+            let ends_before = self
+                .starts
+                .get(1..)
+                .map_or(0, |later| later.partition_point(|&s| s <= bytes));
             return ends_before as u64 + u64::from(!self.is_empty() && self.end <= bytes);
         }
         match self.mean_len() {
@@ -379,7 +382,10 @@ mod tests {
     #[test]
     fn record_index_maps_variable_lengths() {
         let mut ix = RecordIndex::new(100);
-        assert_eq!((ix.len(), ix.end(), ix.chunks_in(5000), ix.chunk_of_byte(5000)), (0, 100, 0, 0));
+        assert_eq!(
+            (ix.len(), ix.end(), ix.chunks_in(5000), ix.chunk_of_byte(5000)),
+            (0, 100, 0, 0)
+        );
         // records of 50, 70, 30 bytes: at 100, 150, 220; end 250
         ix.note(0, 100, 50);
         ix.note(1, 150, 70);
@@ -387,14 +393,26 @@ mod tests {
         ix.note(3, 400, 10); // not contiguous: ignored
         ix.note(2, 220, 30);
         assert_eq!((ix.len(), ix.end()), (3, 250));
-        assert_eq!([0, 1, 2, 3, 4].map(|i| ix.start_of(i)), [Some(100), Some(150), Some(220), Some(250), None]);
-        assert_eq!([0, 99, 100, 149, 150, 249].map(|b| ix.chunk_of_byte(b)), [0, 0, 0, 0, 1, 2]);
-        assert_eq!([100, 149, 150, 220, 249, 250].map(|b| ix.chunks_in(b)), [0, 0, 1, 2, 2, 3]);
+        assert_eq!(
+            [0, 1, 2, 3, 4].map(|i| ix.start_of(i)),
+            [Some(100), Some(150), Some(220), Some(250), None]
+        );
+        assert_eq!(
+            [0, 99, 100, 149, 150, 249].map(|b| ix.chunk_of_byte(b)),
+            [0, 0, 0, 0, 1, 2]
+        );
+        assert_eq!(
+            [100, 149, 150, 220, 249, 250].map(|b| ix.chunks_in(b)),
+            [0, 0, 1, 2, 2, 3]
+        );
         // beyond: mean 50 bytes per record, rounded up
         assert_eq!(ix.chunks_in(251), 4);
         assert_eq!(ix.chunks_in(350), 5);
         assert_eq!(ix.chunk_of_byte(349), 4);
-        assert_eq!([100, 150, 151, 250, 300].map(|b| ix.chunk_starting_at(b)), [Some(0), Some(1), None, Some(3), None]);
+        assert_eq!(
+            [100, 150, 151, 250, 300].map(|b| ix.chunk_starting_at(b)),
+            [Some(0), Some(1), None, Some(3), None]
+        );
 
         let frames = Timebase::from_fps(25, 1).unwrap();
         let g = StreamMap {
@@ -408,7 +426,10 @@ mod tests {
         assert_eq!(g.byte_of(7), None);
         // chunk 1 (0.2 s) is indexed: exact; chunk 6 (1.2 s) is not: resume at chunk 3
         let r = g.seek_range(200_000_000, Some(300_000_000), 0, None).unwrap();
-        assert_eq!((r.chunk, r.resume_chunk, r.byte_start, r.byte_stop), (1, 1, 150, Some(220)));
+        assert_eq!(
+            (r.chunk, r.resume_chunk, r.byte_start, r.byte_stop),
+            (1, 1, 150, Some(220))
+        );
         let r = g.seek_range(1_200_000_000, None, 0, None).unwrap();
         assert_eq!((r.chunk, r.resume_chunk, r.byte_start, r.byte_stop), (6, 3, 250, None));
     }

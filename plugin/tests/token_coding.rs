@@ -29,7 +29,13 @@ fn stream(coding: TokenCoding, n: u32) -> TokenStream {
             real_frames: 5,
             payload: Payload::Tokens(
                 (0..e)
-                    .map(|k| if (k * 7 + i) % (2 + i % 5) == 0 { (k * 31 + i * 17) % 512 } else { i % 512 })
+                    .map(|k| {
+                        if (k * 7 + i) % (2 + i % 5) == 0 {
+                            (k * 31 + i * 17) % 512
+                        } else {
+                            i % 512
+                        }
+                    })
                     .collect(),
             ),
             ..base.records[0].clone()
@@ -76,7 +82,10 @@ fn every_coding_frames_and_round_trips_exactly() {
         let s = stream(coding, 6);
         let file = write_file(coding.name(), &s);
         let r = run(
-            &format!("filesrc location=\"{}\" blocksize=97 ! omnitokparse ! appsink name=out", file.display()),
+            &format!(
+                "filesrc location=\"{}\" blocksize=97 ! omnitokparse ! appsink name=out",
+                file.display()
+            ),
             None,
         )
         .ok();
@@ -102,7 +111,10 @@ fn seeking_into_the_middle_of_a_coded_file() {
     init();
     let s = stream(TokenCoding::Coded, 12);
     let lens: Vec<usize> = s.record_bytes.iter().map(Vec::len).collect();
-    assert!(lens.iter().any(|&l| l != lens[0]), "coded records should vary in length: {lens:?}");
+    assert!(
+        lens.iter().any(|&l| l != lens[0]),
+        "coded records should vary in length: {lens:?}"
+    );
     let file = write_file("seek", &s);
     let p = Player::new(&format!(
         "filesrc location=\"{}\" blocksize=64 ! omnitokparse name=parse ! appsink name=out",
@@ -139,7 +151,11 @@ fn seeking_into_the_middle_of_a_coded_file() {
     for (k, sample) in got.iter().enumerate() {
         let i = k + 7;
         let b = sample.buffer().unwrap();
-        assert_eq!(b.map_readable().unwrap().as_slice(), &s.record_bytes[i][..], "chunk {i}");
+        assert_eq!(
+            b.map_readable().unwrap().as_slice(),
+            &s.record_bytes[i][..],
+            "chunk {i}"
+        );
         assert_eq!(b.offset(), i as u64);
         assert_eq!(b.pts().unwrap().nseconds(), s.records[i].pts.unwrap());
         assert_eq!(tokens_of(sample), tokens(&s.records[i]));
@@ -186,7 +202,10 @@ fn corrupt_coded_records_are_clean_errors() {
         let file = scratch("coding").join(format!("corrupt-{name}-{}.omnitok", std::process::id()));
         std::fs::write(&file, &bytes).unwrap();
         let r = run(
-            &format!("filesrc location=\"{}\" ! omnitokparse ! appsink name=out", file.display()),
+            &format!(
+                "filesrc location=\"{}\" ! omnitokparse ! appsink name=out",
+                file.display()
+            ),
             None,
         );
         let (msg, _) = r.error.expect("an error");

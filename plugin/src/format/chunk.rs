@@ -2,8 +2,8 @@
 
 use half::f16;
 
-use super::le::{u16_at, u32_at, u64_at};
 use super::coding::{self, TokenCoding};
+use super::le::{u16_at, u32_at, u64_at};
 use super::{
     CHUNK_OVERHEAD, CHUNK_PREFIX_LEN, FRAME_PTS_NONE, FormatError, MAX_RECORD_LEN, PayloadType, SYNC, StreamHeader,
 };
@@ -284,7 +284,9 @@ impl ChunkRecord {
         let payload = match (header.payload_type, header.token_coding) {
             (_, TokenCoding::Packed) => Payload::Tokens(coding::unpack(body, count, codebook_size)?),
             (_, TokenCoding::Coded) => Payload::Tokens(coding::decode_coded(body, grid_usize, codebook_size)?),
-            (PayloadType::U16, _) => Payload::Tokens((0..body.len() / 2).map(|i| u32::from(u16_at(body, 2 * i))).collect()),
+            (PayloadType::U16, _) => {
+                Payload::Tokens((0..body.len() / 2).map(|i| u32::from(u16_at(body, 2 * i))).collect())
+            }
             (PayloadType::U32, _) => Payload::Tokens((0..body.len() / 4).map(|i| u32_at(body, 4 * i)).collect()),
             (PayloadType::F16, _) => Payload::Latents(
                 (0..body.len() / 2)

@@ -98,7 +98,9 @@ pub fn pack(tokens: &[u32], n_codes: u32) -> Vec<u8> {
 pub fn unpack(bytes: &[u8], count: usize, n_codes: u32) -> Result<Vec<u32>, FormatError> {
     let bits = index_bits(n_codes);
     if bytes.len() as u64 != packed_len(count as u64, n_codes) {
-        return Err(FormatError::invalid("payload", format!(
+        return Err(FormatError::invalid(
+            "payload",
+            format!(
                 "packed payload of {} bytes, expected {}",
                 bytes.len(),
                 packed_len(count as u64, n_codes)
@@ -121,7 +123,10 @@ pub fn unpack(bytes: &[u8], count: usize, n_codes: u32) -> Result<Vec<u32>, Form
         out.push(t);
     }
     if acc != 0 {
-        return Err(FormatError::invalid("payload", "packed payload padding bits are not zero"));
+        return Err(FormatError::invalid(
+            "payload",
+            "packed payload padding bits are not zero",
+        ));
     }
     Ok(out)
 }
@@ -413,7 +418,11 @@ fn code_flags<C: BitCoder>(c: &mut C, flags: &mut [[BitModel; 3]; 3], nb: &[Opti
         if nb[..kind].contains(&Some(v)) {
             continue; // already tried
         }
-        let agree = nb.iter().enumerate().filter(|&(k, n)| k != kind && *n == Some(v)).count();
+        let agree = nb
+            .iter()
+            .enumerate()
+            .filter(|&(k, n)| k != kind && *n == Some(v))
+            .count();
         if c.bit(&mut flags[kind][agree], u32::from(*tok == v)) == 1 {
             *tok = v;
             return true;
@@ -459,7 +468,10 @@ pub fn encode_coded(tokens: &[u32], grid: [usize; 3], n_codes: u32) -> Vec<u8> {
 pub fn decode_coded(bytes: &[u8], grid: [usize; 3], n_codes: u32) -> Result<Vec<u32>, FormatError> {
     let count = grid.iter().product::<usize>();
     if n_codes > MAX_CODED_CODEBOOK {
-        return Err(FormatError::invalid("codebook_size", format!("coded tokens need a codebook of at most {MAX_CODED_CODEBOOK} codes, found {n_codes}")));
+        return Err(FormatError::invalid(
+            "codebook_size",
+            format!("coded tokens need a codebook of at most {MAX_CODED_CODEBOOK} codes, found {n_codes}"),
+        ));
     }
     let bytes = match bytes.split_first() {
         Some((&MODE_RANGE, rest)) => rest,
@@ -476,7 +488,9 @@ pub fn decode_coded(bytes: &[u8], grid: [usize; 3], n_codes: u32) -> Result<Vec<
     let mut toks = vec![0u32; count];
     run_scheme(&mut dec, &mut toks, grid, index_bits(n_codes), Scheme::FORMAT);
     if dec.overrun > 0 || dec.pos != bytes.len() {
-        return Err(FormatError::invalid("payload", if dec.overrun > 0 {
+        return Err(FormatError::invalid(
+            "payload",
+            if dec.overrun > 0 {
                 format!(
                     "coded payload of {} bytes ends {} bytes before its coded data",
                     bytes.len(),
@@ -504,7 +518,11 @@ mod tests {
 
     /// A random grid of a random codebook, with runs and repeats like real tokens.
     fn grid_tokens(rng: &mut Rng) -> ([usize; 3], u32, Vec<u32>) {
-        let grid = [1 + rng.below(4) as usize, 1 + rng.below(9) as usize, 1 + rng.below(9) as usize];
+        let grid = [
+            1 + rng.below(4) as usize,
+            1 + rng.below(9) as usize,
+            1 + rng.below(9) as usize,
+        ];
         let n_codes = match rng.below(4) {
             0 => 1 + rng.below(3) as u32,
             1 => 1 << rng.below(17),
@@ -527,7 +545,18 @@ mod tests {
 
     #[test]
     fn index_bits_is_ceil_log2() {
-        for (n, b) in [(1, 0), (2, 1), (3, 2), (4, 2), (5, 3), (1024, 10), (1025, 11), (8192, 13), (65536, 16), (65537, 17)] {
+        for (n, b) in [
+            (1, 0),
+            (2, 1),
+            (3, 2),
+            (4, 2),
+            (5, 3),
+            (1024, 10),
+            (1025, 11),
+            (8192, 13),
+            (65536, 16),
+            (65537, 17),
+        ] {
             assert_eq!(index_bits(n), b, "n = {n}");
         }
         assert_eq!(index_bits(u32::MAX), 32);
@@ -540,9 +569,17 @@ mod tests {
             let (grid, n_codes, toks) = grid_tokens(&mut rng);
             let p = pack(&toks, n_codes);
             assert_eq!(p.len() as u64, packed_len(toks.len() as u64, n_codes));
-            assert_eq!(unpack(&p, toks.len(), n_codes).unwrap(), toks, "packed, n_codes {n_codes}");
+            assert_eq!(
+                unpack(&p, toks.len(), n_codes).unwrap(),
+                toks,
+                "packed, n_codes {n_codes}"
+            );
             let c = encode_coded(&toks, grid, n_codes);
-            assert_eq!(decode_coded(&c, grid, n_codes).unwrap(), toks, "coded, grid {grid:?} n_codes {n_codes}");
+            assert_eq!(
+                decode_coded(&c, grid, n_codes).unwrap(),
+                toks,
+                "coded, grid {grid:?} n_codes {n_codes}"
+            );
             for (_, s) in SCHEMES {
                 // every measured scheme is a real coder too
                 let bytes = encode_with(&toks, grid, n_codes, s);
@@ -612,7 +649,10 @@ mod tests {
         assert_eq!(unpack(&[0, 0], 1, 8192).unwrap(), vec![0]);
         assert!(unpack(&[0], 1, 8192).is_err());
         assert!(unpack(&[0, 0x20], 1, 8192).is_err()); // bit 13 set: padding
-        assert!(matches!(unpack(&[0xff, 0x03], 1, 1000), Err(FormatError::TokenOutOfRange { .. })));
+        assert!(matches!(
+            unpack(&[0xff, 0x03], 1, 1000),
+            Err(FormatError::TokenOutOfRange { .. })
+        ));
     }
 }
 
@@ -719,7 +759,9 @@ mod stream_tests {
                 .collect();
             assert_eq!(ends, bounds[1..]);
             for (i, item) in items[1..].iter().enumerate() {
-                let Item::Chunk(c, _) = item else { panic!("chunk expected") };
+                let Item::Chunk(c, _) = item else {
+                    panic!("chunk expected")
+                };
                 assert_eq!(c.payload, chunk(&h, i as u64 + 1).payload);
             }
         }
@@ -759,7 +801,9 @@ mod stream_tests {
         };
         let mut rng = Rng(4242);
         // real-looking tokens: repeats, so that the range coder (mode 0) is used
-        let toks: Vec<u32> = (0..192).map(|i| if i % 3 == 0 { rng.below(8192) as u32 } else { 17 }).collect();
+        let toks: Vec<u32> = (0..192)
+            .map(|i| if i % 3 == 0 { rng.below(8192) as u32 } else { 17 })
+            .collect();
         let c = ChunkRecord {
             payload: super::super::Payload::Tokens(toks),
             ..chunk(&h, 1)
@@ -778,7 +822,9 @@ mod stream_tests {
             // with a valid CRC: an error or tokens of the codebook, never a panic
             fix_crc(&mut b);
             if let Ok((r, _)) = ChunkRecord::decode(&b, &h) {
-                let super::super::Payload::Tokens(t) = r.payload else { panic!() };
+                let super::super::Payload::Tokens(t) = r.payload else {
+                    panic!()
+                };
                 assert!(t.iter().all(|&t| t < 8192));
             }
         }

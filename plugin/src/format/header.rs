@@ -1,7 +1,7 @@
 //! The stream header.
 
-use super::le::{u16_at, u32_at};
 use super::coding::{self, TokenCoding};
+use super::le::{u16_at, u32_at};
 use super::{
     CHUNK_OVERHEAD, FormatError, HEADER_CODING_MASK, HEADER_CODING_SHIFT, HEADER_FIXED_LEN, HEADER_FLAG_FRAME_PTS,
     HEADER_MAX_LEN, HEADER_MIN_LEN, MAGIC, MAX_MODEL_NAME_LEN, MAX_RECORD_LEN, OLDEST_VERSION, VERSION,
@@ -185,7 +185,11 @@ impl StreamHeader {
             if !self.payload_type.is_tokens() {
                 return Err(FormatError::invalid(
                     "token_coding",
-                    format!("{} applies to token payloads only, found {}", self.token_coding.name(), self.payload_type),
+                    format!(
+                        "{} applies to token payloads only, found {}",
+                        self.token_coding.name(),
+                        self.payload_type
+                    ),
                 ));
             }
             if self.token_coding == TokenCoding::Coded && self.codebook_size > coding::MAX_CODED_CODEBOOK {
@@ -247,10 +251,14 @@ impl StreamHeader {
     pub fn record_len_range(&self) -> (u64, u64) {
         let framing = (CHUNK_OVERHEAD as u64).saturating_add(self.frame_table_len());
         let e = self.elements_per_chunk();
-        let packed = e.saturating_mul(u64::from(coding::index_bits(self.codebook_size))).div_ceil(8);
+        let packed = e
+            .saturating_mul(u64::from(coding::index_bits(self.codebook_size)))
+            .div_ceil(8);
         match self.token_coding {
             TokenCoding::Plain => {
-                let fixed = e.saturating_mul(self.payload_type.element_size() as u64).saturating_add(framing);
+                let fixed = e
+                    .saturating_mul(self.payload_type.element_size() as u64)
+                    .saturating_add(framing);
                 (fixed, fixed)
             }
             TokenCoding::Packed => (framing.saturating_add(packed), framing.saturating_add(packed)),
@@ -267,7 +275,11 @@ impl StreamHeader {
     /// The format version [`StreamHeader::encode`] writes: 3 when a token coding other than
     /// plain is used, else 2.
     pub fn version(&self) -> u16 {
-        if self.token_coding == TokenCoding::Plain { 2 } else { VERSION }
+        if self.token_coding == TokenCoding::Plain {
+            2
+        } else {
+            VERSION
+        }
     }
 
     /// Bytes of the frame PTS table in every record: `8 * chunk_frames` when
