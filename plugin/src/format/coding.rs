@@ -684,6 +684,15 @@ mod stream_tests {
         assert!(coded_header(TokenCoding::Packed, PayloadType::F16).validate().is_err());
         assert!(coded_header(TokenCoding::Coded, PayloadType::U32).validate().is_err());
         coded_header(TokenCoding::Packed, PayloadType::U32).validate().unwrap();
+        // the decoded tokens count against the record limit: a 1-code codebook packs any
+        // grid into 0 bytes, but its tokens would not fit 256 MiB as u16
+        let huge = StreamHeader {
+            grid: [1024, 1024, 1024],
+            codebook_size: 1,
+            ..coded_header(TokenCoding::Packed, PayloadType::U16)
+        };
+        assert_eq!(huge.record_len_range(), (48, 48));
+        assert!(huge.validate().unwrap_err().to_string().contains("chunk records"));
     }
 
     #[test]

@@ -212,7 +212,10 @@ impl StreamHeader {
                 ),
             ));
         }
-        let len = self.record_len_u64();
+        // Packed and coded records are shorter than the tokens they decode to: the plain
+        // record length bounds what a reader allocates for them (a 1-code codebook packs
+        // any grid into 0 bytes).
+        let len = self.record_len_u64().max(self.plain_record_len());
         if len > u64::from(MAX_RECORD_LEN) {
             return Err(FormatError::invalid(
                 "grid",
@@ -255,15 +258,19 @@ impl StreamHeader {
             .saturating_mul(u64::from(coding::index_bits(self.codebook_size)))
             .div_ceil(8);
         match self.token_coding {
-            TokenCoding::Plain => {
-                let fixed = e
-                    .saturating_mul(self.payload_type.element_size() as u64)
-                    .saturating_add(framing);
-                (fixed, fixed)
-            }
+            TokenCoding::Plain => (self.plain_record_len(), self.plain_record_len()),
             TokenCoding::Packed => (framing.saturating_add(packed), framing.saturating_add(packed)),
             TokenCoding::Coded => (framing + 1, framing.saturating_add(1).saturating_add(packed)),
         }
+    }
+
+    /// The record length with plain (u16 / u32) tokens: what a reader allocates for the
+    /// decoded payload of any coding.
+    fn plain_record_len(&self) -> u64 {
+        self.elements_per_chunk()
+            .saturating_mul(self.payload_type.element_size() as u64)
+            .saturating_add(CHUNK_OVERHEAD as u64)
+            .saturating_add(self.frame_table_len())
     }
 
     /// True when every record of the stream has the same length ([`StreamHeader::chunk_record_len`]),
