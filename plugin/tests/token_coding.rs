@@ -121,21 +121,7 @@ fn seeking_into_the_middle_of_a_coded_file() {
         file.display()
     ));
     p.preroll();
-    let seek = |start: u64| {
-        let ok = p
-            .pipeline
-            .seek(
-                1.0,
-                gst::SeekFlags::FLUSH,
-                gst::SeekType::Set,
-                gst::ClockTime::from_nseconds(start),
-                gst::SeekType::Set,
-                gst::ClockTime::NONE,
-            )
-            .is_ok();
-        assert!(ok, "TIME seek to {start} refused");
-        p.wait_state();
-    };
+    let seek = |start: u64| assert!(p.seek_time(start, None), "TIME seek to {start} refused");
     let play = || {
         let end = p.play_to_end();
         assert!(end.eos && end.errors.is_empty(), "{:?}", end.errors);

@@ -338,6 +338,27 @@ impl Player {
         assert!(res.is_ok(), "state change failed: {res:?} ({:?})", self.errors_so_far());
     }
 
+    /// A flushing TIME seek from `start` to `stop` (None: to the end); waits for the new
+    /// preroll when accepted.
+    pub fn seek_time(&self, start: u64, stop: Option<u64>) -> bool {
+        let ok = self
+            .pipeline
+            .seek(
+                1.0,
+                gst::SeekFlags::FLUSH,
+                gst::SeekType::Set,
+                gst::ClockTime::from_nseconds(start),
+                // Set with no stop: clears the stop of an earlier seek.
+                gst::SeekType::Set,
+                stop.map(gst::ClockTime::from_nseconds),
+            )
+            .is_ok();
+        if ok {
+            self.wait_state();
+        }
+        ok
+    }
+
     pub fn errors_so_far(&self) -> Vec<String> {
         let bus = self.pipeline.bus().unwrap();
         let mut v = Vec::new();
