@@ -777,6 +777,26 @@ mod stream_tests {
     }
 
     #[test]
+    fn resume_at_a_record_offset_of_a_coded_stream() {
+        let h = coded_header(TokenCoding::Coded, PayloadType::U16);
+        let (bytes, bounds) = stream(&h, 5);
+        // no multiplication for variable lengths
+        assert!(StreamReader::resume(h.clone(), bounds[1] as u64, 2).is_none());
+        let mut r = StreamReader::resume_at(h.clone(), bounds[3] as u64, 2);
+        r.push(&bytes[bounds[3]..]);
+        let mut n = 0;
+        while let Some(item) = r.next_item().unwrap() {
+            let Item::Chunk(c, _) = item else {
+                panic!("chunk expected")
+            };
+            assert_eq!(c.payload, chunk(&h, n + 3).payload);
+            n += 1;
+        }
+        r.finish().unwrap();
+        assert_eq!((n, r.chunks_read(), r.offset()), (3, 5, bytes.len() as u64));
+    }
+
+    #[test]
     fn fuzz_seeds_read_to_the_end() {
         // The committed seed corpus (fuzz/seeds/token_stream), version 3 codings included,
         // reads cleanly and every coding re-encodes to the same records.
