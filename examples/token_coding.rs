@@ -109,6 +109,36 @@ fn entropy0(s: &Stream) -> f64 {
         .sum()
 }
 
+/// Fractions of tokens equal to their previous temporal slot, left and up neighbour (of the
+/// tokens that have that neighbour), and to any of them.
+fn neighbour_matches(s: &Stream) -> [f64; 4] {
+    let [gt, gh, gw] = s.grid;
+    let (mut hit, mut have) = ([0u64; 4], [0u64; 4]);
+    for c in &s.chunks {
+        for t in 0..gt {
+            for y in 0..gh {
+                for x in 0..gw {
+                    let i = (t * gh + y) * gw + x;
+                    let nb = [
+                        (t > 0).then(|| c[i - gh * gw]),
+                        (x > 0).then(|| c[i - 1]),
+                        (y > 0).then(|| c[i - gw]),
+                    ];
+                    for (k, n) in nb.iter().enumerate() {
+                        if let Some(v) = n {
+                            have[k] += 1;
+                            hit[k] += u64::from(*v == c[i]);
+                        }
+                    }
+                    have[3] += 1;
+                    hit[3] += u64::from(nb.contains(&Some(c[i])));
+                }
+            }
+        }
+    }
+    std::array::from_fn(|k| hit[k] as f64 / have[k].max(1) as f64)
+}
+
 fn report(s: &Stream, schemes: bool) -> Result<()> {
     let [gt, gh, gw] = s.grid;
     let per = gt * gh * gw;
@@ -164,6 +194,14 @@ fn report(s: &Stream, schemes: bool) -> Result<()> {
     line("zstd -19 of the u16 stream", bpt(zstd));
     line("xz -9 of the u16 stream", bpt(xz));
     line("order-0 entropy of whole stream", entropy0(s));
+    let m = neighbour_matches(s);
+    println!(
+        "  tokens equal to their previous temporal slot {:.1}%, left {:.1}%, up {:.1}%, any of them {:.1}%",
+        100.0 * m[0],
+        100.0 * m[1],
+        100.0 * m[2],
+        100.0 * m[3]
+    );
     let (em, dm) = (median(&mut enc_us), median(&mut dec_us));
     println!(
         "  coder per chunk: encode median {em:.1} us, decode median {dm:.1} us; model encoder {:.1} ms per chunk -> coder {:.3}% / {:.3}% of the model's time",
