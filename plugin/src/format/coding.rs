@@ -327,6 +327,9 @@ pub struct Scheme {
     /// The top `tree_ctx` levels of the index tree are conditioned on the left neighbour's
     /// top `tree_ctx` bits (0: one tree).
     pub tree_ctx: u32,
+    /// The flags are also conditioned on how many of the left and up tokens were neighbour
+    /// hits themselves (runs of repeats).
+    pub hit_ctx: bool,
 }
 
 impl Scheme {
@@ -334,17 +337,19 @@ impl Scheme {
     pub const FORMAT: Scheme = Scheme {
         neighbours: true,
         tree_ctx: 0,
+        hit_ctx: false,
     };
 }
 
 /// Candidate schemes measured by examples/token_coding.rs.
 #[doc(hidden)]
-pub const SCHEMES: [(&str, Scheme); 4] = [
+pub const SCHEMES: [(&str, Scheme); 5] = [
     (
         "index tree only",
         Scheme {
             neighbours: false,
             tree_ctx: 0,
+            hit_ctx: false,
         },
     ),
     (
@@ -352,6 +357,7 @@ pub const SCHEMES: [(&str, Scheme); 4] = [
         Scheme {
             neighbours: false,
             tree_ctx: 3,
+            hit_ctx: false,
         },
     ),
     ("neighbour flags + tree", Scheme::FORMAT),
@@ -360,6 +366,15 @@ pub const SCHEMES: [(&str, Scheme); 4] = [
         Scheme {
             neighbours: true,
             tree_ctx: 3,
+            hit_ctx: false,
+        },
+    ),
+    (
+        "flags | left, up hits + tree",
+        Scheme {
+            neighbours: true,
+            tree_ctx: 0,
+            hit_ctx: true,
         },
     ),
 ];
@@ -374,8 +389,10 @@ fn run_scheme<C: BitCoder>(c: &mut C, toks: &mut [u32], grid: [usize; 3], bits: 
     let plane = gh * gw;
     let ctx_levels = s.tree_ctx.min(bits);
     let sel_count = (1usize << ctx_levels) + 1; // + "no left neighbour"
-    // flags[kind][agree]: agree = how many of the other neighbours have the same value
-    let mut flags = [[BitModel::NEW; 3]; 3];
+    // flags[kind][agree][hits]: agree = how many of the other neighbours have the same
+    // value; hits = how many of the left and up tokens were neighbour hits (hit_ctx)
+    let mut flags = [[[BitModel::NEW; 3]; 3]; 3];
+    let mut hit = vec![false; if s.hit_ctx { toks.len() } else { 0 }];
     let mut top = vec![BitModel::NEW; sel_count << ctx_levels];
     let mut tree = vec![BitModel::NEW; 1usize << bits];
     for t in 0..gt {
@@ -387,7 +404,15 @@ fn run_scheme<C: BitCoder>(c: &mut C, toks: &mut [u32], grid: [usize; 3], bits: 
                     (x > 0).then(|| toks[i - 1]),
                     (y > 0).then(|| toks[i - gw]),
                 ];
-                if s.neighbours && code_flags(c, &mut flags, &nb, &mut toks[i]) {
+                let hits = if s.hit_ctx {
+                    usize::from(x > 0 && hit[i - 1]) + usize::from(y > 0 && hit[i - gw])
+                } else {
+                    0
+                };
+                if s.neighbours && code_flags(c, &mut flags, hits, &nb, &mut toks[i]) {
+                    if s.hit_ctx {
+                        hit[i] = true;
+                    }
                     continue;
                 }
                 let v = toks[i];
@@ -412,7 +437,13 @@ fn run_scheme<C: BitCoder>(c: &mut C, toks: &mut [u32], grid: [usize; 3], bits: 
 }
 
 /// The neighbour flags of one token: true (and `*tok` set) when one of them matched.
-fn code_flags<C: BitCoder>(c: &mut C, flags: &mut [[BitModel; 3]; 3], nb: &[Option<u32>; 3], tok: &mut u32) -> bool {
+fn code_flags<C: BitCoder>(
+    c: &mut C,
+    flags: &mut [[[BitModel; 3]; 3]; 3],
+    hits: usize,
+    nb: &[Option<u32>; 3],
+    tok: &mut u32,
+) -> bool {
     for kind in [PREV, LEFT, UP] {
         let Some(v) = nb[kind] else { continue };
         if nb[..kind].contains(&Some(v)) {
@@ -423,7 +454,7 @@ fn code_flags<C: BitCoder>(c: &mut C, flags: &mut [[BitModel; 3]; 3], nb: &[Opti
             .enumerate()
             .filter(|&(k, n)| k != kind && *n == Some(v))
             .count();
-        if c.bit(&mut flags[kind][agree], u32::from(*tok == v)) == 1 {
+        if c.bit(&mut flags[kind][agree][hits], u32::from(*tok == v)) == 1 {
             *tok = v;
             return true;
         }
