@@ -265,12 +265,20 @@ fn main() -> Result<()> {
         input.width, input.height, header.padded_width, header.padded_height, chunks, header.chunk_frames
     );
     if header.codebook_size > 0 {
+        let tokens = chunks as u64 * per_chunk as u64;
         println!(
-            "  tokens      {} ({} per chunk, grid {:?}, codebook {})",
-            chunks as u64 * per_chunk as u64,
-            per_chunk,
-            header.grid,
-            header.codebook_size
+            "  tokens      {tokens} ({} per chunk, grid {:?}, codebook {})",
+            per_chunk, header.grid, header.codebook_size
+        );
+        // Payload bits only: the file less its header and the 48 bytes framing each chunk.
+        let framing = header.encoded_len() as u64 + chunks as u64 * (48 + header.frame_table_len());
+        let payload_bits = bytes.saturating_sub(framing) as f64 * 8.0;
+        println!(
+            "  coding      {}: {:.3} bits per token ({} bits packed), {:.1} kbit/s of token payload",
+            header.token_coding.name(),
+            payload_bits / tokens.max(1) as f64,
+            gstomnitok::format::coding::index_bits(header.codebook_size),
+            payload_bits / seconds / 1000.0
         );
     } else {
         println!(

@@ -58,7 +58,7 @@ def encode(video, encoder, frames):
     # Cutting the compressed stream before the decoder gives an exact frame count.
     pipeline = Gst.parse_launch(
         f'filesrc location="{video}" ! qtdemux name=demux demux.video_0 ! identity eos-after={frames + 1} '
-        f'! decodebin ! videoconvert ! omnitokenc model-file="{encoder}" ! appsink name=sink sync=false'
+        f'! decodebin ! videoconvert ! omnitokenc model-file="{encoder}" token-coding=u16 ! appsink name=sink sync=false'
     )
     caps, chunks = [None], []
 

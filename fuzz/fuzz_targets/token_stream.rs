@@ -7,8 +7,11 @@
 //! `vq_two_chunks` (7 frames, 25/1, chunk-frames 5), `vq_image_mode` (1 frame, 0/1,
 //! chunk-frames 1: a frame PTS table), `vae_f16` (5 frames, 30000/1001, latent-format f16),
 //! `vq_variable_rate` (3 frames, 0/1, chunk-frames 5: a table with padding entries),
-//! `vq_two_segments` (`vq_two_chunks` followed by a 16x8 stream: two segments), and
-//! `vq_two_chunks_v1` (the version 1 file of earlier builds).
+//! `vq_two_segments` (`vq_two_chunks` followed by a 16x8 stream: two segments),
+//! `vq_two_chunks_v1` (the version 1 file of earlier builds), and version 3 token codings:
+//! `vq_two_chunks_packed` / `vq_two_chunks_coded` (`vq_two_chunks` rewritten by
+//! `cargo run --example token_coding -- --transcode IN OUT CODING`) and `vq_coded_range`
+//! (a coded stream whose records are range-coded, mode 0: repetitive tokens).
 #![no_main]
 
 use gstomnitok::format::{Item, StreamReader};
@@ -45,10 +48,8 @@ fuzz_target!(|data: &[u8]| omnitok_fuzz::run(data, |d| {
     let (splits, stream) = d.split_at(d.len().min(4));
     let splits = if splits.is_empty() { &[255u8][..] } else { splits };
     if let Some((header, header_len)) = read(&mut StreamReader::new(), stream, splits) {
-        if let (Some(mut resumed), Some(rest)) =
-            (StreamReader::resume(header, header_len, 0), stream.get(header_len as usize..))
-        {
-            read(&mut resumed, rest, splits);
+        if let Some(rest) = stream.get(header_len as usize..) {
+            read(&mut StreamReader::resume_at(header, header_len, 0), rest, splits);
         }
     }
 }));

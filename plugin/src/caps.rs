@@ -2,7 +2,7 @@
 //! (docs/FORMAT.md, section 10), in one place.
 
 use crate::format::{
-    FormatError, OLDEST_VERSION, PayloadType, StreamHeader, VERSION, model_id_from_hex, model_id_to_hex,
+    FormatError, OLDEST_VERSION, PayloadType, StreamHeader, TokenCoding, VERSION, model_id_from_hex, model_id_to_hex,
 };
 
 pub const MEDIA_TYPE: &str = "video/x-omnitok";
@@ -22,6 +22,8 @@ pub enum CapsError {
     Version(u32),
     #[error("unknown payload '{0}'")]
     Payload(String),
+    #[error("unknown token-coding '{0}' (known: u16, packed, coded)")]
+    TokenCoding(String),
     #[error(transparent)]
     Format(#[from] FormatError),
 }
@@ -30,7 +32,7 @@ pub enum CapsError {
 /// by the elements that have it, as GStreamer's stream formats do.
 pub fn from_header(h: &StreamHeader) -> gst::Caps {
     gst::Caps::builder(MEDIA_TYPE)
-        .field("version", VERSION as i32)
+        .field("version", h.version() as i32)
         .field("model-id", model_id_to_hex(&h.model_id))
         .field("width", h.width as i32)
         .field("height", h.height as i32)
@@ -45,6 +47,7 @@ pub fn from_header(h: &StreamHeader) -> gst::Caps {
         .field("codebook-size", h.codebook_size as i32)
         .field("payload", h.payload_type.caps_name())
         .field("frame-pts", h.frame_pts)
+        .field("token-coding", h.token_coding.name())
         .build()
 }
 
@@ -85,6 +88,11 @@ pub fn to_header(caps: &gst::CapsRef) -> Result<StreamHeader, CapsError> {
         model_name: String::new(),
         // Version 2; absent (false) in version 1 caps.
         frame_pts: s.get::<bool>("frame-pts").unwrap_or(false),
+        // Version 3; absent (u16 / u32 tokens as they are) in older caps.
+        token_coding: match s.get::<&str>("token-coding") {
+            Ok(name) => TokenCoding::from_name(name).ok_or_else(|| CapsError::TokenCoding(name.into()))?,
+            Err(_) => TokenCoding::Plain,
+        },
     };
     header.validate()?;
     Ok(header)
@@ -112,6 +120,7 @@ mod tests {
             payload_type: PayloadType::U16,
             model_name: String::new(),
             frame_pts: false,
+            token_coding: TokenCoding::Plain,
         };
         let caps = from_header(&h);
         assert_eq!(to_header(&caps).unwrap(), h);
@@ -122,12 +131,32 @@ mod tests {
             ..h.clone()
         };
         assert_eq!(to_header(&from_header(&vfr)).unwrap(), vfr);
+        for coding in TokenCoding::ALL {
+            let c = StreamHeader {
+                token_coding: coding,
+                ..h.clone()
+            };
+            let caps = from_header(&c);
+            let s = caps.structure(0).unwrap();
+            assert_eq!(s.get::<&str>("token-coding").unwrap(), coding.name());
+            assert_eq!(s.get::<i32>("version").unwrap(), i32::from(c.version()));
+            assert_eq!(to_header(&caps).unwrap(), c);
+        }
+        let mut bad = caps.clone();
+        bad.make_mut().structure_mut(0).unwrap().set("token-coding", "zip");
+        assert!(
+            to_header(&bad)
+                .unwrap_err()
+                .to_string()
+                .contains("unknown token-coding 'zip'")
+        );
         // Version 1 caps (no frame-pts field) still read.
         let mut v1 = caps.clone();
         {
             let s = v1.make_mut().structure_mut(0).unwrap();
             s.set("version", 1i32);
             s.remove_field("frame-pts");
+            s.remove_field("token-coding");
         }
         assert_eq!(to_header(&v1).unwrap(), h);
         let wrong = gst::Caps::builder("video/x-raw").build();

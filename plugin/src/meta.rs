@@ -41,7 +41,10 @@ pub fn register() {
 /// `payload-offset` and `payload-count` (uint: byte offset and number of elements),
 /// `channels` (uint, 0 for tokens), `grid-t`, `grid-h`, `grid-w` and `real-frames` (uint).
 /// The array's shape is `[grid-t, grid-h, grid-w]` for tokens, `[channels, grid-t, grid-h,
-/// grid-w]` for latents. The buffer's PTS and duration are the record's.
+/// grid-w]` for latents. The buffer's PTS and duration are the record's. `token-coding`
+/// (string: u16, packed, coded; docs/FORMAT.md 5.4): the array view holds only for `u16`
+/// (and latents); packed and coded tokens are read with the format module (or decoded by
+/// omnitokdec), or written as u16 with omnitokenc `token-coding=u16`.
 pub fn attach(buffer: &mut gst::BufferRef, header: &StreamHeader, real_frames: u32) {
     register();
     let Ok(mut meta) = gst::meta::CustomMeta::add(buffer, CHUNK_META) else {
@@ -50,6 +53,7 @@ pub fn attach(buffer: &mut gst::BufferRef, header: &StreamHeader, real_frames: u
     let s = meta.mut_structure();
     s.set_name("omnitok-chunk");
     s.set("payload", header.payload_type.caps_name());
+    s.set("token-coding", header.token_coding.name());
     s.set("payload-offset", CHUNK_PREFIX_LEN as u32);
     s.set("payload-count", header.elements_per_chunk() as u32);
     s.set("channels", header.channels);
@@ -137,6 +141,7 @@ mod tests {
             payload_type: PayloadType::U16,
             model_name: String::new(),
             frame_pts: false,
+            token_coding: crate::format::TokenCoding::Plain,
         }
     }
 

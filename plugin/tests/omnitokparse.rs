@@ -63,8 +63,8 @@ fn bad_magic_is_an_error() {
 fn wrong_version_is_an_error() {
     init();
     let mut bytes = synthetic(25).bytes();
-    bytes[8] = 3;
-    expect_error(bytes, 7, "unsupported format version 3");
+    bytes[8] = 4;
+    expect_error(bytes, 7, "unsupported format version 4");
 }
 
 #[test]

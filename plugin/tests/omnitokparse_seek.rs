@@ -18,35 +18,14 @@ fn write_file(name: &str, stream: &TokenStream) -> PathBuf {
     file
 }
 
-/// Seeks and queries of a [`Player`] holding `omnitokparse name=parse`.
+/// Queries of a [`Player`] holding `omnitokparse name=parse` (seeks: [`Player::seek_time`]).
 trait Seeks {
-    fn seek_time(&self, start: u64, stop: Option<u64>) -> bool;
     fn duration(&self) -> Option<u64>;
     fn seeking(&self) -> (bool, gst::GenericFormattedValue, gst::GenericFormattedValue);
     fn parse_src(&self) -> gst::Pad;
 }
 
 impl Seeks for Player {
-    /// A flushing TIME seek from `start` to `stop` (None: to the end); waits for the new preroll when accepted.
-    fn seek_time(&self, start: u64, stop: Option<u64>) -> bool {
-        let ok = self
-            .pipeline
-            .seek(
-                1.0,
-                gst::SeekFlags::FLUSH,
-                gst::SeekType::Set,
-                gst::ClockTime::from_nseconds(start),
-                // Set with no stop: clears the stop of an earlier seek.
-                gst::SeekType::Set,
-                stop.map(gst::ClockTime::from_nseconds),
-            )
-            .is_ok();
-        if ok {
-            self.wait_state();
-        }
-        ok
-    }
-
     fn duration(&self) -> Option<u64> {
         self.pipeline.query_duration::<gst::ClockTime>().map(|d| d.nseconds())
     }

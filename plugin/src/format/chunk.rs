@@ -2,6 +2,7 @@
 
 use half::f16;
 
+use super::coding::{self, TokenCoding};
 use super::le::{u16_at, u32_at, u64_at};
 use super::{
     CHUNK_OVERHEAD, CHUNK_PREFIX_LEN, FRAME_PTS_NONE, FormatError, MAX_RECORD_LEN, PayloadType, SYNC, StreamHeader,
@@ -83,10 +84,9 @@ impl ChunkRecord {
             ));
         }
 
-        let len = header.chunk_record_len();
-        let mut out = Vec::with_capacity(len);
+        let mut out = Vec::with_capacity(header.chunk_record_len());
         out.extend_from_slice(&SYNC);
-        out.extend_from_slice(&(len as u32).to_le_bytes());
+        out.extend_from_slice(&0u32.to_le_bytes()); // record_len, set below
         let flags =
             if self.pts.is_some() { FLAG_PTS } else { 0 } | if self.duration.is_some() { FLAG_DURATION } else { 0 };
         out.extend_from_slice(&flags.to_le_bytes());
@@ -114,10 +114,16 @@ impl ChunkRecord {
                             codebook_size: header.codebook_size,
                         });
                     }
-                    if pt == PayloadType::U16 {
-                        out.extend_from_slice(&(token as u16).to_le_bytes());
-                    } else {
-                        out.extend_from_slice(&token.to_le_bytes());
+                }
+                match header.token_coding {
+                    TokenCoding::Plain if pt == PayloadType::U16 => {
+                        out.extend(tokens.iter().flat_map(|&t| (t as u16).to_le_bytes()));
+                    }
+                    TokenCoding::Plain => out.extend(tokens.iter().flat_map(|&t| t.to_le_bytes())),
+                    TokenCoding::Packed => out.extend_from_slice(&coding::pack(tokens, header.codebook_size)),
+                    TokenCoding::Coded => {
+                        let grid = header.grid.map(|g| g as usize);
+                        out.extend_from_slice(&coding::encode_coded(tokens, grid, header.codebook_size));
                     }
                 }
             }
@@ -160,9 +166,13 @@ impl ChunkRecord {
                 out.extend_from_slice(&pts.unwrap_or(FRAME_PTS_NONE).to_le_bytes());
             }
         }
+        // At most the header's longest record (<= MAX_RECORD_LEN, checked by validate).
+        let len = out.len() as u32 + 4;
+        out[4..8].copy_from_slice(&len.to_le_bytes());
         let crc = crc32fast::hash(&out);
         out.extend_from_slice(&crc.to_le_bytes());
-        debug_assert_eq!(out.len(), len);
+        debug_assert!(header.fixed_record_len() || out.len() <= header.chunk_record_len());
+        debug_assert!(!header.fixed_record_len() || out.len() == header.chunk_record_len());
         Ok(out)
     }
 
@@ -184,7 +194,7 @@ impl ChunkRecord {
         offset: u64,
     ) -> Result<(ChunkRecord, usize), FormatError> {
         let have = bytes.len();
-        let expected_len = header.chunk_record_len();
+        let (min_len, max_len) = header.record_len_range();
         let truncated = |total: usize| FormatError::Truncated {
             unit: "chunk record",
             have,
@@ -198,7 +208,7 @@ impl ChunkRecord {
             });
         }
         if have < 8 {
-            return Err(truncated(expected_len));
+            return Err(truncated(min_len as usize));
         }
         let len = u32_at(bytes, 4);
         if len > MAX_RECORD_LEN {
@@ -208,16 +218,18 @@ impl ChunkRecord {
                 max: MAX_RECORD_LEN,
             });
         }
-        let len = len as usize;
-        if len != expected_len {
+        if u64::from(len) < min_len || u64::from(len) > max_len {
+            let implied = if min_len == max_len {
+                format!("{min_len}")
+            } else {
+                format!("{min_len} to {max_len} ({} tokens)", header.token_coding.name())
+            };
             return Err(FormatError::invalid(
                 "record_len",
-                format!(
-                    "chunk record at byte offset {offset} is {len} bytes, \
-                     the stream header implies {expected_len}"
-                ),
+                format!("chunk record at byte offset {offset} is {len} bytes, the stream header implies {implied}"),
             ));
         }
+        let len = len as usize;
         if have < len {
             return Err(truncated(len));
         }
@@ -267,15 +279,21 @@ impl ChunkRecord {
             Some(raw) => Some(frame_table(&raw, real_frames)?),
         };
         let codebook_size = header.codebook_size;
-        let payload = match header.payload_type {
-            PayloadType::U16 => Payload::Tokens((0..body.len() / 2).map(|i| u32::from(u16_at(body, 2 * i))).collect()),
-            PayloadType::U32 => Payload::Tokens((0..body.len() / 4).map(|i| u32_at(body, 4 * i)).collect()),
-            PayloadType::F16 => Payload::Latents(
+        let count = header.elements_per_chunk() as usize;
+        let grid_usize = header.grid.map(|g| g as usize);
+        let payload = match (header.payload_type, header.token_coding) {
+            (_, TokenCoding::Packed) => Payload::Tokens(coding::unpack(body, count, codebook_size)?),
+            (_, TokenCoding::Coded) => Payload::Tokens(coding::decode_coded(body, grid_usize, codebook_size)?),
+            (PayloadType::U16, _) => {
+                Payload::Tokens((0..body.len() / 2).map(|i| u32::from(u16_at(body, 2 * i))).collect())
+            }
+            (PayloadType::U32, _) => Payload::Tokens((0..body.len() / 4).map(|i| u32_at(body, 4 * i)).collect()),
+            (PayloadType::F16, _) => Payload::Latents(
                 (0..body.len() / 2)
                     .map(|i| f16::from_bits(u16_at(body, 2 * i)).to_f32())
                     .collect(),
             ),
-            PayloadType::F32 => Payload::Latents(
+            (PayloadType::F32, _) => Payload::Latents(
                 (0..body.len() / 4)
                     .map(|i| f32::from_bits(u32_at(body, 4 * i)))
                     .collect(),

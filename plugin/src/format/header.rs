@@ -1,9 +1,11 @@
 //! The stream header.
 
+use super::coding::{self, TokenCoding};
 use super::le::{u16_at, u32_at};
 use super::{
-    CHUNK_OVERHEAD, FormatError, HEADER_FIXED_LEN, HEADER_FLAG_FRAME_PTS, HEADER_MAX_LEN, HEADER_MIN_LEN, MAGIC,
-    MAX_MODEL_NAME_LEN, MAX_RECORD_LEN, OLDEST_VERSION, VERSION, model_id_to_hex,
+    CHUNK_OVERHEAD, FormatError, HEADER_CODING_MASK, HEADER_CODING_SHIFT, HEADER_FIXED_LEN, HEADER_FLAG_FRAME_PTS,
+    HEADER_MAX_LEN, HEADER_MIN_LEN, MAGIC, MAX_MODEL_NAME_LEN, MAX_RECORD_LEN, OLDEST_VERSION, VERSION,
+    model_id_to_hex,
 };
 
 /// What a chunk's payload holds, and at which width it is stored.
@@ -111,6 +113,10 @@ pub struct StreamHeader {
     /// (header flag bit 0, docs/FORMAT.md section 4.1); for variable-rate video. Always
     /// false in version 1.
     pub frame_pts: bool,
+    /// Version 3: how the tokens of a token payload are stored (header flag bits 1..=2,
+    /// docs/FORMAT.md section 5.4). [`TokenCoding::Plain`] for latents and in versions 1
+    /// and 2; a header with another coding is written as version 3.
+    pub token_coding: TokenCoding,
 }
 
 /// Largest value of a field that maps to a GStreamer caps `int`/fraction.
@@ -175,6 +181,28 @@ impl StreamHeader {
                 }
             }
         }
+        if self.token_coding != TokenCoding::Plain {
+            if !self.payload_type.is_tokens() {
+                return Err(FormatError::invalid(
+                    "token_coding",
+                    format!(
+                        "{} applies to token payloads only, found {}",
+                        self.token_coding.name(),
+                        self.payload_type
+                    ),
+                ));
+            }
+            if self.token_coding == TokenCoding::Coded && self.codebook_size > coding::MAX_CODED_CODEBOOK {
+                return Err(FormatError::invalid(
+                    "token_coding",
+                    format!(
+                        "coded tokens need a codebook of at most {} codes, found {}",
+                        coding::MAX_CODED_CODEBOOK,
+                        self.codebook_size
+                    ),
+                ));
+            }
+        }
         if self.model_name.len() > MAX_MODEL_NAME_LEN {
             return Err(FormatError::invalid(
                 "model_name",
@@ -184,7 +212,10 @@ impl StreamHeader {
                 ),
             ));
         }
-        let len = self.record_len_u64();
+        // Packed and coded records are shorter than the tokens they decode to: the plain
+        // record length bounds what a reader allocates for them (a 1-code codebook packs
+        // any grid into 0 bytes).
+        let len = self.record_len_u64().max(self.plain_record_len());
         if len > u64::from(MAX_RECORD_LEN) {
             return Err(FormatError::invalid(
                 "grid",
@@ -213,10 +244,49 @@ impl StreamHeader {
     }
 
     fn record_len_u64(&self) -> u64 {
+        self.record_len_range().1
+    }
+
+    /// Shortest and longest chunk record of this stream, sync to CRC (section 5.3): equal
+    /// except for [`TokenCoding::Coded`], whose records are `48 + 1 + T` to
+    /// `48 + 1 + packed + T` bytes (a mode byte, then the range-coded or packed tokens).
+    /// Saturates on invalid headers.
+    pub fn record_len_range(&self) -> (u64, u64) {
+        let framing = (CHUNK_OVERHEAD as u64).saturating_add(self.frame_table_len());
+        let e = self.elements_per_chunk();
+        let packed = e
+            .saturating_mul(u64::from(coding::index_bits(self.codebook_size)))
+            .div_ceil(8);
+        match self.token_coding {
+            TokenCoding::Plain => (self.plain_record_len(), self.plain_record_len()),
+            TokenCoding::Packed => (framing.saturating_add(packed), framing.saturating_add(packed)),
+            TokenCoding::Coded => (framing + 1, framing.saturating_add(1).saturating_add(packed)),
+        }
+    }
+
+    /// The record length with plain (u16 / u32) tokens: what a reader allocates for the
+    /// decoded payload of any coding.
+    fn plain_record_len(&self) -> u64 {
         self.elements_per_chunk()
             .saturating_mul(self.payload_type.element_size() as u64)
             .saturating_add(CHUNK_OVERHEAD as u64)
             .saturating_add(self.frame_table_len())
+    }
+
+    /// True when every record of the stream has the same length ([`StreamHeader::chunk_record_len`]),
+    /// so that record `i` starts at `header_len + i * chunk_record_len` (not for `coded`).
+    pub fn fixed_record_len(&self) -> bool {
+        self.token_coding != TokenCoding::Coded
+    }
+
+    /// The format version [`StreamHeader::encode`] writes: 3 when a token coding other than
+    /// plain is used, else 2.
+    pub fn version(&self) -> u16 {
+        if self.token_coding == TokenCoding::Plain {
+            2
+        } else {
+            VERSION
+        }
     }
 
     /// Bytes of the frame PTS table in every record: `8 * chunk_frames` when
@@ -229,7 +299,8 @@ impl StreamHeader {
         }
     }
 
-    /// Length in bytes of every chunk record of this stream, sync to CRC.
+    /// Length in bytes of every chunk record of this stream, sync to CRC; for
+    /// [`TokenCoding::Coded`] the longest a record may be (see [`StreamHeader::record_len_range`]).
     /// Only meaningful for headers that pass [`StreamHeader::validate`]
     /// (it is then <= [`MAX_RECORD_LEN`]).
     pub fn chunk_record_len(&self) -> usize {
@@ -271,7 +342,7 @@ impl StreamHeader {
         let len = HEADER_MIN_LEN + name.len();
         let mut out = Vec::with_capacity(len);
         out.extend_from_slice(&MAGIC);
-        out.extend_from_slice(&VERSION.to_le_bytes());
+        out.extend_from_slice(&self.version().to_le_bytes());
         // len <= HEADER_MAX_LEN (355), fits u16.
         out.extend_from_slice(&(len as u16).to_le_bytes());
         out.extend_from_slice(&self.model_id);
@@ -293,7 +364,8 @@ impl StreamHeader {
         }
         out.push(self.payload_type.code());
         out.push(name.len() as u8);
-        let flags = if self.frame_pts { HEADER_FLAG_FRAME_PTS } else { 0 };
+        let flags =
+            if self.frame_pts { HEADER_FLAG_FRAME_PTS } else { 0 } | self.token_coding.code() << HEADER_CODING_SHIFT;
         out.extend_from_slice(&flags.to_le_bytes());
         debug_assert_eq!(out.len(), HEADER_FIXED_LEN);
         out.extend_from_slice(name.as_bytes());
@@ -377,10 +449,28 @@ impl StreamHeader {
                 format!("bytes 94..96 must be zero in version 1, found {:02x?}", &bytes[94..96]),
             ));
         }
-        if flags & !HEADER_FLAG_FRAME_PTS != 0 {
+        let known = if version >= 3 {
+            HEADER_FLAG_FRAME_PTS | HEADER_CODING_MASK
+        } else {
+            HEADER_FLAG_FRAME_PTS
+        };
+        if flags & !known != 0 {
             return Err(FormatError::invalid(
                 "header_flags",
-                format!("unknown flag bits {:#x}", flags & !HEADER_FLAG_FRAME_PTS),
+                format!("unknown flag bits {:#x} in version {version}", flags & !known),
+            ));
+        }
+        let coding_code = (flags & HEADER_CODING_MASK) >> HEADER_CODING_SHIFT;
+        let token_coding = TokenCoding::from_code(coding_code).ok_or_else(|| {
+            FormatError::invalid(
+                "header_flags",
+                format!("unknown token coding {coding_code} (known: 0=plain 1=packed 2=coded)"),
+            )
+        })?;
+        if version >= 3 && token_coding == TokenCoding::Plain {
+            return Err(FormatError::invalid(
+                "header_flags",
+                "a version 3 header must name a token coding (packed or coded); plain streams are version 2",
             ));
         }
         let payload_type = PayloadType::from_code(bytes[92]).ok_or_else(|| {
@@ -410,6 +500,7 @@ impl StreamHeader {
             payload_type,
             model_name,
             frame_pts: flags & HEADER_FLAG_FRAME_PTS != 0,
+            token_coding,
         };
         header.validate()?;
         Ok((header, len, version))
@@ -419,16 +510,10 @@ impl StreamHeader {
 #[cfg(test)]
 mod tests {
     use super::super::le::u32_at;
-    use super::super::testutil::header;
+    use super::super::testutil::{fix_crc, header};
     use super::*;
 
     /// Recomputes the CRC after a test has edited header bytes.
-    fn fix_crc(bytes: &mut [u8]) {
-        let n = bytes.len();
-        let crc = crc32fast::hash(&bytes[..n - 4]);
-        bytes[n - 4..].copy_from_slice(&crc.to_le_bytes());
-    }
-
     #[test]
     fn round_trip_every_payload_type() {
         for pt in PayloadType::ALL {
@@ -527,10 +612,10 @@ mod tests {
     #[test]
     fn wrong_version_rejected() {
         let mut b = header(PayloadType::U16).encode();
-        b[8..10].copy_from_slice(&3u16.to_le_bytes());
+        b[8..10].copy_from_slice(&4u16.to_le_bytes());
         fix_crc(&mut b);
         let e = StreamHeader::decode(&b).unwrap_err();
-        assert_eq!(e, FormatError::UnsupportedVersion { found: 3, supported: 2 });
+        assert_eq!(e, FormatError::UnsupportedVersion { found: 4, supported: 3 });
         // Reported as soon as the version field is present.
         assert_eq!(StreamHeader::decode(&b[..10]).unwrap_err(), e);
         b[8..10].copy_from_slice(&0u16.to_le_bytes());

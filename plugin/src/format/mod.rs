@@ -1,4 +1,4 @@
-//! The omnitok token stream format (`video/x-omnitok`), version 2 (reads 1 and 2).
+//! The omnitok token stream format (`video/x-omnitok`), version 3 (reads 1, 2 and 3).
 //!
 //! Pure Rust: no GStreamer, no ONNX Runtime. The normative specification is
 //! `docs/FORMAT.md`; this module is its reference implementation.
@@ -20,26 +20,35 @@
 //! CRC, as computed by `crc32fast`).
 
 mod chunk;
+pub mod coding;
 mod error;
 mod header;
 mod identity;
 mod reader;
 
 pub use chunk::{ChunkRecord, MAX_TIME, Payload};
+pub use coding::TokenCoding;
 pub use error::FormatError;
 pub use header::{PayloadType, StreamHeader};
 pub use identity::{model_id_from_hex, model_id_to_hex};
 pub use reader::{Item, StreamReader};
 
-/// The format version this implementation writes; it reads every version from
+/// The newest format version this implementation writes (for streams with a token coding
+/// other than plain; plain streams are written as version 2); it reads every version from
 /// [`OLDEST_VERSION`] to this one.
-pub const VERSION: u16 = 2;
+pub const VERSION: u16 = 3;
 
 /// The oldest format version this implementation reads.
 pub const OLDEST_VERSION: u16 = 1;
 
 /// Version 2 header flag (bytes 94..96): every record carries a frame PTS table.
 pub const HEADER_FLAG_FRAME_PTS: u16 = 1 << 0;
+
+/// Version 3 header flags bits 1..=2: the token coding ([`TokenCoding::code`]).
+pub const HEADER_CODING_SHIFT: u16 = 1;
+
+/// Mask of the token coding bits of the header flags.
+pub const HEADER_CODING_MASK: u16 = 0b11 << HEADER_CODING_SHIFT;
 
 /// A frame PTS table entry for a frame without a PTS (and for padding frames).
 pub const FRAME_PTS_NONE: u64 = u64::MAX;
@@ -117,6 +126,13 @@ pub(crate) mod testutil {
         }
     }
 
+    /// Recomputes the trailing CRC of a header or record.
+    pub fn fix_crc(bytes: &mut [u8]) {
+        let n = bytes.len();
+        let crc = crc32fast::hash(&bytes[..n - 4]);
+        bytes[n - 4..].copy_from_slice(&crc.to_le_bytes());
+    }
+
     /// A small header for the given payload type: 5-frame chunks,
     /// grid 2x3x4, 3 latent channels for the VAE types.
     pub fn header(payload_type: PayloadType) -> StreamHeader {
@@ -140,6 +156,7 @@ pub(crate) mod testutil {
             payload_type,
             model_name: "omnitok-test".to_string(),
             frame_pts: false,
+            token_coding: TokenCoding::Plain,
         }
     }
 
@@ -226,6 +243,7 @@ mod tests {
             payload_type: PayloadType::U16,
             model_name: "demo".into(),
             frame_pts: false,
+            token_coding: TokenCoding::Plain,
         };
         let header_hex = "
             4f 4d 4e 49 54 4f 4b 00 02 00 68 00 6e 90 79 bb

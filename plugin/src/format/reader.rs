@@ -59,17 +59,29 @@ impl StreamReader {
     /// a seek): the next unit is that record (or, version 2, a new header), offsets and chunk
     /// indices in errors are the stream's.
     /// `None` when that position does not fit a `u64`.
+    /// For a `coded` stream (variable record lengths) this needs the record's offset: use
+    /// [`StreamReader::resume_at`]; here `None`.
     pub fn resume(header: StreamHeader, header_len: u64, chunk_index: u64) -> Option<Self> {
+        if !header.fixed_record_len() {
+            return None;
+        }
         let record_len = header.chunk_record_len() as u64;
         let base = chunk_index.checked_mul(record_len)?.checked_add(header_len)?;
-        Some(Self {
-            base,
+        Some(Self::resume_at(header, base, chunk_index))
+    }
+
+    /// A reader that continues a stream whose `header` is known at byte `offset`, the start
+    /// of chunk record `chunk_index` (found by hopping record prefixes or from an index of
+    /// records already read); as [`StreamReader::resume`] otherwise.
+    pub fn resume_at(header: StreamHeader, offset: u64, chunk_index: u64) -> Self {
+        Self {
+            base: offset,
             header: Some(header),
             version: VERSION,
             segments: 1,
             chunks: chunk_index,
             ..Self::default()
-        })
+        }
     }
 
     /// Appends input bytes. Once the reader has failed, input is discarded.
@@ -358,12 +370,12 @@ mod tests {
     fn wrong_version_from_reader() {
         let h = header(PayloadType::U16);
         let mut b = h.encode();
-        b[8] = 3;
+        b[8] = 4;
         let (items, fin) = feed(&b, &[1]);
         assert!(items.is_empty());
         assert_eq!(
             fin.unwrap_err(),
-            FormatError::UnsupportedVersion { found: 3, supported: 2 }
+            FormatError::UnsupportedVersion { found: 4, supported: 3 }
         );
     }
 

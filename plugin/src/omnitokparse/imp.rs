@@ -36,6 +36,15 @@
 //! Times are the records' timestamps; the duration and the seeking range count from 0, so a
 //! stream whose first PTS is not 0 reports its length, not its end time.
 //!
+//! Coded tokens (format version 3, `token-coding=coded`): records vary in length, so the
+//! parser keeps the byte offset of every record of the first segment it has read (a record
+//! index, 8 bytes per record). A TIME seek to a chunk it has read goes to that record's byte
+//! exactly; a seek beyond the index resumes at the first record not yet read and drops the
+//! records before the target (read and checked, not pushed). A BYTES segment resumes with the
+//! known header only at an indexed record start. DURATION is exact once every record has
+//! been read, before that an estimate from the mean record length (rounded up); CONVERT
+//! answers byte positions inside the index exactly and beyond it by the same estimate.
+//!
 //! Seeking across segments: the map is the first segment's. Until a second header has been
 //! read the stream is taken as one segment (a seek into a later segment that the parser has
 //! not read yet lands on bytes of the wrong geometry and fails with a format error). Once
@@ -45,7 +54,7 @@
 //! segment's caps and plays on through the later headers. Every answer is checked: one that
 //! does not fit a signed 64-bit position is refused (see `crate::stream_map`).
 
-use std::sync::{LazyLock, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 
 use gst::glib;
 use gst::prelude::*;
@@ -54,7 +63,7 @@ use gst::subclass::prelude::*;
 use crate::caps;
 use crate::format::{FormatError, Item, StreamHeader, StreamReader};
 use crate::pads;
-use crate::stream_map::StreamMap;
+use crate::stream_map::{RecordIndex, StreamMap};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -102,13 +111,18 @@ struct State {
     time_base: Option<u64>,
     /// Index and real frames of the highest-numbered chunk read so far.
     last_chunk: Option<(u64, u32)>,
+    /// Variable-length records (coded tokens): where the first segment's records start,
+    /// learned as they are read (for seeks, duration and convert).
+    index: Option<Arc<RecordIndex>>,
+    /// After a seek beyond the record index: records before this chunk are read and dropped.
+    skip_before: u64,
 }
 
 impl State {
     fn map(&self) -> Option<StreamMap> {
         self.header
             .as_ref()
-            .and_then(|(h, raw)| StreamMap::new(h, raw.len() as u64))
+            .and_then(|(h, raw)| StreamMap::new(h, raw.len() as u64, self.index.as_ref()))
     }
 
     /// Whole chunks of the first segment, once a second header showed where it ends.
@@ -153,7 +167,7 @@ impl OmnitokParse {
             self,
             kind,
             ("{}", msg),
-            ["omnitok token stream, format versions 1 and 2"]
+            ["omnitok token stream, format versions 1 to 3"]
         );
     }
 
@@ -179,6 +193,7 @@ impl OmnitokParse {
                     state.current = Some(h.clone());
                     state.caps_resend = false;
                     if at == 0 {
+                        state.index = (!h.fixed_record_len()).then(|| Arc::new(RecordIndex::new(raw.len() as u64)));
                         state.header = Some((h, raw));
                         state.first_segment_end = None;
                         state.next_chunk = 0;
@@ -191,6 +206,7 @@ impl OmnitokParse {
                     (b, Some(c))
                 }
                 Item::Chunk(rec, raw) => {
+                    let raw_len = raw.len() as u64;
                     let mut b = gst::Buffer::from_slice(raw);
                     {
                         let b = b.get_mut().unwrap();
@@ -215,6 +231,9 @@ impl OmnitokParse {
                     if in_first && state.last_chunk.is_none_or(|(i, _)| index >= i) {
                         state.last_chunk = Some((index, rec.real_frames));
                     }
+                    if in_first && let Some(ix) = &mut state.index {
+                        Arc::make_mut(ix).note(index, at, raw_len);
+                    }
                     if in_first
                         && state.time_base.is_none()
                         && let (Some(pts), Some(g)) = (rec.pts, state.map())
@@ -222,6 +241,10 @@ impl OmnitokParse {
                         state.time_base = g.chunk_start(index).map(|start| pts.saturating_sub(start));
                     }
                     state.next_chunk = state.next_chunk.saturating_add(1);
+                    if index < state.skip_before {
+                        // Read past on the way to a seek target beyond the record index.
+                        continue;
+                    }
                     // Resumed in the first segment after having seen a later one: its caps.
                     let resend = std::mem::take(&mut state.caps_resend)
                         .then(|| state.header.as_ref().map(|(h, raw)| Self::caps_for(h, raw)))
@@ -319,12 +342,16 @@ impl OmnitokParse {
         if let Some((h, raw)) = &state.header {
             let hl = raw.len() as u64;
             let rl = h.chunk_record_len() as u64;
-            if start >= hl && (start - hl).is_multiple_of(rl) {
+            let chunk = match &state.index {
+                // Variable-length records: a record start already read.
+                Some(ix) => ix.chunk_starting_at(start),
+                None => (start >= hl && (start - hl).is_multiple_of(rl)).then(|| (start - hl) / rl),
+            };
+            if let Some(k) = chunk {
                 // Resume at chunk k with the known header.
-                let k = (start - hl) / rl;
                 let in_first = state.first_segment_end.is_none_or(|end| start < end);
-                if in_first && let Some(r) = StreamReader::resume(h.clone(), hl, k) {
-                    state.reader = r;
+                if in_first {
+                    state.reader = StreamReader::resume_at(h.clone(), start, k);
                     state.reader_base = start;
                     state.next_chunk = k;
                     state.current = Some(h.clone());
@@ -363,6 +390,7 @@ impl OmnitokParse {
                             time_seg
                         }
                         None => {
+                            state.skip_before = 0;
                             state.seek_segment = gst::FormattedSegment::new();
                             gst::FormattedSegment::<gst::ClockTime>::new().upcast()
                         }
@@ -502,7 +530,7 @@ impl OmnitokParse {
             return false;
         }
         let total = self.sinkpad.peer_query_duration::<gst::format::Bytes>().map(u64::from);
-        let Some((index, byte_start, byte_stop)) = g.seek_range(
+        let Some(range) = g.seek_range(
             seg.start().map_or(0, |t| t.nseconds()),
             seg.stop().map(|s| s.nseconds()),
             base,
@@ -516,6 +544,7 @@ impl OmnitokParse {
             );
             return false;
         };
+        let (index, byte_start, byte_stop) = (range.chunk, range.byte_start, range.byte_stop);
         if let Some(n) = first_chunks
             && index >= n
         {
@@ -533,9 +562,10 @@ impl OmnitokParse {
         gst::debug!(
             CAT,
             imp = self,
-            "TIME seek to {:?}..{:?}: chunk {index}, bytes {byte_start}..{byte_stop:?}",
+            "TIME seek to {:?}..{:?}: chunk {index} (reading from chunk {}), bytes {byte_start}..{byte_stop:?}",
             seg.start(),
-            seg.stop()
+            seg.stop(),
+            range.resume_chunk
         );
         let bytes_seek = gst::event::Seek::builder(
             1.0,
@@ -553,11 +583,14 @@ impl OmnitokParse {
             let mut state = self.state.lock().unwrap();
             state.seek_segment = seg.clone();
             state.time_seek = Some((seg.upcast(), seqnum));
+            state.skip_before = index;
         }
         let ok = self.sinkpad.push_event(bytes_seek);
         if !ok {
             gst::debug!(CAT, imp = self, "upstream refused the BYTES seek to {byte_start}");
-            self.state.lock().unwrap().time_seek = None;
+            let mut state = self.state.lock().unwrap();
+            state.time_seek = None;
+            state.skip_before = 0;
         }
         ok
     }
@@ -672,15 +705,17 @@ impl ElementImpl for OmnitokParse {
             gst::subclass::ElementMetadata::new(
                 "omnitok token stream parser",
                 "Codec/Parser/Video",
-                "Frames an omnitok token stream (docs/FORMAT.md, versions 1 and 2) into a header \
+                "Frames an omnitok token stream (docs/FORMAT.md, versions 1 to 3) into a header \
                  buffer and one buffer per chunk record, with timestamps and video/x-omnitok caps \
                  from the stream header; a later header (version 2: a new segment after a caps \
                  change) gives new caps. Buffers at most one record (256 MiB) plus the input not \
                  yet parsed. Checks magic, version, CRCs and sync markers; any error is \
                  fatal. After a flush, parsing restarts at a stream header (or resumes at a chunk \
                  record boundary of the stream already seen). TIME seeks become BYTES seeks \
-                 upstream to the chunk holding the seek start; answers TIME duration, seeking \
-                 and TIME/BYTES convert queries.",
+                 upstream to the chunk holding the seek start (coded tokens, whose records vary in \
+                 length: through the offsets of the records read so far, resuming at the first \
+                 unread record and dropping the records before the target beyond them); answers \
+                 TIME duration, seeking and TIME/BYTES convert queries.",
                 "omnitok developers",
             )
         });

@@ -258,6 +258,7 @@ impl ModelInfo {
             model_name: self.short_name(),
             // Variable rate: every record carries its frames' PTS (format version 2).
             frame_pts: fps_n == 0,
+            token_coding: crate::format::TokenCoding::Plain,
         };
         let bytes = header.try_encode().map_err(|source| HeaderError::Format {
             width,

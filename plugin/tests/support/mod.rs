@@ -186,6 +186,7 @@ pub fn make_stream(
         payload_type,
         model_name: info.short_name(),
         frame_pts: false,
+        token_coding: gstomnitok::format::TokenCoding::Plain,
     };
     let frame_ns = 40_000_000u64;
     let mut records = Vec::new();
@@ -335,6 +336,27 @@ impl Player {
     pub fn wait_state(&self) {
         let (res, _, _) = self.pipeline.state(gst::ClockTime::from_seconds(60));
         assert!(res.is_ok(), "state change failed: {res:?} ({:?})", self.errors_so_far());
+    }
+
+    /// A flushing TIME seek from `start` to `stop` (None: to the end); waits for the new
+    /// preroll when accepted.
+    pub fn seek_time(&self, start: u64, stop: Option<u64>) -> bool {
+        let ok = self
+            .pipeline
+            .seek(
+                1.0,
+                gst::SeekFlags::FLUSH,
+                gst::SeekType::Set,
+                gst::ClockTime::from_nseconds(start),
+                // Set with no stop: clears the stop of an earlier seek.
+                gst::SeekType::Set,
+                stop.map(gst::ClockTime::from_nseconds),
+            )
+            .is_ok();
+        if ok {
+            self.wait_state();
+        }
+        ok
     }
 
     pub fn errors_so_far(&self) -> Vec<String> {
@@ -491,6 +513,7 @@ pub fn synthetic(fps_n: u32) -> TokenStream {
         payload_type: PayloadType::U16,
         model_name: "omnitok-vq test".into(),
         frame_pts: false,
+        token_coding: gstomnitok::format::TokenCoding::Plain,
     };
     let n = header.elements_per_chunk() as u32;
     let records: Vec<ChunkRecord> = (0..4u32)
