@@ -316,7 +316,8 @@ fn run() -> Result<()> {
             Ok(g) => g,
             Err(e) => {
                 let _ = watch.finish();
-                println!("| {} | {precision} | - | - | not run: {e:#} | | | | |", a.provider.nick());
+                let why = format!("{e:#}").replace(['\n', '|'], " ");
+                println!("| {} | {precision} | - | - | not run: {why} | | | | |", a.provider.nick());
                 continue;
             }
         };
