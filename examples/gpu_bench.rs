@@ -40,7 +40,11 @@ struct Args {
 
 fn list(v: &str) -> Result<Vec<usize>> {
     v.split(',')
-        .map(|s| s.trim().parse::<usize>().with_context(|| format!("'{s}' is not a number")))
+        .map(|s| {
+            s.trim()
+                .parse::<usize>()
+                .with_context(|| format!("'{s}' is not a number"))
+        })
         .collect()
 }
 
@@ -317,7 +321,10 @@ fn run() -> Result<()> {
             Err(e) => {
                 let _ = watch.finish();
                 let why = format!("{e:#}").replace(['\n', '|'], " ");
-                println!("| {} | {precision} | - | - | not run: {why} | | | | |", a.provider.nick());
+                println!(
+                    "| {} | {precision} | - | - | not run: {why} | | | | |",
+                    a.provider.nick()
+                );
                 continue;
             }
         };
@@ -331,7 +338,9 @@ fn run() -> Result<()> {
             for &batch in &a.batches {
                 let input: Vec<u8> = data.repeat(batch);
                 let tokens_ref = Tensor {
-                    shape: std::iter::once(batch).chain(ref_tokens.shape[1..].iter().copied()).collect(),
+                    shape: std::iter::once(batch)
+                        .chain(ref_tokens.shape[1..].iter().copied())
+                        .collect(),
                     data: TensorData::I64(i64s(ref_tokens).repeat(batch)),
                 };
                 for _ in 0..a.warmup {

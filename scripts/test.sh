@@ -33,7 +33,7 @@ cargo run -q --locked --example gpu_bench -- --provider cpu --f32 "$B/f32" --f16
     --size 32 --frames 5,1 --batch 1,2 --rounds 2 --warmup 1 | tee "$B/table.md"
 grep -q '^| cpu | f32 | 5 | 1 | .* | 100.00% | 0 / inf dB |$' "$B/table.md"
 grep -q '^| cpu | f16 | 1 | 2 |' "$B/table.md"
-! grep -q 'not run' "$B/table.md"
+if grep -q 'not run' "$B/table.md"; then exit 1; fi
 echo "== meson build + install"
 "$ROOT/scripts/meson-check.sh"
 echo "== all tests passed"

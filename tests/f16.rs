@@ -67,7 +67,12 @@ fn f16_with_random_released_weights_agrees_with_float32() {
     for (s, (agree, dec)) in sets.iter().zip([(0.98, 45.0), (0.98, 45.0)]) {
         let q = measure(&mut p, &e, s).unwrap();
         eprintln!("released {}: {q:?}", s.name);
-        assert!(q.agreement >= agree, "{}: {:.2}% tokens equal", s.name, 100.0 * q.agreement);
+        assert!(
+            q.agreement >= agree,
+            "{}: {:.2}% tokens equal",
+            s.name,
+            100.0 * q.agreement
+        );
         assert!(q.psnr_decoder >= dec, "{}: {q:?}", s.name);
     }
     let _ = std::fs::remove_dir_all(&dir);

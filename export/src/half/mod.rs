@@ -127,7 +127,10 @@ fn is_float(t: DataType) -> bool {
 
 fn float_values(t: &TensorProto) -> Result<Vec<f32>> {
     if t.is_external() {
-        bail!("initializer {} is stored externally; the f16 pass needs inline weights", t.name());
+        bail!(
+            "initializer {} is stored externally; the f16 pass needs inline weights",
+            t.name()
+        );
     }
     match &t.raw_data {
         Some(raw) => Ok(raw
@@ -206,7 +209,10 @@ fn rewrite(g: &mut GraphProto) -> Result<HalfReport> {
     let mut types: HashMap<String, DataType> = HashMap::new();
     for vi in &g.input {
         if let Some(t) = vi.tensor_type() {
-            types.insert(vi.name().to_string(), DataType::try_from(t.elem_type()).unwrap_or_default());
+            types.insert(
+                vi.name().to_string(),
+                DataType::try_from(t.elem_type()).unwrap_or_default(),
+            );
         }
     }
     let inits: HashMap<String, usize> = g
@@ -242,7 +248,11 @@ fn rewrite(g: &mut GraphProto) -> Result<HalfReport> {
             false
         } else if HALF_OPS.contains(&n.op_type()) {
             true
-        } else if n.op_type() == "Div" && n.input.get(1).is_some_and(|d| is_act(d) && act_type(d) == Some(DataType::Float)) {
+        } else if n.op_type() == "Div"
+            && n.input
+                .get(1)
+                .is_some_and(|d| is_act(d) && act_type(d) == Some(DataType::Float))
+        {
             // Dividing by a float32 activation: the L2 normalisation's norm.
             false
         } else {
@@ -400,7 +410,10 @@ mod tests {
     fn islands_stay_float_and_boundaries_keep_their_types() {
         let (enc, dec, [re, rd]) = tiny_f16(9301);
         for (m, r) in [(&enc, &re), (&dec, &rd)] {
-            assert!(r.half_nodes > 20 && r.float_nodes > 5 && r.casts > 0 && r.half_weights > 10, "{r:?}");
+            assert!(
+                r.half_nodes > 20 && r.float_nodes > 5 && r.casts > 0 && r.half_weights > 10,
+                "{r:?}"
+            );
             assert_eq!(m.metadata(META_PRECISION), Some("f16"));
             let g = m.graph.as_ref().unwrap();
             let inits: HashMap<&str, &TensorProto> = g.initializer.iter().map(|t| (t.name(), t)).collect();
@@ -417,12 +430,20 @@ mod tests {
                     assert!(n.attribute.iter().any(|a| a.name() == "stash_type" && a.i == Some(1)));
                 }
                 if n.op_type() == "Attention" {
-                    assert!(n.attribute.iter().any(|a| a.name() == "softmax_precision" && a.i == Some(1)));
+                    assert!(
+                        n.attribute
+                            .iter()
+                            .any(|a| a.name() == "softmax_precision" && a.i == Some(1))
+                    );
                 }
             }
             // Every graph output is produced by a node that computes its declared type.
             for o in &g.output {
-                assert!(g.node.iter().any(|n| n.output.iter().any(|x| x == o.name())), "{}", o.name());
+                assert!(
+                    g.node.iter().any(|n| n.output.iter().any(|x| x == o.name())),
+                    "{}",
+                    o.name()
+                );
             }
         }
         // The intermediates (float32 outputs of half tensors) pass through a final Cast.

@@ -273,7 +273,10 @@ pub fn tensorrt_note(path: &Path, settings: &SessionSettings) -> String {
         None => "for the first input shape (no explicit profile: a new shape rebuilds)".to_string(),
     };
     let cache = match &settings.cache_dir {
-        Some(d) => format!("engine and timing caches in {} (a second start reuses them)", d.display()),
+        Some(d) => format!(
+            "engine and timing caches in {} (a second start reuses them)",
+            d.display()
+        ),
         None => "no model-cache-dir: nothing is cached, every start builds again".to_string(),
     };
     format!(
@@ -390,9 +393,16 @@ mod tests {
             ]
         );
         let [min, opt, max] = TrtProfile::decoder_tokens(4, [5, 32, 32]).option_values();
-        assert_eq!((min.as_str(), opt.as_str(), max.as_str()), ("tokens:1x5x32x32", "tokens:4x5x32x32", "tokens:4x5x32x32"));
+        assert_eq!(
+            (min.as_str(), opt.as_str(), max.as_str()),
+            ("tokens:1x5x32x32", "tokens:4x5x32x32", "tokens:4x5x32x32")
+        );
         let [min, _, max] = TrtProfile::decoder_latent(0, 8, [1, 16, 16]).option_values();
-        assert_eq!((min.as_str(), max.as_str()), ("latent:1x8x1x16x16", "latent:1x8x1x16x16"), "batch 0 counts as 1");
+        assert_eq!(
+            (min.as_str(), max.as_str()),
+            ("latent:1x8x1x16x16", "latent:1x8x1x16x16"),
+            "batch 0 counts as 1"
+        );
     }
 
     #[test]
@@ -405,10 +415,16 @@ mod tests {
         };
         let n = tensorrt_note(Path::new("enc.onnx"), &s);
         assert!(n.contains("frames:1x17x256x256x3 to frames:8x17x256x256x3"), "{n}");
-        assert!(n.contains("fp16 allowed") && n.contains("/tmp/cache") && n.contains("minutes"), "{n}");
+        assert!(
+            n.contains("fp16 allowed") && n.contains("/tmp/cache") && n.contains("minutes"),
+            "{n}"
+        );
         s.cache_dir = None;
         s.trt_profile = None;
         let n = tensorrt_note(Path::new("enc.onnx"), &s);
-        assert!(n.contains("a new shape rebuilds") && n.contains("nothing is cached"), "{n}");
+        assert!(
+            n.contains("a new shape rebuilds") && n.contains("nothing is cached"),
+            "{n}"
+        );
     }
 }
