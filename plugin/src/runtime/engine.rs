@@ -329,11 +329,11 @@ pub(crate) fn build_session(
                 .with_tf32(settings.tf32)
                 .build()
                 .error_on_failure();
+            // `error_on_failure` refuses a provider that cannot load. No
+            // `session.disable_cpu_ep_fallback`: the CUDA provider leaves shape arithmetic
+            // (Shape, the int64 Slice/Div/Concat feeding Reshape) to the CPU on purpose, and
+            // that setting refuses any session with a node on the CPU, i.e. all our graphs.
             b = b.with_execution_providers([cuda]).map_err(err)?;
-            // Refuse to place nodes on the CPU silently.
-            b = b
-                .with_config_entry("session.disable_cpu_ep_fallback", "1")
-                .map_err(err)?;
         }
         ExecutionProvider::TensorRt => {
             let note = tensorrt_note(path, settings);
