@@ -352,26 +352,17 @@ fn rewrite(g: &mut GraphProto) -> Result<HalfReport> {
     Ok(report)
 }
 
-/// Exports preset `name` with seeded random weights in f16 into `dir` (tests, benchmarks).
-pub fn write_random_preset_f16(
-    name: &str,
-    seed: u64,
-    intermediates: bool,
-    dir: &std::path::Path,
-) -> Result<[crate::onnx::SaveReport; 2]> {
-    let p = crate::config::preset(name)?;
-    let weights = crate::Weights::new(crate::Source::Random(seed));
-    let opts = crate::ExportOptions {
-        attention: p.attention,
-        intermediates,
-    };
-    let provenance = crate::Provenance::Random {
-        preset: name.into(),
-        seed,
-    };
-    let mut e = crate::build(&p.config(), &weights, opts, &provenance)?;
-    to_half_pair(&mut e.encoder, &mut e.decoder)?;
-    crate::write(e, dir)
+/// Converts the float32 `encoder.onnx` and `decoder.onnx` of `src` into f16 graphs in `dst`
+/// (tests, benchmarks: the f16 counterpart of an export already on disk).
+pub fn convert_dir(src: &std::path::Path, dst: &std::path::Path) -> Result<[HalfReport; 2]> {
+    std::fs::create_dir_all(dst).with_context(|| format!("cannot create {}", dst.display()))?;
+    let mut reports = Vec::new();
+    for name in ["encoder.onnx", "decoder.onnx"] {
+        let mut m = crate::onnx::load(&src.join(name))?;
+        reports.push(to_half(&mut m).with_context(|| format!("converting {}", src.join(name).display()))?);
+        crate::onnx::save(m, &dst.join(name))?;
+    }
+    Ok([reports.remove(0), reports.remove(0)])
 }
 
 #[cfg(test)]
