@@ -59,8 +59,9 @@ impl FromStr for Precision {
         match s {
             "f16" | "fp16" | "float16" => Ok(Precision::F16),
             "bf16" | "bfloat16" => bail!(
-                "precision '{s}' is not offered: ONNX Runtime's CPU provider has no bfloat16 MatMul, so its \
-                 parity with f32 cannot be checked off the GPU; use f16"
+                "precision '{s}' is not offered: ONNX Runtime's CUDA provider has bfloat16 kernels, but its \
+                 CPU provider has no bfloat16 MatMul, so parity with f32 cannot be tested off the GPU, and f16 \
+                 runs at the same tensor-core rate with three more mantissa bits; use f16"
             ),
             _ => match quantize::Precision::from_str(s) {
                 Ok(quantize::Precision::F32) => Ok(Precision::F32),
