@@ -78,13 +78,39 @@ pub(crate) struct OrtEngine {
     session: Session,
     /// Where inputs are staged and outputs land.
     host: HostMemory,
+    /// A pinned run has succeeded (until then a refusal falls back to ordinary memory).
+    pinned_ok: bool,
 }
 
 enum HostMemory {
-    /// CPU provider: ONNX Runtime's own CPU memory.
+    /// CPU provider (or pinned memory refused): ordinary host memory.
     Plain(MemoryInfo<'static>),
     /// GPU provider: a pinned-host allocator of the session, and its memory description.
     Pinned(Allocator, MemoryInfo<'static>),
+}
+
+fn plain_host() -> ort::Result<HostMemory> {
+    Ok(HostMemory::Plain(MemoryInfo::new(
+        AllocationDevice::CPU,
+        0,
+        AllocatorType::Device,
+        MemoryType::Default,
+    )?))
+}
+
+fn pinned_host(session: &Session, device_id: i32) -> ort::Result<HostMemory> {
+    let info = |t| MemoryInfo::new(AllocationDevice::CUDA_PINNED, device_id, AllocatorType::Device, t);
+    let allocator = Allocator::new(session, info(MemoryType::CPUInput)?)?;
+    Ok(HostMemory::Pinned(allocator, info(MemoryType::CPUOutput)?))
+}
+
+/// A warning in the GStreamer log when GStreamer runs, else on stderr (tools).
+fn warn(msg: &str) {
+    if gst::INITIALIZED.load(std::sync::atomic::Ordering::SeqCst) {
+        gst::warning!(CAT, "{msg}");
+    } else {
+        eprintln!("omnitok: {msg}");
+    }
 }
 
 impl OrtEngine {
@@ -92,28 +118,61 @@ impl OrtEngine {
     pub(crate) fn new(session: Session, provider: ExecutionProvider, device_id: i32) -> Result<Self, SessionError> {
         let err = |e: ort::Error| SessionError::Ort(e.to_string());
         let host = match provider {
-            ExecutionProvider::Cpu => HostMemory::Plain(
-                MemoryInfo::new(AllocationDevice::CPU, 0, AllocatorType::Device, MemoryType::Default).map_err(err)?,
-            ),
-            ExecutionProvider::Cuda | ExecutionProvider::TensorRt => {
-                let info = MemoryInfo::new(
-                    AllocationDevice::CUDA_PINNED,
-                    device_id,
-                    AllocatorType::Device,
-                    MemoryType::CPUOutput,
-                )
-                .map_err(err)?;
-                let input = MemoryInfo::new(
-                    AllocationDevice::CUDA_PINNED,
-                    device_id,
-                    AllocatorType::Device,
-                    MemoryType::CPUInput,
-                )
-                .map_err(err)?;
-                HostMemory::Pinned(Allocator::new(&session, input).map_err(err)?, info)
-            }
+            ExecutionProvider::Cpu => plain_host().map_err(err)?,
+            ExecutionProvider::Cuda | ExecutionProvider::TensorRt => match pinned_host(&session, device_id) {
+                Ok(h) => h,
+                Err(e) => {
+                    warn(&format!(
+                        "pinned host memory refused ({e}); batches go through ordinary host memory"
+                    ));
+                    plain_host().map_err(err)?
+                }
+            },
         };
-        Ok(Self { session, host })
+        Ok(Self {
+            session,
+            host,
+            pinned_ok: false,
+        })
+    }
+
+    fn run_bound(
+        &mut self,
+        inputs: Vec<(&str, Tensor)>,
+        outputs: &[(&str, DType)],
+    ) -> Result<Vec<Tensor>, EngineError> {
+        let run = |e: ort::Error| EngineError::Run(e.to_string());
+        let (pinned, out_info) = match &self.host {
+            HostMemory::Plain(info) => (None, info),
+            HostMemory::Pinned(a, info) => (Some(a), info),
+        };
+        let mut binding = self.session.create_binding().map_err(run)?;
+        for (name, t) in inputs {
+            let v = ort_value(name, t, pinned)?;
+            binding.bind_input(name, &v).map_err(|e| EngineError::Input {
+                name: name.to_string(),
+                reason: e.to_string(),
+            })?;
+        }
+        for &(name, _) in outputs {
+            binding
+                .bind_output_to_device(name, out_info)
+                .map_err(|e| EngineError::Output {
+                    name: name.to_string(),
+                    reason: e.to_string(),
+                })?;
+        }
+        let out = self.session.run_binding(&binding).map_err(run)?;
+        outputs
+            .iter()
+            .map(|&(name, dtype)| match out.get(name) {
+                Some(v) => extract(v, name, dtype),
+                None => Err(EngineError::Output {
+                    name: name.to_string(),
+                    reason: "the graph has no such output".into(),
+                }),
+            })
+            .collect()
     }
 }
 
@@ -179,38 +238,24 @@ fn extract(value: &ort::value::DynValue, name: &str, dtype: DType) -> Result<Ten
 
 impl Engine for OrtEngine {
     fn run(&mut self, inputs: Vec<(&str, Tensor)>, outputs: &[(&str, DType)]) -> Result<Vec<Tensor>, EngineError> {
-        let run = |e: ort::Error| EngineError::Run(e.to_string());
-        let (pinned, out_info) = match &self.host {
-            HostMemory::Plain(info) => (None, info),
-            HostMemory::Pinned(a, info) => (Some(a), info),
-        };
-        let mut binding = self.session.create_binding().map_err(run)?;
-        for (name, t) in inputs {
-            let v = ort_value(name, t, pinned)?;
-            binding.bind_input(name, &v).map_err(|e| EngineError::Input {
-                name: name.to_string(),
-                reason: e.to_string(),
-            })?;
+        if self.pinned_ok || matches!(self.host, HostMemory::Plain(_)) {
+            return self.run_bound(inputs, outputs);
         }
-        for &(name, _) in outputs {
-            binding
-                .bind_output_to_device(name, out_info)
-                .map_err(|e| EngineError::Output {
-                    name: name.to_string(),
-                    reason: e.to_string(),
-                })?;
+        // The first pinned run: if ONNX Runtime refuses pinned buffers, go on without them.
+        let again = inputs.clone();
+        match self.run_bound(inputs, outputs) {
+            Ok(out) => {
+                self.pinned_ok = true;
+                Ok(out)
+            }
+            Err(e) => {
+                warn(&format!(
+                    "a run with pinned host buffers failed ({e}); retrying with ordinary host memory"
+                ));
+                self.host = plain_host().map_err(|e| EngineError::Run(e.to_string()))?;
+                self.run_bound(again, outputs)
+            }
         }
-        let out = self.session.run_binding(&binding).map_err(run)?;
-        outputs
-            .iter()
-            .map(|&(name, dtype)| match out.get(name) {
-                Some(v) => extract(v, name, dtype),
-                None => Err(EngineError::Output {
-                    name: name.to_string(),
-                    reason: "the graph has no such output".into(),
-                }),
-            })
-            .collect()
     }
 }
 
@@ -336,12 +381,7 @@ pub(crate) fn build_session(
             b = b.with_execution_providers([cuda]).map_err(err)?;
         }
         ExecutionProvider::TensorRt => {
-            let note = tensorrt_note(path, settings);
-            if gst::INITIALIZED.load(std::sync::atomic::Ordering::SeqCst) {
-                gst::warning!(CAT, "{note}");
-            } else {
-                eprintln!("omnitok: {note}");
-            }
+            warn(&tensorrt_note(path, settings));
             let mut trt = ep::TensorRT::default()
                 .with_device_id(settings.device_id)
                 .with_fp16(settings.trt_fp16);
