@@ -9,14 +9,16 @@
 //!   normalisation of queries and keys (`ReduceL2`, and the `Max` / `Div` on its result, so
 //!   no sum of squares can overflow half's 65504), and the RoPE angles (`Range` / `Cast` /
 //!   `Cos` / `Sin`: positions times frequencies need float32's mantissa; the cosines and sines
-//!   themselves go to half where they meet half activations).
+//!   themselves go to half where they meet half activations), and any `Softmax`, `Log` or
+//!   `Exp` (explicit softmax, the continuous position bias's log-spaced offsets).
 //! - **half**: the weight MatMuls, the PEG convolutions, GELU, LayerNormalization (with
 //!   `stash_type = 1`: mean and variance in float32), attention (`Attention` with
 //!   `softmax_precision = 1`: the softmax in float32; `com.microsoft` `MultiHeadAttention`,
 //!   whose CUDA kernels accumulate in float32), and every element-wise or layout node that
 //!   reads a half activation.
 //!
-//! A `Cast` is inserted wherever a tensor crosses between the two (once per tensor and
+//! Comparisons of a half and a float32 tensor compare in float32. A `Cast` is inserted
+//! wherever a tensor crosses between the two (once per tensor and
 //! direction); weights read by half nodes are stored as half (`NAME.f16`). Graph inputs and
 //! outputs keep their types (docs/GRAPHS.md), so the elements need no change.
 
@@ -84,7 +86,7 @@ pub const FLOAT_PREFIXES: &[&str] = &[
 ];
 
 /// Operators that always run in float32 inside the stacks.
-const FLOAT_OPS: &[&str] = &["ReduceL2", "Cos", "Sin", "ArgMin", "Range"];
+const FLOAT_OPS: &[&str] = &["ReduceL2", "Cos", "Sin", "ArgMin", "Range", "Softmax", "Log", "Exp"];
 
 /// Operators that run in half inside the stacks whatever their inputs are.
 const HALF_OPS: &[&str] = &[
@@ -174,7 +176,8 @@ fn set_int_attr(n: &mut NodeProto, name: &str, v: i64) {
 }
 
 /// The element type of a node's first output from its inputs' (the rules of the operators
-/// our graphs use: `Cast` says, `Shape` and `ArgMin` give int64, the rest follow input 0).
+/// our graphs use: `Cast` says, `Shape` and `ArgMin` give int64, comparisons bool, `Where`
+/// follows input 1, the rest input 0).
 fn output_type(n: &NodeProto, types: &HashMap<String, DataType>) -> Option<DataType> {
     match n.op_type() {
         "Cast" => n
@@ -183,7 +186,10 @@ fn output_type(n: &NodeProto, types: &HashMap<String, DataType>) -> Option<DataT
             .find(|a| a.name() == "to")
             .and_then(|a| a.i)
             .and_then(|i| DataType::try_from(i as i32).ok()),
-        "Shape" | "ArgMin" | "ArgMax" => Some(DataType::Int64),
+        "Shape" | "Size" | "ArgMin" | "ArgMax" => Some(DataType::Int64),
+        "Greater" | "Less" | "Equal" | "GreaterOrEqual" | "LessOrEqual" | "Not" | "And" | "Or" | "Xor" | "IsNaN"
+        | "IsInf" => Some(DataType::Bool),
+        "Where" => n.input.get(1).and_then(|i| types.get(i).copied()),
         _ => n.input.first().and_then(|i| types.get(i).copied()),
     }
 }
@@ -237,15 +243,28 @@ fn rewrite(g: &mut GraphProto) -> Result<HalfReport> {
         };
         let float_node = is_float(out_type) && n.op_type() != "Cast";
         if !float_node {
-            for o in &n.output {
-                types.insert(o.clone(), out_type);
+            // A comparison of a half and a float32 tensor compares in float32; otherwise
+            // a node with a non-float result is left as it is.
+            let floats: HashSet<DataType> = n
+                .input
+                .iter()
+                .filter_map(|i| types.get(i.as_str()).copied())
+                .filter(|t| is_float(*t))
+                .collect();
+            if floats.len() < 2 {
+                for o in &n.output {
+                    types.insert(o.clone(), out_type);
+                }
+                nodes.push(n);
+                continue;
             }
-            nodes.push(n);
-            continue;
         }
         let is_act = |name: &str| !name.is_empty() && !inits.contains_key(name);
         let act_type = |name: &str| types.get(name).copied().filter(|t| is_float(*t));
-        let half = if FLOAT_PREFIXES.iter().any(|p| n.name().starts_with(p)) || FLOAT_OPS.contains(&n.op_type()) {
+        let half = if !float_node
+            || FLOAT_PREFIXES.iter().any(|p| n.name().starts_with(p))
+            || FLOAT_OPS.contains(&n.op_type())
+        {
             false
         } else if HALF_OPS.contains(&n.op_type()) {
             true
@@ -299,18 +318,18 @@ fn rewrite(g: &mut GraphProto) -> Result<HalfReport> {
             };
             *input = name;
         }
-        if half {
+        if float_node && half {
             match n.op_type() {
                 "LayerNormalization" => set_int_attr(&mut n, "stash_type", 1),
                 "Attention" => set_int_attr(&mut n, "softmax_precision", DataType::Float as i64),
                 _ => {}
             }
             report.half_nodes += 1;
-        } else {
+        } else if float_node {
             report.float_nodes += 1;
         }
         for o in &n.output {
-            types.insert(o.clone(), want);
+            types.insert(o.clone(), if float_node { want } else { out_type });
         }
         nodes.push(n);
     }
@@ -441,5 +460,47 @@ mod tests {
         // The intermediates (float32 outputs of half tensors) pass through a final Cast.
         let g = enc.graph.as_ref().unwrap();
         assert!(g.output.iter().any(|o| o.name() == "pre_quant"));
+    }
+
+    /// Every node's float inputs share one type after the pass (comparisons and `Where`
+    /// included), and the graph output is float32 again.
+    #[test]
+    fn comparisons_and_where_get_consistent_types() {
+        use crate::onnx::{Dim, ValueInfoProto};
+        let mut g = GraphProto::new("g");
+        g.input
+            .push(ValueInfoProto::tensor("x", DataType::Float, &[Dim::from(2)]));
+        g.output
+            .push(ValueInfoProto::tensor("y", DataType::Float, &[Dim::from(2)]));
+        g.initializer
+            .push(TensorProto::from_f32("encoder.w", &[2, 2], &[1.0, 2.0, 3.0, 4.0]));
+        g.initializer.push(TensorProto::from_f32("const/zero", &[1], &[0.0]));
+        g.node
+            .push(NodeProto::new("MatMul", "encoder/MatMul", ["x", "encoder.w"], ["h"]));
+        g.node
+            .push(NodeProto::new("Greater", "encoder/Greater", ["h", "x"], ["b"]));
+        g.node.push(NodeProto::new(
+            "Where",
+            "encoder/Where",
+            ["b", "h", "const/zero"],
+            ["w"],
+        ));
+        g.node.push(NodeProto::new("Identity", "output/y", ["w"], ["y"]));
+        let mut m = ModelProto::new(11, &[("", 23)], g);
+        to_half(&mut m).unwrap();
+        let g = m.graph.as_ref().unwrap();
+        let mut types: HashMap<String, DataType> = HashMap::from([("x".to_string(), DataType::Float)]);
+        for t in &g.initializer {
+            types.insert(t.name().to_string(), t.elem_type());
+        }
+        for n in &g.node {
+            let ins: Vec<DataType> = n.input.iter().map(|i| types[i.as_str()]).collect();
+            let floats: HashSet<DataType> = ins.iter().copied().filter(|t| is_float(*t)).collect();
+            assert!(floats.len() <= 1 || n.op_type() == "Cast", "{}: {ins:?}", n.name());
+            types.insert(n.output[0].clone(), output_type(n, &types).unwrap());
+        }
+        assert_eq!(types["h"], DataType::Float16, "the weight MatMul runs in half");
+        assert_eq!(types["b"], DataType::Bool);
+        assert_eq!(types["y"], DataType::Float);
     }
 }
