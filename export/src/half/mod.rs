@@ -18,9 +18,9 @@
 //!   reads a half activation.
 //!
 //! Comparisons of a half and a float32 tensor compare in float32. A `Cast` is inserted
-//! wherever a tensor crosses between the two (once per tensor and
-//! direction); weights read by half nodes are stored as half (`NAME.f16`). Graph inputs and
-//! outputs keep their types (docs/GRAPHS.md), so the elements need no change.
+//! wherever a tensor crosses between the two (once per tensor and direction); weights read
+//! by half nodes are stored as half (`NAME.f16`). Graph inputs and outputs keep their types
+//! (docs/GRAPHS.md), so the elements need no change.
 
 use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
