@@ -131,6 +131,15 @@ selftest() {
         echo "gpu-visit selftest: the table lacks the f16 row" >&2
         exit 1
     }
+    # The CUDA branch too: here it has no GPU, so every row must say why it did not run.
+    OMNITOK_GPU_DIR="$dev/device" OUT="$dev/out-cuda" bash "$ROOT/scripts/gpu-run.sh" run \
+        --preset tiny --size 32 --frames 5,1 --batch 1,2 --rounds 1 --warmup 0
+    for p in 'cuda | f32' 'cuda | tf32' 'cuda | f16' 'tensorrt | f16'; do
+        grep -q "^| $p | - | - | not run: " "$dev/out-cuda/gpu-table.md" || {
+            echo "gpu-visit selftest: no '$p' row saying why it did not run" >&2
+            exit 1
+        }
+    done
     echo "== gpu-visit selftest passed"
 }
 
