@@ -112,7 +112,7 @@ pub struct ModelInfo {
     pub model_id: [u8; 32],
     pub attention: String,
     pub source: String,
-    /// `omnitok.precision`: `f32` (also when absent) or `int8`.
+    /// `omnitok.precision`: `f32` (also when absent), `int8` or `f16`.
     pub precision: String,
     /// `omnitok.int8_policy` (JSON) of an int8 graph.
     pub int8_policy: Option<String>,
