@@ -24,6 +24,16 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo clippy -p omnitok-export --features fuzzing --all-targets --locked -- -D warnings
 echo "== cargo test"
 cargo test --workspace --locked
+echo "== gpu_bench on CPU (the GPU benchmark of scripts/gpu-visit.sh, small settings)"
+B="$TMPDIR/gpu-bench-cpu"
+rm -rf "$B"
+cargo run -q --locked -p omnitok-export -- --preset tiny --random-init 9331 --output "$B/f32" -q >/dev/null
+cargo run -q --locked -p omnitok-export -- --preset tiny --random-init 9331 --output "$B/f16" -q --precision f16 >/dev/null
+cargo run -q --locked --example gpu_bench -- --provider cpu --f32 "$B/f32" --f16 "$B/f16" --precisions f32,tf32,f16 \
+    --size 32 --frames 5,1 --batch 1,2 --rounds 2 --warmup 1 | tee "$B/table.md"
+grep -q '^| cpu | f32 | 5 | 1 | .* | 100.00% | 0 / inf dB |$' "$B/table.md"
+grep -q '^| cpu | f16 | 1 | 2 |' "$B/table.md"
+if grep -q 'not run' "$B/table.md"; then exit 1; fi
 echo "== meson build + install"
 "$ROOT/scripts/meson-check.sh"
 echo "== all tests passed"

@@ -5,6 +5,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod export;
 pub mod graph;
+pub mod half;
 pub mod model;
 pub mod onnx;
 pub mod quantize;

@@ -12,7 +12,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use omnitok_export::checkpoint;
 use omnitok_export::config::{AttentionSemantics, Config, PRESETS, preset};
-use omnitok_export::quantize::{self, Int8Policy, Precision};
+use omnitok_export::half::{self, Precision};
+use omnitok_export::quantize::{self, Int8Policy};
 use omnitok_export::triton::{self, GraphIo, InstanceKind, TensorRtOptions, TritonOptions};
 use omnitok_export::{ExportOptions, Provenance, Source, Weights};
 
@@ -45,9 +46,11 @@ struct Args {
     /// Config JSON (the fields of the official args) for a safetensors checkpoint.
     #[arg(long, value_name = "JSON", conflicts_with = "preset")]
     config: Option<PathBuf>,
-    /// Arithmetic of the graphs: f32 (as traced) or int8 (weight MatMuls in int8 on ONNX
-    /// Runtime's integer kernels; codebook, pre/post_vq_conv, RoPE and attention stay float).
-    #[arg(long, value_name = "f32|int8", default_value = "f32")]
+    /// Arithmetic of the graphs: f32 (as traced), int8 (weight MatMuls in int8 on ONNX
+    /// Runtime's integer kernels; codebook, pre/post_vq_conv, RoPE and attention stay float)
+    /// or f16 (GPUs: the stacks in half; normalisation statistics, softmax, L2 norms, RoPE
+    /// angles, codebook and pixel heads in float32).
+    #[arg(long, value_name = "f32|int8|f16", default_value = "f32")]
     precision: Precision,
     /// With --precision int8: weights kept float, as glob patterns on the state-dict key or node
     /// name (repeatable or comma-separated; 'none' quantizes every candidate). Replaces the default list.
@@ -195,8 +198,12 @@ fn run(args: Args) -> Result<()> {
             Some(p) => e.context(format!("{}", p.display())),
             None => e,
         })?;
+    let f16 = match args.precision {
+        Precision::F16 => Some(half::to_half_pair(&mut exported.encoder, &mut exported.decoder)?),
+        _ => None,
+    };
     let int8 = match args.precision {
-        Precision::F32 => None,
+        Precision::F32 | Precision::F16 => None,
         Precision::Int8 => {
             let policy = Int8Policy::with_keep_float(&args.int8_keep_float);
             let r = quantize::quantize_pair(&mut exported.encoder, &mut exported.decoder, &policy)?;
@@ -238,9 +245,15 @@ fn run(args: Args) -> Result<()> {
         println!("  codebook  {} codes x {}", cfg.n_codes, cfg.codebook_dim);
     }
     println!("  params    {:.2} M ({params})", params as f64 / 1e6);
-    match &int8 {
-        None => println!("  precision f32"),
-        Some((policy, r)) => {
+    match (&int8, &f16) {
+        (None, None) => println!("  precision f32"),
+        (None, Some([e, d])) => println!(
+            "  precision f16: {} nodes half, {} float32, {} casts",
+            e.half_nodes + d.half_nodes,
+            e.float_nodes + d.float_nodes,
+            e.casts + d.casts
+        ),
+        (Some((policy, r)), _) => {
             let (q, k) = (
                 r.encoder.quantized.len() + r.decoder.quantized.len(),
                 r.encoder.kept_float.len() + r.decoder.kept_float.len(),

@@ -88,7 +88,7 @@ fn bad_precision_arguments_are_clear_errors() {
         err
     };
     let e = with(&["--precision", "int4"]);
-    assert!(e.contains("unknown precision 'int4': expected f32 or int8"), "{e}");
+    assert!(e.contains("unknown precision 'int4': expected f32, int8 or f16"), "{e}");
     let e = with(&["--precision", "int8", "--int8-keep-float", "*no_such_layer*"]);
     assert!(e.contains("pattern '*no_such_layer*' matches no weight MatMul"), "{e}");
     let e = with(&["--int8-keep-float", "encoder.*"]);

@@ -54,6 +54,15 @@ pub struct SessionSettings {
     pub cache_dir: Option<PathBuf>,
     /// Run on CPU (with a warning) when the GPU provider cannot load.
     pub fallback: bool,
+    /// CUDA and TensorRT: TF32 tensor cores for float32 MatMul and Conv (CUDA's `use_tf32`).
+    /// Off: float32 graphs compute in float32, as on CPU.
+    pub tf32: bool,
+    /// TensorRT: allow half-precision kernels (`trt_fp16_enable`); set for f16 graphs.
+    pub trt_fp16: bool,
+    /// TensorRT: an explicit optimization profile, so that the engine is built once at session
+    /// creation for every shape in it (none: TensorRT builds for the first shape it sees and
+    /// rebuilds on a new one).
+    pub trt_profile: Option<super::engine::TrtProfile>,
 }
 
 /// Which graph a file holds.
@@ -107,7 +116,7 @@ pub struct ModelInfo {
     pub model_id: [u8; 32],
     pub attention: String,
     pub source: String,
-    /// `omnitok.precision`: `f32` (also when absent) or `int8`.
+    /// `omnitok.precision`: `f32` (also when absent), `int8` or `f16`.
     pub precision: String,
     /// `omnitok.int8_policy` (JSON) of an int8 graph.
     pub int8_policy: Option<String>,
@@ -552,7 +561,7 @@ pub fn load(path: &Path, role: Role, settings: &SessionSettings) -> Result<Loade
         });
     }
     Ok(LoadedModel {
-        engine: Box::new(OrtEngine::new(session)),
+        engine: Box::new(OrtEngine::new(session, active_provider, settings.device_id).map_err(ModelError::Session)?),
         info,
         active_provider,
         fallback_reason,

@@ -282,6 +282,7 @@ impl ModelSettings {
             intra_op_threads: self.intra_op_threads as usize,
             cache_dir: self.model_cache_dir.clone(),
             fallback: self.fallback,
+            ..Default::default()
         }
     }
 
