@@ -472,9 +472,15 @@ fn token_file_is_a_valid_stream() {
 fn corrupt_token_file_fails_cleanly() {
     let b = bikes();
     let mut bytes = std::fs::read(&b.token_file).unwrap();
-    let (header, _) = parse_stream(&bytes);
-    // A payload byte of chunk 1.
-    let at = header.encoded_len() + header.chunk_record_len() + 44 + 7;
+    let (header, records) = parse_stream(&bytes);
+    // A payload byte of chunk 3. Not an earlier one: omnitokdec decodes on its own task, so
+    // omnitokparse reads ahead while the sink prerolls, and an error posted within the first
+    // milliseconds can reach gst-launch-1.0's bus handler before its main loop runs, which
+    // then never quits (gst-launch's own race; the same happens with a corrupt chunk 0 and a
+    // synchronous decoder, max-queued-batches=0). With batch-size 1 and one queued batch,
+    // chunk 2 waits for the prerolled sink, so chunk 3 is read only once the pipeline plays.
+    assert!(records.len() > 3, "the token file has {} chunks", records.len());
+    let at = header.encoded_len() + 3 * header.chunk_record_len() + 44 + 7;
     bytes[at] ^= 0x5a;
     let corrupt = b.dir.join("corrupt.omnitok");
     std::fs::write(&corrupt, &bytes).unwrap();
@@ -488,7 +494,7 @@ fn corrupt_token_file_fails_cleanly() {
     assert!(!r.timed_out, "gst-launch-1.0 hung on a corrupt file:\n{}", r.log());
     assert!(matches!(r.code, Some(c) if c != 0), "expected a failure:\n{}", r.log());
     assert!(
-        r.output().contains("CRC"),
+        r.output().contains("CRC") && r.output().contains("chunk 3"),
         "the error does not mention the CRC:\n{}",
         r.log()
     );
