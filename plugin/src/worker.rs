@@ -224,24 +224,22 @@ impl<J: Send + 'static> Worker<J> {
     /// FLUSH_START (after it went downstream): drops what is queued, ends every wait, and
     /// pauses the task once the batch it runs (if any) is done.
     pub fn flush_start(&self, pad: &gst::Pad) {
-        {
-            let mut q = self.lock();
-            q.flushing = true;
-            q.clear();
-            self.changed.notify_all();
-        }
+        self.set_flushing();
         let _ = pad.pause_task();
     }
 
     /// Stops the task for good (PAUSED->READY): like a flush, then joins it.
     pub fn stop(&self, pad: &gst::Pad) {
-        {
-            let mut q = self.lock();
-            q.flushing = true;
-            q.clear();
-            self.changed.notify_all();
-        }
+        self.set_flushing();
         let _ = pad.stop_task();
+    }
+
+    /// Drops what is queued and ends every wait.
+    fn set_flushing(&self) {
+        let mut q = self.lock();
+        q.flushing = true;
+        q.clear();
+        self.changed.notify_all();
     }
 }
 
