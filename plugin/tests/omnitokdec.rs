@@ -434,3 +434,58 @@ fn caps_change_reconfigures_and_checks_the_model() {
         e.error()
     );
 }
+
+#[test]
+fn upstream_keeps_pushing_while_a_batch_decodes() {
+    use std::sync::mpsc::RecvTimeoutError::Timeout;
+    use std::time::Duration;
+    init();
+    let dir = export("tiny", 1);
+    let stream = make_stream(&dir, 16, 16, 5, 5, None);
+    let (caps, bufs) = framed(&stream);
+    let decode = |queued: u32| {
+        let elem = gst::ElementFactory::make("omnitokdec")
+            .property("model-file", dir.join("decoder.onnx").to_str().unwrap())
+            .property("batch-size", 1u32)
+            .property("max-queued-batches", queued)
+            .build()
+            .unwrap();
+        let gate = Gate::closed_on(&elem.static_pad("src").unwrap());
+        let mut h = gst_check::Harness::with_element(&elem, Some("sink"), Some("src"));
+        h.set_src_caps(caps.clone());
+        let src = h.srcpad().unwrap();
+        let (long, short) = (Duration::from_secs(60), Duration::from_millis(300));
+        let ok = Ok(Ok(gst::FlowSuccess::Ok));
+        assert_eq!(push_async(&src, bufs[0].clone()).recv_timeout(long), ok, "the header");
+        if queued == 1 {
+            // Chunk 0 decodes (its first frame waits at the gate), chunk 1 waits in the queue:
+            // both pushes return; chunk 2 finds the queue full.
+            assert_eq!(push_async(&src, bufs[1].clone()).recv_timeout(long), ok);
+            assert_eq!(push_async(&src, bufs[2].clone()).recv_timeout(long), ok);
+            let third = push_async(&src, bufs[3].clone());
+            assert_eq!(third.recv_timeout(short), Err(Timeout), "the queue holds one batch");
+            gate.open();
+            assert_eq!(third.recv_timeout(long), ok);
+        } else {
+            let first = push_async(&src, bufs[1].clone());
+            assert_eq!(first.recv_timeout(short), Err(Timeout), "the push waits for its frames");
+            gate.open();
+            assert_eq!(first.recv_timeout(long), ok);
+            for b in &bufs[2..4] {
+                assert_eq!(push_async(&src, b.clone()).recv_timeout(long), ok);
+            }
+        }
+        for b in &bufs[4..] {
+            h.push(b.clone()).unwrap();
+        }
+        assert!(h.push_event(gst::event::Eos::new()));
+        pull_all(&mut h)
+            .iter()
+            .map(|b| (b.pts(), b.map_readable().unwrap().to_vec()))
+            .collect::<Vec<_>>()
+    };
+    let overlapped = decode(1);
+    let frames: u32 = stream.records.iter().map(|r| r.real_frames).sum();
+    assert_eq!(overlapped.len(), frames as usize, "every frame of every chunk");
+    assert_eq!(overlapped, decode(0), "the same frames either way");
+}

@@ -11,7 +11,7 @@ use gst_check::Harness;
 use gstomnitok::format::{ChunkRecord, Payload, PayloadType, StreamHeader};
 use ndarray::{Array5, ArrayD};
 use ort::value::Tensor;
-use support::{Player, init, init_gst, pull_all, pulled, settle};
+use support::{Gate, Player, init, init_gst, pull_all, pulled, push_async, settle};
 
 const W: usize = 34; // stride 104 (> 3 x 34): exercises the input stride
 const H: usize = 20;
@@ -861,40 +861,9 @@ fn extreme_timestamps_and_framerates_do_not_panic() {
     }
 }
 
-/// A gate on the encoder's src pad: while closed, the task's first push waits there, so
-/// "a batch is running" lasts as long as the test wants.
-struct Gate(std::sync::Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>);
-
-impl Gate {
-    fn closed_on(pad: &gst::Pad) -> Self {
-        let gate = std::sync::Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
-        let g = gate.clone();
-        pad.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
-            let (open, cond) = &*g;
-            let mut o = open.lock().unwrap();
-            while !*o {
-                o = cond.wait(o).unwrap();
-            }
-            gst::PadProbeReturn::Ok
-        });
-        Gate(gate)
-    }
-
-    fn open(&self) {
-        let (open, cond) = &*self.0;
-        *open.lock().unwrap() = true;
-        cond.notify_all();
-    }
-}
-
-/// Pushes frame `i` into `pad` on another thread; the receiver gets the push's result.
-fn push_async(pad: &gst::Pad, i: usize) -> std::sync::mpsc::Receiver<Result<gst::FlowSuccess, gst::FlowError>> {
-    let (tx, rx) = std::sync::mpsc::channel();
-    let pad = pad.clone();
-    std::thread::spawn(move || {
-        let _ = tx.send(pad.push(frame_buffer(i, i as u64 * FRAME_NS)));
-    });
-    rx
+/// Pushes frame `i` into `pad` on another thread ([`support::push_async`]).
+fn push_frame_async(pad: &gst::Pad, i: usize) -> std::sync::mpsc::Receiver<Result<gst::FlowSuccess, gst::FlowError>> {
+    push_async(pad, frame_buffer(i, i as u64 * FRAME_NS))
 }
 
 #[test]
@@ -920,20 +889,29 @@ fn upstream_keeps_pushing_while_a_batch_runs() {
         if queued == 1 {
             // Batch 0 runs (its push waits at the gate), batch 1 waits in the queue: both
             // pushes return. The third finds the queue full and waits.
-            assert_eq!(push_async(&src, 0).recv_timeout(long), Ok(Ok(gst::FlowSuccess::Ok)));
-            assert_eq!(push_async(&src, 1).recv_timeout(long), Ok(Ok(gst::FlowSuccess::Ok)));
-            let third = push_async(&src, 2);
+            assert_eq!(
+                push_frame_async(&src, 0).recv_timeout(long),
+                Ok(Ok(gst::FlowSuccess::Ok))
+            );
+            assert_eq!(
+                push_frame_async(&src, 1).recv_timeout(long),
+                Ok(Ok(gst::FlowSuccess::Ok))
+            );
+            let third = push_frame_async(&src, 2);
             assert_eq!(third.recv_timeout(short), Err(Timeout), "the queue holds one batch");
             gate.open();
             assert_eq!(third.recv_timeout(long), Ok(Ok(gst::FlowSuccess::Ok)));
         } else {
             // Synchronous: the first push returns only once its batch went out.
-            let first = push_async(&src, 0);
+            let first = push_frame_async(&src, 0);
             assert_eq!(first.recv_timeout(short), Err(Timeout), "the push waits for its batch");
             gate.open();
             assert_eq!(first.recv_timeout(long), Ok(Ok(gst::FlowSuccess::Ok)));
             for i in 1..3 {
-                assert_eq!(push_async(&src, i).recv_timeout(long), Ok(Ok(gst::FlowSuccess::Ok)));
+                assert_eq!(
+                    push_frame_async(&src, i).recv_timeout(long),
+                    Ok(Ok(gst::FlowSuccess::Ok))
+                );
             }
         }
         assert!(h.push_event(gst::event::Eos::new()));

@@ -574,3 +574,42 @@ pub fn settle(h: &mut gst_check::Harness) -> Vec<gst::Event> {
         before.push(e);
     }
 }
+
+/// A gate on an element's src pad: while closed, the element's first push waits there, so
+/// "a batch is running" lasts as long as the test wants.
+pub struct Gate(std::sync::Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>);
+
+impl Gate {
+    pub fn closed_on(pad: &gst::Pad) -> Self {
+        let gate = std::sync::Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
+        let g = gate.clone();
+        pad.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+            let (open, cond) = &*g;
+            let mut o = open.lock().unwrap();
+            while !*o {
+                o = cond.wait(o).unwrap();
+            }
+            gst::PadProbeReturn::Ok
+        });
+        Gate(gate)
+    }
+
+    pub fn open(&self) {
+        let (open, cond) = &*self.0;
+        *open.lock().unwrap() = true;
+        cond.notify_all();
+    }
+}
+
+/// Pushes `buffer` into `pad` on another thread; the receiver gets the push's result.
+pub fn push_async(
+    pad: &gst::Pad,
+    buffer: gst::Buffer,
+) -> std::sync::mpsc::Receiver<Result<gst::FlowSuccess, gst::FlowError>> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let pad = pad.clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(pad.push(buffer));
+    });
+    rx
+}
