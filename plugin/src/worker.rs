@@ -49,7 +49,7 @@ struct Queue<J> {
     work: usize,
     /// The task is handling an item it took.
     busy: bool,
-    /// Set by a flush and while stopped: waits end, submits are refused.
+    /// Set by a flush and by a stop: waits end, submits are refused (until the next start).
     flushing: bool,
     /// The flow of the last push downstream; after an error (or EOS) the task pauses and
     /// this is what upstream gets until the next flush.
@@ -85,7 +85,9 @@ impl<J> Default for Worker<J> {
                 items: VecDeque::new(),
                 work: 0,
                 busy: false,
-                flushing: true,
+                // Not flushing before the first start: a buffer that comes between the pads'
+                // activation and the task's start waits in the queue.
+                flushing: false,
                 flow: Ok(gst::FlowSuccess::Ok),
             }),
             changed: Condvar::new(),
