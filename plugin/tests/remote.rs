@@ -320,6 +320,40 @@ fn retries_ride_over_a_server_restart() {
     assert!(got == local, "every chunk, as local inference makes it");
 }
 
+#[test]
+fn a_stop_cuts_a_retry_series_short() {
+    init();
+    // 100 retries would back off for minutes once the server is gone.
+    let (mut server, local, launch) = slow_stream("interrupt", 100, "inference-retries=100");
+    let p = Player::new(&launch);
+    assert!(p.start());
+    let bus = p.pipeline.bus().unwrap();
+    let started = Instant::now();
+    let mut got = Vec::new();
+    while got.len() < 4 {
+        got.extend(p.take_samples().iter().map(bytes));
+        assert!(started.elapsed() < Duration::from_secs(60), "no 4 chunks in 60 s");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    server.kill();
+    // The first retry warning: a retry series is under way.
+    let warning = bus.timed_pop_filtered(gst::ClockTime::from_seconds(60), &[gst::MessageType::Warning]);
+    assert!(warning.is_some(), "no retry warning within 60 s of the kill");
+    let stopping = Instant::now();
+    p.pipeline.set_state(gst::State::Null).unwrap();
+    assert!(
+        stopping.elapsed() < Duration::from_secs(10),
+        "stopping waited {:?} for the retries",
+        stopping.elapsed()
+    );
+    got.extend(p.take_samples().iter().map(bytes));
+    assert!(got[..] == local[..got.len()], "what was pushed is the local encoding");
+    // Cut short by a stop, not an error.
+    while let Some(m) = bus.pop_filtered(&[gst::MessageType::Error]) {
+        panic!("an error after the stop: {m:?}");
+    }
+}
+
 /// Triton's own config parser on the production repository: with the pytriton server
 /// (no onnxruntime backend) a parsed config fails only at finding the backend; a config
 /// Triton cannot parse fails with a parse error instead.

@@ -370,6 +370,7 @@ impl OmnitokDec {
         };
         let frames = match self.graph.run(|g| g.run(&header, batch.iter().map(|p| &p.record))) {
             Ok(Ok(frames)) => frames,
+            Ok(Err(_)) if self.graph.interrupted() => return Err(gst::FlowError::Flushing),
             Ok(Err(e)) => {
                 gst::element_imp_error!(
                     self,
@@ -450,6 +451,7 @@ impl OmnitokDec {
             }
             EventView::FlushStart(_) => {
                 let forwarded = self.srcpad.push_event(event);
+                self.graph.interrupt(true);
                 self.worker.flush_start(&self.srcpad);
                 forwarded
             }
@@ -469,6 +471,7 @@ impl OmnitokDec {
 
     /// Starts the src pad's task that runs the queued batches.
     fn start_worker(&self) -> bool {
+        self.graph.interrupt(false);
         worker::start_task(self, &self.srcpad, |imp| &imp.worker, Self::decode_and_push)
     }
 
@@ -663,6 +666,7 @@ impl ElementImpl for OmnitokDec {
             self.start()?;
         }
         if transition == gst::StateChange::PausedToReady {
+            self.graph.interrupt(true);
             self.worker.stop(&self.srcpad);
         }
         let ret = self.parent_change_state(transition)?;

@@ -310,6 +310,7 @@ impl OmnitokEnc {
         });
         let records = match ran {
             Ok(Ok(r)) => r,
+            Ok(Err(_)) if self.graph.interrupted() => return Err(gst::FlowError::Flushing),
             Ok(Err(e)) => {
                 gst::element_imp_error!(
                     self,
@@ -397,6 +398,7 @@ impl OmnitokEnc {
 
     /// Starts the src pad's task that runs the queued batches.
     fn start_worker(&self) -> bool {
+        self.graph.interrupt(false);
         worker::start_task(self, &self.srcpad, |imp| &imp.worker, Self::run_job)
     }
 
@@ -514,6 +516,7 @@ impl OmnitokEnc {
             }
             EventView::FlushStart(_) => {
                 let forwarded = self.srcpad.push_event(event);
+                self.graph.interrupt(true);
                 self.worker.flush_start(&self.srcpad);
                 forwarded
             }
@@ -804,6 +807,7 @@ impl ElementImpl for OmnitokEnc {
             _ => {}
         }
         if transition == gst::StateChange::PausedToReady {
+            self.graph.interrupt(true);
             self.worker.stop(&self.srcpad);
         }
         let ret = self.parent_change_state(transition)?;

@@ -13,7 +13,7 @@ use gst::prelude::*;
 use gst::subclass::prelude::*;
 
 use super::model::ModelError;
-use super::remote::{RemoteError, RemoteSettings};
+use super::remote::{Interrupt, RemoteError, RemoteSettings};
 
 static CAT: std::sync::LazyLock<gst::DebugCategory> = std::sync::LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -288,13 +288,13 @@ impl ModelSettings {
 
     /// Loads the `role` graph of model-file with these settings. A permitted CPU fallback
     /// is posted on the bus as a warning from `imp`; errors are the caller's to post.
-    pub fn load<T: ElementImpl>(&self, imp: &T, role: Role) -> Result<LoadedModel, LoadError> {
+    pub fn load<T: ElementImpl>(&self, imp: &T, role: Role, interrupt: &Interrupt) -> Result<LoadedModel, LoadError> {
         let graph = match role {
             Role::Encoder => "encoder",
             Role::Decoder => "decoder",
         };
         if let Some(server) = &self.inference_server {
-            return self.load_remote(imp, role, graph, server);
+            return self.load_remote(imp, role, graph, server, interrupt);
         }
         let path = self.model_file.clone().ok_or(LoadError::NoModelFile(graph))?;
         super::init().map_err(LoadError::Runtime)?;
@@ -317,6 +317,7 @@ impl ModelSettings {
         role: Role,
         graph: &'static str,
         server: &str,
+        interrupt: &Interrupt,
     ) -> Result<LoadedModel, LoadError> {
         let model = self.inference_model.clone().ok_or(LoadError::NoInferenceModel(graph))?;
         let settings = RemoteSettings {
@@ -331,7 +332,7 @@ impl ModelSettings {
                 gst::element_warning!(e, gst::ResourceError::Read, ("{}", what));
             }
         });
-        let model = super::remote::load(&settings, role, warn).map_err(LoadError::Remote)?;
+        let model = super::remote::load(&settings, role, warn, interrupt.clone()).map_err(LoadError::Remote)?;
         gst::info!(CAT, imp = imp, "remote {}", model.info.describe());
         Ok(model)
     }

@@ -10,6 +10,7 @@ use gst::subclass::prelude::*;
 
 use super::graph::Graph;
 use super::properties::ModelSettings;
+use super::remote::Interrupt;
 use super::{ExecutionProvider, ModelInfo};
 
 struct Loaded<G> {
@@ -27,6 +28,8 @@ struct Loaded<G> {
 pub(crate) struct GraphSlot<G> {
     inner: Mutex<Option<Loaded<G>>>,
     generation: Mutex<u64>,
+    /// Shared with a remote graph: set while the element flushes or stops.
+    interrupt: Interrupt,
 }
 
 impl<G> Default for GraphSlot<G> {
@@ -34,6 +37,7 @@ impl<G> Default for GraphSlot<G> {
         Self {
             inner: Mutex::new(None),
             generation: Mutex::new(0),
+            interrupt: Interrupt::default(),
         }
     }
 }
@@ -55,11 +59,13 @@ impl<G: Graph> GraphSlot<G> {
         imp: &T,
         settings: &ModelSettings,
     ) -> Result<ModelInfo, gst::StateChangeError> {
+        // A (re)start: whatever stopped the element before is over.
+        self.interrupt.set(false);
         if let Some(l) = self.lock().as_ref().filter(|l| &l.key == settings) {
             return Ok(l.info.clone());
         }
         // Load without the lock: a property read must not wait seconds for ONNX Runtime.
-        let model = settings.load(imp, G::ROLE).map_err(|e| {
+        let model = settings.load(imp, G::ROLE, &self.interrupt).map_err(|e| {
             imp.post_error_message(e.message());
             gst::StateChangeError
         })?;
@@ -103,6 +109,17 @@ impl<G: Graph> GraphSlot<G> {
             l.graph = Some(graph);
         }
         Ok(r)
+    }
+
+    /// While set, a remote graph's retries give up at once (the element flushes or stops,
+    /// and waits for the run in progress).
+    pub fn interrupt(&self, on: bool) {
+        self.interrupt.set(on);
+    }
+
+    /// A run that failed while this was set failed because of it: a flush, not an error.
+    pub fn interrupted(&self) -> bool {
+        self.interrupt.is_set()
     }
 
     /// Drops the graph (READY->NULL).

@@ -11,7 +11,9 @@ pub mod engine;
 pub mod kserve;
 
 use std::path::PathBuf;
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use kserve::{Client, KserveError};
 
@@ -101,29 +103,62 @@ pub fn parse_server(server: &str) -> Result<String, RemoteError> {
     Err(RemoteError::Url(format!("inference-server '{server}': {why}")))
 }
 
+/// Set while the element flushes or stops: a retry series in progress gives up at once
+/// instead of sleeping through its back-off (a request in flight still ends only at its
+/// answer or at `inference-timeout`). The element's [`crate::runtime::slot::GraphSlot`]
+/// holds it; clones share the flag.
+#[derive(Debug, Clone, Default)]
+pub struct Interrupt(Arc<AtomicBool>);
+
+impl Interrupt {
+    pub fn set(&self, on: bool) {
+        self.0.store(on, Ordering::SeqCst);
+    }
+
+    pub fn is_set(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+
+    /// Sleeps `d`, or less when interrupted; false when interrupted.
+    fn sleep(&self, d: Duration) -> bool {
+        let end = Instant::now() + d;
+        while !self.is_set() {
+            let left = end.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return true;
+            }
+            std::thread::sleep(left.min(Duration::from_millis(20)));
+        }
+        false
+    }
+}
+
 /// Waits `attempt`'s back-off (0.25 s, 0.5 s, 1 s, ... at most 4 s) before a retry.
 pub(crate) fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(250u64 << attempt.min(4))
 }
 
 /// Runs `f` up to `1 + retries` times while it fails with a retryable error, calling
-/// `warn` before each retry.
+/// `warn` before each retry; gives up with the last error when `interrupt` is set.
 pub(crate) fn with_retries<T>(
     retries: u32,
     warn: &dyn Fn(&str),
+    interrupt: &Interrupt,
     mut f: impl FnMut() -> Result<T, KserveError>,
 ) -> Result<T, KserveError> {
     let mut attempt = 0;
     loop {
         match f() {
-            Err(e) if e.retryable() && attempt < retries => {
+            Err(e) if e.retryable() && attempt < retries && !interrupt.is_set() => {
                 let wait = backoff(attempt);
                 attempt += 1;
                 warn(&format!(
                     "{e}; retry {attempt} of {retries} in {:.2} s",
                     wait.as_secs_f64()
                 ));
-                std::thread::sleep(wait);
+                if !interrupt.sleep(wait) {
+                    return Err(e);
+                }
             }
             r => return r,
         }
@@ -141,12 +176,19 @@ fn state_of(index: &serde_json::Value, model: &str) -> Option<(String, String)> 
 
 /// Connects to the server of `settings`, checks that the model is there and ready and is a
 /// graph of `role`, and returns it with a [`engine::RemoteEngine`]. `warn` gets one line per
-/// retry (the elements post it as a warning).
-pub fn load(settings: &RemoteSettings, role: Role, warn: Box<dyn Fn(&str) + Send>) -> Result<LoadedModel, RemoteError> {
+/// retry (the elements post it as a warning); `interrupt` cuts retry series short.
+pub fn load(
+    settings: &RemoteSettings,
+    role: Role,
+    warn: Box<dyn Fn(&str) + Send>,
+    interrupt: Interrupt,
+) -> Result<LoadedModel, RemoteError> {
     let server = parse_server(&settings.server)?;
     let client = Client::new(&server, settings.timeout);
     let model = settings.model.clone();
-    let ready = with_retries(settings.retries, &*warn, || client.get_json("/v2/health/ready"));
+    let ready = with_retries(settings.retries, &*warn, &interrupt, || {
+        client.get_json("/v2/health/ready")
+    });
     match ready {
         Ok(_) => {}
         Err(source @ KserveError::Status { .. }) => return Err(RemoteError::NotReady { server, source }),
@@ -219,7 +261,13 @@ pub fn load(settings: &RemoteSettings, role: Role, warn: Box<dyn Fn(&str) + Send
         });
     }
     Ok(LoadedModel {
-        engine: Box::new(engine::RemoteEngine::new(client, model, settings.retries, warn)),
+        engine: Box::new(engine::RemoteEngine::new(
+            client,
+            model,
+            settings.retries,
+            warn,
+            interrupt,
+        )),
         info,
         active_provider: ExecutionProvider::Remote,
         fallback_reason: None,
@@ -249,7 +297,8 @@ mod tests {
     fn retries_are_bounded_and_warned() {
         let warnings = std::sync::Mutex::new(Vec::new());
         let mut calls = 0;
-        let r: Result<(), _> = with_retries(2, &|w| warnings.lock().unwrap().push(w.to_string()), || {
+        let never = Interrupt::default();
+        let r: Result<(), _> = with_retries(2, &|w| warnings.lock().unwrap().push(w.to_string()), &never, || {
             calls += 1;
             Err(KserveError::Connect {
                 url: "http://h/v2".into(),
@@ -263,7 +312,7 @@ mod tests {
         assert!(w[1].contains("retry 2 of 2"), "{w:?}");
         // A refusal by the server itself is not retried.
         let mut calls = 0;
-        let _ = with_retries(5, &|_| {}, || -> Result<(), _> {
+        let _ = with_retries(5, &|_| {}, &never, || -> Result<(), _> {
             calls += 1;
             Err(KserveError::Status {
                 url: "u".into(),
