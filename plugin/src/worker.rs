@@ -16,6 +16,8 @@ use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
 
+use crate::runtime::remote::Interrupt;
+
 /// Default of `max-queued-batches`: one batch waits while one runs.
 pub const DEFAULT_MAX_QUEUED_BATCHES: u32 = 1;
 /// The largest `max-queued-batches` (with `batch-size` and the frame limits it bounds memory).
@@ -76,10 +78,14 @@ impl<J> Queue<J> {
 pub struct Worker<J> {
     queue: Mutex<Queue<J>>,
     changed: Condvar,
+    /// Set from a flush or a stop until the next start: the batch in progress gives up
+    /// what can be given up (a remote graph's retries) instead of making them wait.
+    interrupt: Interrupt,
 }
 
-impl<J> Default for Worker<J> {
-    fn default() -> Self {
+impl<J> Worker<J> {
+    /// A worker whose flushes and stops set `interrupt` (the graph slot's).
+    pub fn interrupting(interrupt: Interrupt) -> Self {
         Self {
             queue: Mutex::new(Queue {
                 items: VecDeque::new(),
@@ -91,6 +97,7 @@ impl<J> Default for Worker<J> {
                 flow: Ok(gst::FlowSuccess::Ok),
             }),
             changed: Condvar::new(),
+            interrupt,
         }
     }
 }
@@ -169,6 +176,7 @@ impl<J: Send + 'static> Worker<J> {
             q.flushing = false;
             q.flow = Ok(gst::FlowSuccess::Ok);
         }
+        self.interrupt.set(false);
         pad.start_task(task)
     }
 
@@ -236,8 +244,9 @@ impl<J: Send + 'static> Worker<J> {
         let _ = pad.stop_task();
     }
 
-    /// Drops what is queued and ends every wait.
+    /// Drops what is queued, ends every wait and interrupts the batch in progress.
     fn set_flushing(&self) {
+        self.interrupt.set(true);
         let mut q = self.lock();
         q.flushing = true;
         q.clear();

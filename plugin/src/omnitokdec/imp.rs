@@ -451,7 +451,6 @@ impl OmnitokDec {
             }
             EventView::FlushStart(_) => {
                 let forwarded = self.srcpad.push_event(event);
-                self.graph.interrupt(true);
                 self.worker.flush_start(&self.srcpad);
                 forwarded
             }
@@ -471,7 +470,6 @@ impl OmnitokDec {
 
     /// Starts the src pad's task that runs the queued batches.
     fn start_worker(&self) -> bool {
-        self.graph.interrupt(false);
         worker::start_task(self, &self.srcpad, |imp| &imp.worker, Self::decode_and_push)
     }
 
@@ -516,13 +514,14 @@ impl ObjectSubclass for OmnitokDec {
         let templ = |name| klass.pad_template(name).unwrap();
         let sinkpad = pads::build(&templ("sink"), Some(Self::chain), Some(Self::sink_event), None);
         let srcpad = pads::build(&templ("src"), None, None, Some(Self::src_query));
+        let graph = GraphSlot::default();
         Self {
             sinkpad,
             srcpad,
             settings: Mutex::new(Settings::default()),
-            graph: GraphSlot::default(),
+            worker: Worker::interrupting(graph.interrupt()),
+            graph,
             state: Mutex::new(State::default()),
-            worker: Worker::default(),
         }
     }
 }
@@ -666,7 +665,6 @@ impl ElementImpl for OmnitokDec {
             self.start()?;
         }
         if transition == gst::StateChange::PausedToReady {
-            self.graph.interrupt(true);
             self.worker.stop(&self.srcpad);
         }
         let ret = self.parent_change_state(transition)?;

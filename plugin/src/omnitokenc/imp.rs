@@ -398,7 +398,6 @@ impl OmnitokEnc {
 
     /// Starts the src pad's task that runs the queued batches.
     fn start_worker(&self) -> bool {
-        self.graph.interrupt(false);
         worker::start_task(self, &self.srcpad, |imp| &imp.worker, Self::run_job)
     }
 
@@ -516,7 +515,6 @@ impl OmnitokEnc {
             }
             EventView::FlushStart(_) => {
                 let forwarded = self.srcpad.push_event(event);
-                self.graph.interrupt(true);
                 self.worker.flush_start(&self.srcpad);
                 forwarded
             }
@@ -656,13 +654,14 @@ impl ObjectSubclass for OmnitokEnc {
             Some(Self::sink_query),
         );
         let srcpad = pads::build(&templ("src"), None, None, Some(Self::src_query));
+        let graph = GraphSlot::default();
         OmnitokEnc {
             sinkpad,
             srcpad,
             settings: Mutex::new(Settings::default()),
-            graph: GraphSlot::default(),
+            worker: Worker::interrupting(graph.interrupt()),
+            graph,
             state: Mutex::new(State::default()),
-            worker: Worker::default(),
         }
     }
 }
@@ -807,7 +806,6 @@ impl ElementImpl for OmnitokEnc {
             _ => {}
         }
         if transition == gst::StateChange::PausedToReady {
-            self.graph.interrupt(true);
             self.worker.stop(&self.srcpad);
         }
         let ret = self.parent_change_state(transition)?;

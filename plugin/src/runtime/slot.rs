@@ -111,10 +111,12 @@ impl<G: Graph> GraphSlot<G> {
         Ok(r)
     }
 
-    /// While set, a remote graph's retries give up at once (the element flushes or stops,
-    /// and waits for the run in progress).
-    pub fn interrupt(&self, on: bool) {
-        self.interrupt.set(on);
+    /// The flag that cuts a remote graph's retries short, for the element's [`Worker`],
+    /// which sets it while it flushes or stops (and waits for the run in progress).
+    ///
+    /// [`Worker`]: crate::worker::Worker
+    pub fn interrupt(&self) -> Interrupt {
+        self.interrupt.clone()
     }
 
     /// A run that failed while this was set failed because of it: a flush, not an error.
