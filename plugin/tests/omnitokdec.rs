@@ -17,6 +17,16 @@ fn dec_launch(model: &Path, extra: &str) -> String {
     )
 }
 
+/// An omnitokdec on `dir`'s decoder.onnx with `props`.
+fn make_dec(dir: &Path, props: &[(&str, &dyn ToValue)]) -> gst::Element {
+    let model = dir.join("decoder.onnx");
+    let mut b = gst::ElementFactory::make("omnitokdec").property("model-file", model.to_str().unwrap());
+    for (k, v) in props {
+        b = b.property(k, v.to_value());
+    }
+    b.build().unwrap()
+}
+
 /// Checks count, pixels, caps and timestamps of decoded samples against the reference.
 fn check_output(samples: &[gst::Sample], stream: &TokenStream, reference: &[Vec<u8>]) {
     assert_eq!(samples.len(), stream.total_frames());
@@ -175,11 +185,7 @@ fn flush_drops_pending_chunks_and_latency_counts_the_batch() {
     let dir = export("tiny", 1);
     let stream = make_stream(&dir, 16, 16, 3, 5, None);
     let (caps, bufs) = framed(&stream);
-    let elem = gst::ElementFactory::make("omnitokdec")
-        .property("model-file", dir.join("decoder.onnx").to_str().unwrap())
-        .property("batch-size", 2u32)
-        .build()
-        .unwrap();
+    let elem = make_dec(&dir, &[("batch-size", &2u32)]);
     let mut h = gst_check::Harness::with_element(&elem, Some("sink"), Some("src"));
     h.set_src_caps(caps);
     assert_eq!(
@@ -373,11 +379,7 @@ fn latency_at_extreme_framerates() {
     ] {
         let mut header = stream.header.clone();
         (header.fps_n, header.fps_d) = (n, d);
-        let elem = gst::ElementFactory::make("omnitokdec")
-            .property("model-file", dir.join("decoder.onnx").to_str().unwrap())
-            .property("batch-size", 2u32)
-            .build()
-            .unwrap();
+        let elem = make_dec(&dir, &[("batch-size", &2u32)]);
         let mut h = gst_check::Harness::with_element(&elem, Some("sink"), Some("src"));
         h.set_src_caps(gstomnitok::caps::from_header(&header));
         h.set_upstream_latency(gst::ClockTime::from_nseconds(10));
@@ -395,10 +397,7 @@ fn caps_change_reconfigures_and_checks_the_model() {
     let dir = export("tiny", 1);
     let a = make_stream(&dir, 16, 16, 1, 5, None);
     let b = make_stream(&dir, 24, 8, 1, 3, None);
-    let elem = gst::ElementFactory::make("omnitokdec")
-        .property("model-file", dir.join("decoder.onnx").to_str().unwrap())
-        .build()
-        .unwrap();
+    let elem = make_dec(&dir, &[]);
     let mut h = gst_check::Harness::with_element(&elem, Some("sink"), Some("src"));
     let mut sizes = Vec::new();
     for s in [&a, &b] {
@@ -444,12 +443,7 @@ fn upstream_keeps_pushing_while_a_batch_decodes() {
     let stream = make_stream(&dir, 16, 16, 5, 5, None);
     let (caps, bufs) = framed(&stream);
     let decode = |queued: u32| {
-        let elem = gst::ElementFactory::make("omnitokdec")
-            .property("model-file", dir.join("decoder.onnx").to_str().unwrap())
-            .property("batch-size", 1u32)
-            .property("max-queued-batches", queued)
-            .build()
-            .unwrap();
+        let elem = make_dec(&dir, &[("batch-size", &1u32), ("max-queued-batches", &queued)]);
         let gate = Gate::closed_on(&elem.static_pad("src").unwrap());
         let mut h = gst_check::Harness::with_element(&elem, Some("sink"), Some("src"));
         h.set_src_caps(caps.clone());
