@@ -47,11 +47,17 @@ fn export(name: &str) -> anyhow::Result<PathBuf> {
     let policy = match name {
         "int8" => Int8Policy::default(),
         "int8-all" => Int8Policy::with_keep_float(&["none".to_string()]),
-        // about 98% of tokens equal to float32's on the trained checkpoint (docs/GRAPHS.md)
-        "int8-agree" => Int8Policy::with_keep_float(
-            &["decoder.to_pixels*", "encoder.*.3.*", "encoder.to_patch_emb*"].map(String::from),
-        ),
-        other => anyhow::bail!("unknown variant '{other}': expected f32, int8, int8-all or int8-agree"),
+        // full-range weights (VNNI CPUs only; see Int8Policy::weight_max)
+        "int8-vnni" => Int8Policy {
+            weight_max: 127,
+            ..Int8Policy::default()
+        },
+        // activations quantized per tensor only: no per-row scaling
+        "int8-tensor" => Int8Policy {
+            per_row: Vec::new(),
+            ..Int8Policy::default()
+        },
+        other => anyhow::bail!("unknown variant '{other}': expected f32, int8, int8-vnni, int8-tensor or int8-all"),
     };
     let dir = omnitok::scratch_dir(&format!("models/imagenet_k600-7-{name}-{}", std::process::id()));
     omnitok_export::quantize::write_random_preset_int8("imagenet_k600", 7, false, &policy, &dir)?;
@@ -65,7 +71,7 @@ fn main() -> anyhow::Result<()> {
         .unwrap_or(5)
         .max(1);
     let names: Vec<String> = std::env::var("VARIANTS")
-        .unwrap_or_else(|_| "f32,int8,int8-agree".into())
+        .unwrap_or_else(|_| "f32,int8,int8-tensor".into())
         .split(',')
         .map(String::from)
         .collect();

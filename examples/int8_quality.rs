@@ -4,7 +4,8 @@
 //! stills, and the per-layer sensitivity table (only that weight MatMul in int8) from which the
 //! default keep-float policy was chosen.
 //!
-//! cargo run --release --example int8_quality -- [--sensitivity] [--released] [--keep-float P,Q] [--per-tensor]
+//! cargo run --release --example int8_quality -- [--small] [--sensitivity] [--released]
+//!     [--keep-float P,Q|none] [--per-row P,Q|none] [--weight-max N] [--per-tensor] [--no-share]
 
 use anyhow::Result;
 use omnitok_export::quantize::{self, Granularity, Int8Policy};
@@ -28,10 +29,11 @@ fn table(e: &Exported, policy: &Int8Policy, sets: &[Set], dir: &std::path::Path)
     let int8 = int8_models(e, policy)?;
     let mut p = Pair::new(e, &int8, dir)?;
     println!(
-        "policy: weights int8 {} |q| <= {}, activations uint8 per tensor{}, keep float: [{}]",
+        "policy: weights int8 {} |q| <= {}, activations uint8 per tensor{}, per row: [{}], keep float: [{}]",
         policy.granularity.as_str(),
         policy.weight_max,
         if policy.share_activation_quant { " (shared)" } else { "" },
+        policy.per_row.join(", "),
         policy.keep_float.join(", ")
     );
     for s in sets {
@@ -53,6 +55,9 @@ fn main() -> Result<()> {
     }
     if let Some(m) = value("--weight-max") {
         policy.weight_max = m.parse()?;
+    }
+    if let Some(v) = value("--per-row") {
+        policy = policy.with_per_row(&v.split(',').map(String::from).collect::<Vec<_>>());
     }
     if has("--no-share") {
         policy.share_activation_quant = false;
@@ -99,6 +104,7 @@ fn main() -> Result<()> {
             for w in &all {
                 let mut p = policy.clone();
                 p.keep_float = all.iter().filter(|o| *o != w).cloned().collect();
+                p.per_row.retain(|pat| quantize::glob_match(pat, w));
                 let (enc8, dec8) = int8_models(&e, &p)?;
                 let (mut tokens, mut recon) = (Vec::new(), Vec::new());
                 let is_enc = w.starts_with("encoder.");

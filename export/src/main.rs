@@ -56,6 +56,17 @@ struct Args {
     /// name (repeatable or comma-separated; 'none' quantizes every candidate). Replaces the default list.
     #[arg(long, value_name = "PATTERN", value_delimiter = ',')]
     int8_keep_float: Vec<String>,
+    /// With --precision int8: MatMuls whose activation is scaled per row (per token) before
+    /// its quantization, as glob patterns like --int8-keep-float ('none': every activation
+    /// per tensor). Replaces the default, 'encoder.*'.
+    #[arg(long, value_name = "PATTERN", value_delimiter = ',')]
+    int8_per_row: Vec<String>,
+    /// With --precision int8: the largest weight magnitude in int8 steps. 64 (the default) is
+    /// exact on every CPU; up to 127 uses the full int8 range, which is exact only on x86 CPUs
+    /// with AVX-512 VNNI or AVX-VNNI (and non-x86 CPUs): the graph records it and the elements
+    /// refuse it on other x86 CPUs.
+    #[arg(long, value_name = "1-127", value_parser = clap::value_parser!(u8).range(1..=127))]
+    int8_weight_max: Option<u8>,
     /// Also write a Triton Inference Server model repository there: NAME_encoder and
     /// NAME_decoder, each with config.pbtxt (platform onnxruntime_onnx) and 1/model.onnx.
     #[arg(long, value_name = "DIR")]
@@ -122,8 +133,16 @@ fn run(args: Args) -> Result<()> {
         }
         return Ok(());
     }
-    if args.precision != Precision::Int8 && !args.int8_keep_float.is_empty() {
-        bail!("--int8-keep-float needs --precision int8");
+    if args.precision != Precision::Int8 {
+        for (given, flag) in [
+            (!args.int8_keep_float.is_empty(), "--int8-keep-float"),
+            (!args.int8_per_row.is_empty(), "--int8-per-row"),
+            (args.int8_weight_max.is_some(), "--int8-weight-max"),
+        ] {
+            if given {
+                bail!("{flag} needs --precision int8");
+            }
+        }
     }
     let triton_opts = args
         .triton_repository
@@ -205,7 +224,10 @@ fn run(args: Args) -> Result<()> {
     let int8 = match args.precision {
         Precision::F32 | Precision::F16 => None,
         Precision::Int8 => {
-            let policy = Int8Policy::with_keep_float(&args.int8_keep_float);
+            let mut policy = Int8Policy::with_keep_float(&args.int8_keep_float).with_per_row(&args.int8_per_row);
+            if let Some(m) = args.int8_weight_max {
+                policy.weight_max = m;
+            }
             let r = quantize::quantize_pair(&mut exported.encoder, &mut exported.decoder, &policy)?;
             Some((policy, r))
         }
@@ -259,9 +281,16 @@ fn run(args: Args) -> Result<()> {
                 r.encoder.kept_float.len() + r.decoder.kept_float.len(),
             );
             println!(
-                "  precision int8: {q} weight MatMuls int8 ({}, {} shared activation quantizations), {k} kept float{}",
+                "  precision int8: {q} weight MatMuls int8 ({}, |q| <= {}, exact on {} CPUs, {} shared activation quantizations, {} per row), {k} kept float{}",
                 policy.granularity.as_str(),
+                policy.weight_max,
+                if policy.cpu() == "any" {
+                    "all"
+                } else {
+                    "x86 VNNI or non-x86"
+                },
                 r.encoder.shared_quantizations + r.decoder.shared_quantizations,
+                r.encoder.per_row + r.decoder.per_row,
                 if policy.keep_float.is_empty() {
                     String::new()
                 } else {

@@ -178,6 +178,17 @@ impl Graph {
         self.node("Slice", &[x, &starts, &ends, &axes], vec![], x.dtype, dims)
     }
 
+    /// `x` with `n` more entries of `value` at the end of its last axis (constant Pad).
+    pub fn pad_last(&mut self, x: &Value, n: i64, value: f32) -> Result<Value> {
+        let pads = self.const_i64(&[2], &[0, n])?;
+        let v = self.scalar_f32(value)?;
+        let axes = self.const_i64(&[1], &[-1])?;
+        let mut dims = x.dims.clone();
+        let last = dims.len() - 1;
+        dims[last] = self.dim_add(&dims[last], &Dim::Fixed(n))?;
+        self.node("Pad", &[x, &pads, &v, &axes], vec![], x.dtype, dims)
+    }
+
     /// `x[.., start:, ..]`.
     pub fn slice_from(&mut self, x: &Value, axis: isize, start: i64) -> Result<Value> {
         self.slice_const(x, axis, start, i64::MAX)

@@ -10,7 +10,8 @@
 //! rotation (`const/*` matrices), attention itself, LayerNorm, the PEG convolutions.
 //! Of those candidates, the ones matched by a keep-float pattern ([`Int8Policy::keep_float`])
 //! stay float too; the default list was chosen from the per-layer sensitivity table
-//! (`examples/int8_quality.rs`, docs/GRAPHS.md).
+//! (`examples/int8_quality.rs`, docs/GRAPHS.md). The encoder's activations are scaled per row
+//! (per token) before their quantization ([`Int8Policy::per_row`]).
 
 mod pattern;
 
@@ -28,6 +29,11 @@ pub use pattern::glob_match;
 pub const META_PRECISION: &str = "omnitok.precision";
 /// Metadata key: the int8 policy as JSON (int8 graphs only).
 pub const META_POLICY: &str = "omnitok.int8_policy";
+/// Metadata key of int8 graphs: the CPUs whose integer kernels compute them exactly, `any`
+/// (weights within ±64) or `x86-vnni` (full-range weights: on an x86 CPU without AVX-512
+/// VNNI or AVX-VNNI, ONNX Runtime's `vpmaddubsw` kernels would saturate); the elements refuse
+/// an `x86-vnni` graph on such a CPU.
+pub const META_CPU: &str = "omnitok.int8_cpu";
 
 /// The arithmetic of the exported graphs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -77,18 +83,20 @@ impl Granularity {
     }
 }
 
-/// The default keep-float patterns: the decoder's pixel heads. From the per-layer sensitivity
-/// table on the trained checkpoint (docs/GRAPHS.md): alone in int8, `decoder.to_pixels` puts
-/// the decoder 44 dB from float32 (every other decoder MatMul 52 to 73 dB), and keeping both
-/// pixel heads float takes the whole int8 decoder from 42 to 50 dB for about 1.5% of its
-/// MatMul work. No encoder layer dominates: each alone flips 0.1 to 3% of the tokens (the
-/// feed-forward output projections and the first frame's patch embedding most), the flips are
-/// near ties that land on near codes (PSNR against the input moves by at most 0.04 dB with the
-/// whole encoder in int8), and 98% agreement needed two thirds of the encoder's MatMuls float,
-/// which gives up most of the encode speed-up; so the encoder is all int8 by default.
-/// `--int8-keep-float 'decoder.to_pixels*,encoder.*.3.*,encoder.to_patch_emb*'` trades encode
-/// speed for about 98% agreement; `'decoder.to_pixels*,encoder.*'` keeps the tokens identical.
-pub const DEFAULT_KEEP_FLOAT: &[&str] = &["decoder.to_pixels*"];
+/// The default keep-float patterns: the decoder's pixel heads and the first frame's patch
+/// embedding. From the per-layer sensitivity tables on the trained checkpoint (docs/GRAPHS.md):
+/// alone in int8, `decoder.to_pixels` puts the decoder 44 dB from float32 (every other decoder
+/// MatMul 52 to 73 dB), and keeping both pixel heads float takes the whole int8 decoder from
+/// 42 to 50 dB for about 1.5% of its MatMul work. In the encoder, with per-row activations,
+/// the first frame's patch embedding flips the most tokens after the feed-forward output
+/// projections (0.9% alone) for about 0.3% of the encoder's MatMul work; the feed-forward
+/// outputs cost a sixth of the encoder's MatMul work each, so they stay int8.
+pub const DEFAULT_KEEP_FLOAT: &[&str] = &["decoder.to_pixels*", "encoder.to_patch_emb_first_frame*"];
+
+/// The default per-row patterns: every encoder MatMul. Per-row activations take the trained
+/// checkpoint's token agreement from 93-95% to 97-98% (docs/GRAPHS.md); the decoder, 50 dB
+/// from float32 without them, keeps the cheaper per-tensor quantization.
+pub const DEFAULT_PER_ROW: &[&str] = &["encoder.*"];
 
 /// What the int8 pass quantizes.
 #[derive(Debug, Clone, PartialEq)]
@@ -105,8 +113,16 @@ pub struct Int8Policy {
     /// Largest weight magnitude in int8 steps: 64 by default, so that every pair of uint8 x
     /// int8 products fits in int16 (255 x 128 = 32640): ONNX Runtime's AVX2 kernels
     /// (`vpmaddubsw`) saturate there, its VNNI kernels do not, and with 64 both compute
-    /// exactly the same integers. 127 uses the full range (VNNI-only machines).
+    /// exactly the same integers. Above 64 (127: the full range) the graph is exact only on
+    /// VNNI CPUs and says so ([`META_CPU`]).
     pub weight_max: u8,
+    /// Glob patterns (as for `keep_float`) of MatMuls whose activation is scaled per row
+    /// (per token) before its per-tensor quantization: `x / r` with `r` = the row's largest
+    /// magnitude is quantized, the product is multiplied by `r` (and the bias added after).
+    /// Each token then gets the whole uint8 range instead of a share of the range of the
+    /// whole tensor, which the tokens with the largest activations set. Each pattern must
+    /// match a candidate (one kept float is not scaled: it has no quantization).
+    pub per_row: Vec<String>,
 }
 
 impl Default for Int8Policy {
@@ -116,6 +132,7 @@ impl Default for Int8Policy {
             granularity: Granularity::PerChannel,
             share_activation_quant: true,
             weight_max: 64,
+            per_row: DEFAULT_PER_ROW.iter().map(|s| s.to_string()).collect(),
         }
     }
 }
@@ -125,16 +142,23 @@ impl Int8Policy {
     /// `--int8-keep-float`); no patterns keep the default list, `none` keeps nothing float.
     pub fn with_keep_float(patterns: &[String]) -> Self {
         let mut p = Int8Policy::default();
-        if patterns.iter().any(|s| s == "none") {
-            p.keep_float.clear();
-        } else if !patterns.is_empty() {
-            p.keep_float = patterns.to_vec();
-        }
+        p.keep_float = replace_list(&p.keep_float, patterns);
         p
     }
 
+    /// `per_row` replaced the same way (the CLI's `--int8-per-row`).
+    pub fn with_per_row(mut self, patterns: &[String]) -> Self {
+        self.per_row = replace_list(&self.per_row, patterns);
+        self
+    }
+
+    /// `omnitok.int8_cpu`: `any` or `x86-vnni` (see [`META_CPU`]).
+    pub fn cpu(&self) -> &'static str {
+        if self.weight_max > 64 { "x86-vnni" } else { "any" }
+    }
+
     /// `omnitok.int8_policy`: what was quantized and how, as JSON.
-    pub fn to_json(&self, quantized: usize, kept: usize) -> String {
+    pub fn to_json(&self, quantized: usize, kept: usize, per_row: usize) -> String {
         serde_json::json!({
             "weights": format!("int8 symmetric {}, |q| <= {}", self.granularity.as_str(), self.weight_max),
             "activations": if self.share_activation_quant {
@@ -142,12 +166,26 @@ impl Int8Policy {
             } else {
                 "uint8 dynamic per tensor, inside each DynamicQuantizeMatMul"
             },
+            "per_row": self.per_row,
+            "per_row_matmuls": per_row,
+            "cpu": self.cpu(),
             "keep_float": self.keep_float,
             "always_float": "codebook distances and argmin, pre_vq_conv, post_vq_conv, RoPE, attention, normalisation, PEG convolutions",
             "quantized_matmuls": quantized,
             "float_matmuls": kept,
         })
         .to_string()
+    }
+}
+
+/// A pattern list given on the command line: none given keeps `default`, `none` empties it.
+fn replace_list(default: &[String], patterns: &[String]) -> Vec<String> {
+    if patterns.iter().any(|s| s == "none") {
+        Vec::new()
+    } else if patterns.is_empty() {
+        default.to_vec()
+    } else {
+        patterns.to_vec()
     }
 }
 
@@ -162,6 +200,8 @@ pub struct GraphReport {
     pub shared_quantizations: usize,
     /// Bias Adds folded into the integer MatMul.
     pub folded_biases: usize,
+    /// Quantized MatMuls whose activation is scaled per row.
+    pub per_row: usize,
 }
 
 /// What [`quantize_pair`] did.
@@ -220,6 +260,17 @@ pub fn quantize_pair(encoder: &mut ModelProto, decoder: &mut ModelProto, policy:
             );
         }
     }
+    for p in &policy.per_row {
+        if p.is_empty() {
+            bail!("--int8-per-row: empty pattern");
+        }
+        if !all.iter().any(|(n, w)| glob_match(p, w) || glob_match(p, n)) {
+            bail!("--int8-per-row pattern '{p}' matches no weight MatMul (patterns match as for --int8-keep-float)");
+        }
+    }
+    if !(1..=127).contains(&policy.weight_max) {
+        bail!("--int8-weight-max {}: expected 1 to 127", policy.weight_max);
+    }
     let encoder_report = quantize(encoder, policy).context("quantizing the encoder")?;
     let decoder_report = quantize(decoder, policy).context("quantizing the decoder")?;
     Ok(Report {
@@ -242,9 +293,10 @@ pub fn quantize(model: &mut ModelProto, policy: &Int8Policy) -> Result<GraphRepo
             .push(crate::onnx::OperatorSetIdProto::new("com.microsoft", 1));
     }
     model.set_metadata(META_PRECISION, Precision::Int8.as_str());
+    model.set_metadata(META_CPU, policy.cpu());
     model.set_metadata(
         META_POLICY,
-        policy.to_json(report.quantized.len(), report.kept_float.len()),
+        policy.to_json(report.quantized.len(), report.kept_float.len(), report.per_row),
     );
     Ok(report)
 }
@@ -309,6 +361,10 @@ pub fn quantize_weight(w: &[f32], k: usize, n: usize, granularity: Granularity, 
     (q, scales)
 }
 
+/// Initializers of the per-row scaling: the last axis, and the floor of a row's scale.
+const ROW_AXES: &str = "omnitok.int8/last_axis";
+const ROW_EPS: &str = "omnitok.int8/row_scale_floor";
+
 fn rewrite(g: &mut GraphProto, policy: &Int8Policy, report: &mut GraphReport) -> Result<()> {
     let inits: HashMap<&str, &TensorProto> = g.initializer.iter().map(|t| (t.name(), t)).collect();
     // which MatMuls to quantize, in node order
@@ -339,6 +395,19 @@ fn rewrite(g: &mut GraphProto, policy: &Int8Policy, report: &mut GraphReport) ->
     for &i in &chosen {
         *readers.entry(g.node[i].input[0].clone()).or_default() += 1;
     }
+
+    // activations scaled per row: read by a chosen MatMul that a per-row pattern matches
+    let per_row_inputs: HashSet<String> = chosen
+        .iter()
+        .map(|&i| &g.node[i])
+        .filter(|n| {
+            policy
+                .per_row
+                .iter()
+                .any(|p| glob_match(p, &n.input[1]) || glob_match(p, n.name()))
+        })
+        .map(|n| n.input[0].clone())
+        .collect();
 
     struct Plan {
         weight: String,
@@ -408,6 +477,12 @@ fn rewrite(g: &mut GraphProto, policy: &Int8Policy, report: &mut GraphReport) ->
     // the new node list
     let folded: HashSet<usize> = plans.values().filter_map(|p| p.bias.as_ref().map(|b| b.0)).collect();
     let mut quantized_inputs: HashMap<String, (String, String, String)> = HashMap::new();
+    // per-row inputs: x -> (x / r, r)
+    let mut row_scaled: HashMap<String, (String, String)> = HashMap::new();
+    if !per_row_inputs.is_empty() {
+        new_inits.push(TensorProto::from_i64(ROW_AXES, &[1], &[-1]));
+        new_inits.push(TensorProto::from_f32(ROW_EPS, &[], &[1e-30]));
+    }
     let mut nodes = Vec::with_capacity(g.node.len() + chosen.len());
     for (i, node) in std::mem::take(&mut g.node).into_iter().enumerate() {
         if folded.contains(&i) {
@@ -418,14 +493,50 @@ fn rewrite(g: &mut GraphProto, policy: &Int8Policy, report: &mut GraphReport) ->
             nodes.push(node);
             continue;
         };
-        let x = node.input[0].clone();
+        let mut x = node.input[0].clone();
         let name = node.name().to_string();
-        let (bias, out) = match &p.bias {
+        let (mut bias, mut out) = match &p.bias {
             Some((_, b, out)) => (b.clone(), out.clone()),
             None => (String::new(), node.output[0].clone()),
         };
+        let shared_readers = readers[&x];
+        // per row: the MatMul reads x / r; its product (without bias) is scaled back by r
+        let mut row_rescale: Option<(String, String, String)> = None;
+        if per_row_inputs.contains(&x) {
+            if !row_scaled.contains_key(&x) {
+                // r = max(max(x), -min(x), floor) per row: two reads of x, no |x| written
+                let base = format!("{x}/rowscale");
+                let v = |s: &str| format!("{base}:{s}");
+                let (r, xs) = (v("r"), v("x"));
+                let node = |op: &str, inputs: &[&str], out: &str| {
+                    NodeProto::new(
+                        op,
+                        format!("{name}/rowscale/{op}"),
+                        inputs.iter().map(|s| s.to_string()),
+                        [out.to_string()],
+                    )
+                };
+                // keepdims defaults to 1: r is [..., 1]
+                nodes.push(node("ReduceMax", &[&x, ROW_AXES], &v("max")));
+                nodes.push(node("ReduceMin", &[&x, ROW_AXES], &v("min")));
+                nodes.push(node("Neg", &[&v("min")], &v("neg_min")));
+                nodes.push(node("Max", &[&v("max"), &v("neg_min"), ROW_EPS], &r));
+                nodes.push(node("Div", &[&x, &r], &xs));
+                row_scaled.insert(x.clone(), (xs, r));
+            }
+            let (xs, r) = row_scaled[&x].clone();
+            let product = format!("{name}/int8:unscaled");
+            row_rescale = Some((product.clone(), r, std::mem::take(&mut bias)));
+            report.per_row += 1;
+            x = xs;
+            out = product;
+        }
+        let final_out = match &p.bias {
+            Some((_, _, o)) => o.clone(),
+            None => node.output[0].clone(),
+        };
         let (wq, ws) = (format!("{}.int8", p.weight), format!("{}.scale", p.weight));
-        let shared = policy.share_activation_quant && readers[&x] > 1;
+        let shared = policy.share_activation_quant && shared_readers > 1;
         if shared {
             if !quantized_inputs.contains_key(&x) {
                 let base = format!("{x}/quant");
@@ -463,6 +574,27 @@ fn rewrite(g: &mut GraphProto, policy: &Int8Policy, report: &mut GraphReport) ->
                 NodeProto::new("DynamicQuantizeMatMul", format!("{name}/int8"), inputs, [out])
                     .with_domain("com.microsoft"),
             );
+        }
+        if let Some((product, r, bias)) = row_rescale {
+            let scaled = if bias.is_empty() {
+                final_out.clone()
+            } else {
+                format!("{name}/int8:rescaled")
+            };
+            nodes.push(NodeProto::new(
+                "Mul",
+                format!("{name}/rowscale/Mul"),
+                [product, r],
+                [scaled.clone()],
+            ));
+            if !bias.is_empty() {
+                nodes.push(NodeProto::new(
+                    "Add",
+                    format!("{name}/rowscale/Add"),
+                    [scaled, bias],
+                    [final_out],
+                ));
+            }
         }
         report.quantized.push(p.weight.clone());
     }

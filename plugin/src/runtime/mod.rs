@@ -19,7 +19,7 @@ pub use graph::{ChunkShape, DecoderGraph, EncoderGraph, Frames, GraphError, Samp
 pub use locate::{LocateError, OrtLibrary, init};
 pub use model::{
     ChunkFramesError, ExecutionProvider, HeaderError, Kind, LoadedModel, ModelError, ModelInfo, Role, SessionSettings,
-    StreamMismatch, load,
+    StreamMismatch, full_range_int8_is_exact, load,
 };
 
 /// A CPU ONNX Runtime session on `path` with `threads` intra-op threads (0: ONNX Runtime's

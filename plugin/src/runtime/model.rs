@@ -120,6 +120,8 @@ pub struct ModelInfo {
     pub precision: String,
     /// `omnitok.int8_policy` (JSON) of an int8 graph.
     pub int8_policy: Option<String>,
+    /// `omnitok.int8_cpu` of an int8 graph: `any`, or `x86-vnni` for full-range weights.
+    pub int8_cpu: Option<String>,
 }
 
 impl ModelInfo {
@@ -396,6 +398,7 @@ impl ModelInfo {
             source: custom("omnitok.source").unwrap_or_default(),
             precision: custom("omnitok.precision").unwrap_or_else(|| "f32".into()),
             int8_policy: custom("omnitok.int8_policy"),
+            int8_cpu: custom("omnitok.int8_cpu"),
         })
     }
 }
@@ -515,6 +518,36 @@ pub enum ModelError {
         got.article(), want.article()
     )]
     WrongRole { want: Role, got: Role },
+    #[error(
+        "it is an int8 graph with full-range weights (omnitok.int8_cpu '{0}'), which ONNX Runtime computes exactly only on x86 CPUs with AVX-512 VNNI or AVX-VNNI, and this CPU has neither (its integer kernels would saturate): export it again without --int8-weight-max (|q| <= 64 is exact on every CPU)"
+    )]
+    Int8Cpu(String),
+}
+
+/// Whether ONNX Runtime's integer kernels compute full-range int8 weights exactly here: on
+/// x86 only with VNNI (`vpdpbusd` accumulates in 32 bits; the AVX2 and AVX-512BW kernels sum
+/// pairs of uint8 x int8 products in saturating 16 bits); other CPUs widen before they add.
+pub fn full_range_int8_is_exact() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512vnni") || std::arch::is_x86_feature_detected!("avxvnni")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        true
+    }
+}
+
+/// The CPU check of an int8 graph's `omnitok.int8_cpu` (`exact` = [`full_range_int8_is_exact`]).
+pub fn check_int8_cpu(int8_cpu: Option<&str>, exact: bool) -> Result<(), ModelError> {
+    match int8_cpu {
+        Some("x86-vnni") if !exact => Err(ModelError::Int8Cpu("x86-vnni".into())),
+        Some("any" | "x86-vnni") | None => Ok(()),
+        Some(other) => Err(ModelError::UnknownValue {
+            key: "omnitok.int8_cpu",
+            value: other.into(),
+        }),
+    }
 }
 
 /// A graph ready to run, and what it is.
@@ -560,6 +593,7 @@ pub fn load(path: &Path, role: Role, settings: &SessionSettings) -> Result<Loade
             got: info.role,
         });
     }
+    check_int8_cpu(info.int8_cpu.as_deref(), full_range_int8_is_exact())?;
     Ok(LoadedModel {
         engine: Box::new(OrtEngine::new(session, active_provider, settings.device_id).map_err(ModelError::Session)?),
         info,
@@ -592,11 +626,28 @@ pub(crate) mod tests {
             source: "preset tiny random-init seed 1".into(),
             precision: "f32".into(),
             int8_policy: None,
+            int8_cpu: None,
         }
     }
 
     /// The precision of the graph reaches the log line and, for int8 encoders, the stream
     /// header's informative model name; the identity stays the codebook's.
+    #[test]
+    fn full_range_int8_graphs_are_refused_where_the_kernels_saturate() {
+        for exact in [false, true] {
+            assert!(check_int8_cpu(None, exact).is_ok());
+            assert!(check_int8_cpu(Some("any"), exact).is_ok());
+        }
+        assert!(check_int8_cpu(Some("x86-vnni"), true).is_ok());
+        let e = check_int8_cpu(Some("x86-vnni"), false).unwrap_err().to_string();
+        assert!(
+            e.contains("AVX-512 VNNI") && e.contains("without --int8-weight-max"),
+            "{e}"
+        );
+        let e = check_int8_cpu(Some("riscv"), true).unwrap_err().to_string();
+        assert!(e.contains("unknown omnitok.int8_cpu 'riscv'"), "{e}");
+    }
+
     #[test]
     fn precision_is_named_in_the_log_and_the_model_name() {
         let mut i = info(Kind::Vq);
