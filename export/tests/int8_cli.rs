@@ -1,5 +1,6 @@
 //! `omnitok-export --precision`: int8 graphs with their metadata, and clear errors for an
-//! unknown precision or a keep-float pattern that matches nothing.
+//! unknown precision, a keep-float or per-row pattern that matches nothing, a weight bound
+//! out of range, and int8 options without `--precision int8`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -49,7 +50,35 @@ fn int8_export_records_precision_and_policy() {
         let p: serde_json::Value = serde_json::from_str(m.metadata("omnitok.int8_policy").unwrap()).unwrap();
         assert!(p["quantized_matmuls"].as_u64().unwrap() > 0, "{p}");
         assert!(m.opset("com.microsoft").is_some());
+        assert_eq!(m.metadata("omnitok.int8_cpu"), Some("any"));
     }
+    // full-range weights and per-tensor activations, as asked, recorded
+    let d = scratch("int8-full");
+    let (ok, out, err) = run(&[
+        "--preset",
+        "tiny",
+        "--random-init",
+        "1",
+        "--output",
+        d.to_str().unwrap(),
+        "-q",
+        "--precision",
+        "int8",
+        "--int8-weight-max",
+        "127",
+        "--int8-per-row",
+        "none",
+    ]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("|q| <= 127, exact on x86 VNNI or non-x86 CPUs") && out.contains(", 0 per row)"),
+        "{out}"
+    );
+    let m = onnx::load(&d.join("encoder.onnx")).unwrap();
+    assert_eq!(m.metadata("omnitok.int8_cpu"), Some("x86-vnni"));
+    let p: serde_json::Value = serde_json::from_str(m.metadata("omnitok.int8_policy").unwrap()).unwrap();
+    assert_eq!(p["per_row_matmuls"], 0, "{p}");
+    assert!(p["weights"].as_str().unwrap().ends_with("|q| <= 127"), "{p}");
     // f32 (the default) is the graph as traced: no precision key, no integer node
     let d = scratch("f32");
     let (ok, out, err) = run(&[
@@ -93,5 +122,18 @@ fn bad_precision_arguments_are_clear_errors() {
     assert!(e.contains("pattern '*no_such_layer*' matches no weight MatMul"), "{e}");
     let e = with(&["--int8-keep-float", "encoder.*"]);
     assert!(e.contains("--int8-keep-float needs --precision int8"), "{e}");
+    let e = with(&["--precision", "int8", "--int8-per-row", "*no_such_layer*"]);
+    assert!(
+        e.contains("--int8-per-row pattern '*no_such_layer*' matches no weight MatMul"),
+        "{e}"
+    );
+    let e = with(&["--int8-per-row", "encoder.*"]);
+    assert!(e.contains("--int8-per-row needs --precision int8"), "{e}");
+    for bad in ["0", "128", "x"] {
+        let e = with(&["--precision", "int8", "--int8-weight-max", bad]);
+        assert!(e.contains("--int8-weight-max"), "{e}");
+    }
+    let e = with(&["--int8-weight-max", "127"]);
+    assert!(e.contains("--int8-weight-max needs --precision int8"), "{e}");
     assert!(!d.join("encoder.onnx").exists(), "nothing written on bad input");
 }
