@@ -924,3 +924,35 @@ fn upstream_keeps_pushing_while_a_batch_runs() {
     assert_eq!(overlapped.len(), 1 + 3, "header + 3 chunks");
     assert_eq!(overlapped, encode(0), "the same bytes either way");
 }
+
+/// An int8 encoder with full-range weights (`--int8-weight-max 127`): where ONNX Runtime's
+/// kernels compute it exactly (VNNI) it encodes and the stream header names the precision;
+/// on any other x86 CPU the element refuses it with an error saying why and what to do.
+#[test]
+fn full_range_int8_graph_runs_only_where_it_is_exact() {
+    init();
+    let dir = support::scratch("models/tiny-3-int8-full");
+    let policy = omnitok_export::quantize::Int8Policy {
+        weight_max: 127,
+        ..Default::default()
+    };
+    omnitok_export::quantize::write_random_preset_int8("tiny", 3, false, &policy, &dir).unwrap();
+    let model = dir.join("encoder.onnx");
+    let (errors, eos) = run_with_model(&model, |_| {});
+    if gstomnitok::runtime::full_range_int8_is_exact() {
+        assert!(errors.is_empty() && eos, "{errors:?}");
+        let mut h = harness(make_enc(&model, &[]));
+        let buffers = encode_frames(&mut h, 5);
+        let (header, records) = parse(&h, &buffers);
+        assert!(header.model_name.ends_with(" int8"), "{}", header.model_name);
+        assert_eq!(records.len(), 1);
+    } else {
+        assert!(!eos);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].contains("full-range weights") && errors[0].contains("VNNI"),
+            "{errors:?}"
+        );
+        assert!(errors[0].contains("without --int8-weight-max"), "{errors:?}");
+    }
+}
