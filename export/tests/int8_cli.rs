@@ -27,22 +27,28 @@ fn run(args: &[&str]) -> (bool, String, String) {
     )
 }
 
-#[test]
-fn int8_export_records_precision_and_policy() {
-    let d = scratch("int8");
-    let dir = d.to_str().unwrap();
-    let (ok, out, err) = run(&[
+/// Exports the tiny preset into scratch folder `name` with `extra` arguments; returns the
+/// folder and the summary printed.
+fn export_tiny(name: &str, extra: &[&str]) -> (PathBuf, String) {
+    let d = scratch(name);
+    let mut args = vec![
         "--preset",
         "tiny",
         "--random-init",
         "1",
         "--output",
-        dir,
+        d.to_str().unwrap(),
         "-q",
-        "--precision",
-        "int8",
-    ]);
-    assert!(ok, "{err}");
+    ];
+    args.extend_from_slice(extra);
+    let (ok, out, err) = run(&args);
+    assert!(ok, "{extra:?}: {err}");
+    (d, out)
+}
+
+#[test]
+fn int8_export_records_precision_and_policy() {
+    let (d, out) = export_tiny("int8", &["--precision", "int8"]);
     assert!(out.contains("precision int8:"), "{out}");
     for g in ["encoder.onnx", "decoder.onnx"] {
         let m = onnx::load(&d.join(g)).unwrap();
@@ -53,23 +59,17 @@ fn int8_export_records_precision_and_policy() {
         assert_eq!(m.metadata("omnitok.int8_cpu"), Some("any"));
     }
     // full-range weights and per-tensor activations, as asked, recorded
-    let d = scratch("int8-full");
-    let (ok, out, err) = run(&[
-        "--preset",
-        "tiny",
-        "--random-init",
-        "1",
-        "--output",
-        d.to_str().unwrap(),
-        "-q",
-        "--precision",
-        "int8",
-        "--int8-weight-max",
-        "127",
-        "--int8-per-row",
-        "none",
-    ]);
-    assert!(ok, "{err}");
+    let (d, out) = export_tiny(
+        "int8-full",
+        &[
+            "--precision",
+            "int8",
+            "--int8-weight-max",
+            "127",
+            "--int8-per-row",
+            "none",
+        ],
+    );
     assert!(
         out.contains("|q| <= 127, exact on x86 VNNI or non-x86 CPUs") && out.contains(", 0 per row)"),
         "{out}"
@@ -80,17 +80,7 @@ fn int8_export_records_precision_and_policy() {
     assert_eq!(p["per_row_matmuls"], 0, "{p}");
     assert!(p["weights"].as_str().unwrap().ends_with("|q| <= 127"), "{p}");
     // f32 (the default) is the graph as traced: no precision key, no integer node
-    let d = scratch("f32");
-    let (ok, out, err) = run(&[
-        "--preset",
-        "tiny",
-        "--random-init",
-        "1",
-        "--output",
-        d.to_str().unwrap(),
-        "-q",
-    ]);
-    assert!(ok, "{err}");
+    let (d, out) = export_tiny("f32", &[]);
     assert!(out.contains("precision f32"), "{out}");
     let m = onnx::load(&d.join("encoder.onnx")).unwrap();
     assert_eq!(m.metadata("omnitok.precision"), None);

@@ -88,13 +88,13 @@ impl Granularity {
 /// alone in int8, `decoder.to_pixels` puts the decoder 44 dB from float32 (every other decoder
 /// MatMul 52 to 73 dB), and keeping both pixel heads float takes the whole int8 decoder from
 /// 42 to 50 dB for about 1.5% of its MatMul work. In the encoder, with per-row activations,
-/// the first frame's patch embedding flips the most tokens after the feed-forward output
-/// projections (0.9% alone) for about 0.3% of the encoder's MatMul work; the feed-forward
-/// outputs cost a sixth of the encoder's MatMul work each, so they stay int8.
+/// the first frame's patch embedding flips the most tokens of any MatMul alone (1.2%) for
+/// about 0.3% of the encoder's MatMul work; the next, the feed-forward output projections
+/// (0.7 to 1.05% each), cost a sixth of the encoder's MatMul work each, so they stay int8.
 pub const DEFAULT_KEEP_FLOAT: &[&str] = &["decoder.to_pixels*", "encoder.to_patch_emb_first_frame*"];
 
 /// The default per-row patterns: every encoder MatMul. Per-row activations take the trained
-/// checkpoint's token agreement from 93-95% to 97-98% (docs/GRAPHS.md); the decoder, 50 dB
+/// checkpoint's token agreement from 93-95% to about 97% (docs/GRAPHS.md); the decoder, 50 dB
 /// from float32 without them, keeps the cheaper per-tensor quantization.
 pub const DEFAULT_PER_ROW: &[&str] = &["encoder.*"];
 
