@@ -10,8 +10,8 @@
 //! rotation (`const/*` matrices), attention itself, LayerNorm, the PEG convolutions.
 //! Of those candidates, the ones matched by a keep-float pattern ([`Int8Policy::keep_float`])
 //! stay float too; the default list was chosen from the per-layer sensitivity table
-//! (`examples/int8_quality.rs`, docs/GRAPHS.md). The encoder's activations are scaled per row
-//! (per token) before their quantization ([`Int8Policy::per_row`]).
+//! (`examples/int8_quality.rs`, docs/GRAPHS.md). The encoder's activations are quantized per
+//! row (per token: `QuantizeLinear` per axis, [`Int8Policy::per_row`]).
 
 mod pattern;
 
@@ -116,12 +116,12 @@ pub struct Int8Policy {
     /// exactly the same integers. Above 64 (127: the full range) the graph is exact only on
     /// VNNI CPUs and says so ([`META_CPU`]).
     pub weight_max: u8,
-    /// Glob patterns (as for `keep_float`) of MatMuls whose activation is scaled per row
-    /// (per token) before its per-tensor quantization: `x / r` with `r` = the row's largest
-    /// magnitude is quantized, the product is multiplied by `r` (and the bias added after).
-    /// Each token then gets the whole uint8 range instead of a share of the range of the
-    /// whole tensor, which the tokens with the largest activations set. Each pattern must
-    /// match a candidate (one kept float is not scaled: it has no quantization).
+    /// Glob patterns (as for `keep_float`) of MatMuls whose activation is quantized per row
+    /// (per token) instead of per tensor: each row with the step `r / 127`, `r` its largest
+    /// magnitude, around zero point 128; the integer product is multiplied by the row's step
+    /// (and the bias added after). Each token then gets the whole uint8 range instead of a
+    /// share of the range of the whole tensor, which the tokens with the largest activations
+    /// set. Each pattern must match a candidate (one kept float has no quantization).
     pub per_row: Vec<String>,
 }
 
@@ -167,6 +167,7 @@ impl Int8Policy {
                 "uint8 dynamic per tensor, inside each DynamicQuantizeMatMul"
             },
             "per_row": self.per_row,
+            "per_row_activations": "uint8 per row: step max|row| / 127, zero point 128 (QuantizeLinear per axis)",
             "per_row_matmuls": per_row,
             "cpu": self.cpu(),
             "keep_float": self.keep_float,
@@ -361,9 +362,22 @@ pub fn quantize_weight(w: &[f32], k: usize, n: usize, granularity: Granularity, 
     (q, scales)
 }
 
-/// Initializers of the per-row scaling: the last axis, and the floor of a row's scale.
-const ROW_AXES: &str = "omnitok.int8/last_axis";
-const ROW_EPS: &str = "omnitok.int8/row_scale_floor";
+/// Initializers of the per-row quantization: the last axis, the floor of a row's largest
+/// magnitude, 1/127, `[-1]` (flatten), 0, 128 (float), 1 (the integer product's scale) and
+/// the uint8 zero point 128.
+const ROW_LAST_AXIS: &str = "omnitok.int8/last_axis";
+const ROW_FLOOR: &str = "omnitok.int8/row_max_floor";
+const ROW_INV_127: &str = "omnitok.int8/inv_127";
+const ROW_FLAT: &str = "omnitok.int8/flat";
+const ROW_ZERO: &str = "omnitok.int8/zero";
+const ROW_128: &str = "omnitok.int8/128";
+const ROW_ONE: &str = "omnitok.int8/one";
+const ROW_ZP_128: &str = "omnitok.int8/zero_point_128";
+
+/// The shape `[-1, k]`: an activation as rows of `k`.
+fn rows_by(k: usize) -> String {
+    format!("omnitok.int8/rows_by_{k}")
+}
 
 fn rewrite(g: &mut GraphProto, policy: &Int8Policy, report: &mut GraphReport) -> Result<()> {
     let inits: HashMap<&str, &TensorProto> = g.initializer.iter().map(|t| (t.name(), t)).collect();
@@ -477,12 +491,9 @@ fn rewrite(g: &mut GraphProto, policy: &Int8Policy, report: &mut GraphReport) ->
     // the new node list
     let folded: HashSet<usize> = plans.values().filter_map(|p| p.bias.as_ref().map(|b| b.0)).collect();
     let mut quantized_inputs: HashMap<String, (String, String, String)> = HashMap::new();
-    // per-row inputs: x -> (x / r, r)
-    let mut row_scaled: HashMap<String, (String, String)> = HashMap::new();
-    if !per_row_inputs.is_empty() {
-        new_inits.push(TensorProto::from_i64(ROW_AXES, &[1], &[-1]));
-        new_inits.push(TensorProto::from_f32(ROW_EPS, &[], &[1e-30]));
-    }
+    // per-row inputs: x -> its rows' quantization steps; the K of every per-row MatMul
+    let mut row_steps: HashMap<String, String> = HashMap::new();
+    let mut k_shapes: std::collections::BTreeSet<usize> = Default::default();
     let mut nodes = Vec::with_capacity(g.node.len() + chosen.len());
     for (i, node) in std::mem::take(&mut g.node).into_iter().enumerate() {
         if folded.contains(&i) {
@@ -493,42 +504,61 @@ fn rewrite(g: &mut GraphProto, policy: &Int8Policy, report: &mut GraphReport) ->
             nodes.push(node);
             continue;
         };
-        let mut x = node.input[0].clone();
+        let x = node.input[0].clone();
         let name = node.name().to_string();
         let (mut bias, mut out) = match &p.bias {
             Some((_, b, out)) => (b.clone(), out.clone()),
             None => (String::new(), node.output[0].clone()),
         };
         let shared_readers = readers[&x];
-        // per row: the MatMul reads x / r; its product (without bias) is scaled back by r
+        // per row: x is quantized with its row's step s = r / 127 around 128 (uint8 1..255,
+        // one QuantizeLinear); the integer product (a_scale 1, without bias) times s is the
+        // MatMul, and the bias is added after
         let mut row_rescale: Option<(String, String, String)> = None;
         if per_row_inputs.contains(&x) {
-            if !row_scaled.contains_key(&x) {
-                // r = max(max(x), -min(x), floor) per row: two reads of x, no |x| written
-                let base = format!("{x}/rowscale");
+            if !quantized_inputs.contains_key(&x) {
+                let base = format!("{x}/rowquant");
                 let v = |s: &str| format!("{base}:{s}");
-                let (r, xs) = (v("r"), v("x"));
                 let node = |op: &str, inputs: &[&str], out: &str| {
                     NodeProto::new(
                         op,
-                        format!("{name}/rowscale/{op}"),
+                        format!("{out}/{op}"),
                         inputs.iter().map(|s| s.to_string()),
                         [out.to_string()],
                     )
                 };
-                // keepdims defaults to 1: r is [..., 1]
-                nodes.push(node("ReduceMax", &[&x, ROW_AXES], &v("max")));
-                nodes.push(node("ReduceMin", &[&x, ROW_AXES], &v("min")));
+                // r = max(max(x), -min(x), floor) over the last axis: two reads of x, no |x|
+                // written; keepdims defaults to 1, so r and s are [..., 1]
+                nodes.push(node("ReduceMax", &[&x, ROW_LAST_AXIS], &v("max")));
+                nodes.push(node("ReduceMin", &[&x, ROW_LAST_AXIS], &v("min")));
                 nodes.push(node("Neg", &[&v("min")], &v("neg_min")));
-                nodes.push(node("Max", &[&v("max"), &v("neg_min"), ROW_EPS], &r));
-                nodes.push(node("Div", &[&x, &r], &xs));
-                row_scaled.insert(x.clone(), (xs, r));
+                nodes.push(node("Max", &[&v("max"), &v("neg_min"), ROW_FLOOR], &v("r")));
+                nodes.push(node("Mul", &[&v("r"), ROW_INV_127], &v("step")));
+                // QuantizeLinear per axis 0 of x as [rows, K], with a [rows] step and zero point
+                nodes.push(node("Reshape", &[&x, &rows_by(p.k)], &v("x2")));
+                nodes.push(node("Reshape", &[&v("step"), ROW_FLAT], &v("step1")));
+                nodes.push(node("Mul", &[&v("step1"), ROW_ZERO], &v("zeros")));
+                nodes.push(node("Add", &[&v("zeros"), ROW_128], &v("zp_f")));
+                let mut cast = node("Cast", &[&v("zp_f")], &v("zp"));
+                cast.attribute
+                    .push(crate::onnx::AttributeProto::int("to", DataType::Uint8 as i64));
+                nodes.push(cast);
+                let mut q = node("QuantizeLinear", &[&v("x2"), &v("step1"), &v("zp")], &v("q2"));
+                q.attribute.push(crate::onnx::AttributeProto::int("axis", 0));
+                nodes.push(q);
+                nodes.push(node("Shape", &[&x], &v("shape")));
+                // allowzero: a 0 in x's shape (no frames after the first, image mode) stays 0
+                let mut back = node("Reshape", &[&v("q2"), &v("shape")], &v("q"));
+                back.attribute.push(crate::onnx::AttributeProto::int("allowzero", 1));
+                nodes.push(back);
+                report.shared_quantizations += 1;
+                quantized_inputs.insert(x.clone(), (v("q"), ROW_ONE.to_string(), ROW_ZP_128.to_string()));
+                row_steps.insert(x.clone(), v("step"));
+                k_shapes.insert(p.k);
             }
-            let (xs, r) = row_scaled[&x].clone();
             let product = format!("{name}/int8:unscaled");
-            row_rescale = Some((product.clone(), r, std::mem::take(&mut bias)));
+            row_rescale = Some((product.clone(), row_steps[&x].clone(), std::mem::take(&mut bias)));
             report.per_row += 1;
-            x = xs;
             out = product;
         }
         let final_out = match &p.bias {
@@ -536,7 +566,7 @@ fn rewrite(g: &mut GraphProto, policy: &Int8Policy, report: &mut GraphReport) ->
             None => node.output[0].clone(),
         };
         let (wq, ws) = (format!("{}.int8", p.weight), format!("{}.scale", p.weight));
-        let shared = policy.share_activation_quant && shared_readers > 1;
+        let shared = row_rescale.is_some() || (policy.share_activation_quant && shared_readers > 1);
         if shared {
             if !quantized_inputs.contains_key(&x) {
                 let base = format!("{x}/quant");
@@ -599,6 +629,19 @@ fn rewrite(g: &mut GraphProto, policy: &Int8Policy, report: &mut GraphReport) ->
         report.quantized.push(p.weight.clone());
     }
     g.node = nodes;
+    if !row_steps.is_empty() {
+        new_inits.push(TensorProto::from_i64(ROW_LAST_AXIS, &[1], &[-1]));
+        new_inits.push(TensorProto::from_f32(ROW_FLOOR, &[], &[1e-30]));
+        new_inits.push(TensorProto::from_f32(ROW_INV_127, &[], &[1.0 / 127.0]));
+        new_inits.push(TensorProto::from_i64(ROW_FLAT, &[1], &[-1]));
+        new_inits.push(TensorProto::from_f32(ROW_ZERO, &[], &[0.0]));
+        new_inits.push(TensorProto::from_f32(ROW_128, &[], &[128.0]));
+        new_inits.push(TensorProto::from_f32(ROW_ONE, &[], &[1.0]));
+        new_inits.push(TensorProto::from_u8(ROW_ZP_128, &[], &[128]));
+        for k in k_shapes {
+            new_inits.push(TensorProto::from_i64(rows_by(k), &[2], &[-1, k as i64]));
+        }
+    }
     g.initializer.retain(|t| !dead.contains(t.name()));
     g.initializer.extend(new_inits);
     Ok(())
