@@ -1,14 +1,14 @@
 //! ONNX Runtime CPU time to encode and decode one 17x256x256 clip with the full released
 //! config (imagenet_k600 architecture, seeded random weights), float32 against int8
-//! (`omnitok-export --precision int8`, the default policy, and with every weight MatMul in
-//! int8): median, min and max over the timed rounds; the variants and encode/decode are
+//! (`omnitok-export --precision int8`: the default policy, full-range weights, activations per
+//! tensor only, or every weight MatMul in int8): median, min and max over the timed rounds; the variants and encode/decode are
 //! interleaved within each round, so load on a shared machine hits them alike. It prints only
 //! what it measures; comparisons with the official PyTorch code are made side by side
 //! elsewhere (../shared/NOTES.md).
 //!
 //! `cargo bench --bench ort_cpu` (ROUNDS=n to change the number of timed runs,
-//! VARIANTS=f32,int8,int8-agree to choose the variants; the first is the reference of the
-//! token counts).
+//! VARIANTS=f32,int8,int8-vnni,int8-tensor,int8-all to choose the variants, default
+//! f32,int8,int8-tensor; the first is the reference of the token counts).
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};

@@ -65,19 +65,20 @@ fn int8_pass_rewrites_weight_matmuls_and_keeps_the_rest_float() {
         assert_eq!(f.metadata(META_PRECISION), None, "f32 graphs are unchanged");
     }
     // the default: the pixel heads and the first frame's patch embedding float; every
-    // encoder activation quantized per row (ReduceMax/ReduceMin and one QuantizeLinear per
-    // quantized input, two small Muls for its steps and zero points, one Mul back per
-    // MatMul), the decoder's per tensor; exact on every CPU
+    // encoder activation quantized per row (ReduceMax/ReduceMin, a small Mul for the steps, a
+    // ConstantOfShape for the zero points and one QuantizeLinear per quantized input, one Mul
+    // back per MatMul), the decoder's per tensor; exact on every CPU
     let (enc, dec) = int8_models(&e, &Int8Policy::default()).unwrap();
     let (oe, od) = (ops(&enc), ops(&dec));
     let per_row_inputs = oe["QuantizeLinear"];
     assert_eq!(oe["ReduceMin"], per_row_inputs, "{oe:?}");
+    assert_eq!(oe["ConstantOfShape"], per_row_inputs, "{oe:?}");
     assert_eq!(oe.get("DynamicQuantizeLinear"), None, "{oe:?}");
     assert_eq!(oe.get("DynamicQuantizeMatMul"), None, "{oe:?}");
     assert_eq!(oe.get("Div"), ops(&e.encoder).get("Div"), "{oe:?}");
     assert_eq!(
         oe["Mul"] - ops(&e.encoder)["Mul"],
-        oe["MatMulIntegerToFloat"] + 2 * per_row_inputs,
+        oe["MatMulIntegerToFloat"] + per_row_inputs,
         "{oe:?}"
     );
     assert_eq!(od.get("QuantizeLinear"), None, "{od:?}");
@@ -129,8 +130,13 @@ fn int8_pass_rewrites_weight_matmuls_and_keeps_the_rest_float() {
 }
 
 /// Quality of `policy` on the trained checkpoint's small sets against `limits`:
-/// (set, minimum token agreement, least PSNR change against the input, decoder-only PSNR).
-fn check_trained(policy: &Int8Policy, limits: [(&str, f64, f64, f64); 3]) {
+/// (set, minimum token agreement, least PSNR change against the input, decoder-only PSNR);
+/// then `more` on the same graphs and sets.
+fn check_trained(
+    policy: &Int8Policy,
+    limits: [(&str, f64, f64, f64); 3],
+    more: impl FnOnce(&Exported, &mut Pair, &[Set]),
+) {
     let Some(trained) = trained_dir() else { return };
     omnitok::init_ort();
     let e = export_checkpoint(&trained.join("trained_vq.ckpt")).unwrap();
@@ -146,6 +152,7 @@ fn check_trained(policy: &Int8Policy, limits: [(&str, f64, f64, f64); 3]) {
         assert!(q.psnr_int8 - q.psnr_f32 >= dpsnr, "{name}: {q:?}");
         assert!(q.psnr_decoder >= dec, "{name}: {q:?}");
     }
+    more(&e, &mut p, &sets);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -168,6 +175,7 @@ fn full_range_int8_weights_agree_more_on_vnni_cpus() {
             ("bikes", 0.968, -0.05, 49.0),
             ("stills", 0.968, -0.05, 49.0),
         ],
+        |_, _, _| {},
     );
 }
 
@@ -180,20 +188,15 @@ fn int8_on_the_trained_checkpoint_agrees_with_float32() {
             ("bikes", 0.96, -0.05, 48.0),
             ("stills", 0.96, -0.05, 48.0),
         ],
+        // where the model is competent, f32 is about 21 dB; int8 tokens decode with the
+        // float32 decoder too (one model identity), about as well as float32 tokens
+        |e, p, sets| {
+            let s = &sets[0];
+            let t8 = encode(&mut p.int8_enc, s).unwrap();
+            let r = decode(&mut p.f32_dec, &t8, grid(e, s)).unwrap();
+            let f = reference(&mut p.f32_enc, &mut p.f32_dec, e, s).unwrap();
+            assert!(psnr(&s.clips, &f.recon) > 20.0);
+            assert!(psnr(&s.clips, &r) > psnr(&s.clips, &f.recon) - 0.1);
+        },
     );
-    let Some(trained) = trained_dir() else { return };
-    // where the model is competent, f32 is about 21 dB; int8 tokens decode with the float32
-    // decoder too (one model identity), about as well as float32 tokens
-    let e = export_checkpoint(&trained.join("trained_vq.ckpt")).unwrap();
-    let int8 = int8_models(&e, &Int8Policy::default()).unwrap();
-    let dir = omnitok::scratch_dir(&format!("int8-f32dec-{}", std::process::id()));
-    let mut p = Pair::new(&e, &int8, &dir).unwrap();
-    let sets = trained_sets(e.clip_frames, true).unwrap();
-    let s = &sets[0];
-    let t8 = encode(&mut p.int8_enc, s).unwrap();
-    let r = decode(&mut p.f32_dec, &t8, grid(&e, s)).unwrap();
-    let f = reference(&mut p.f32_enc, &mut p.f32_dec, &e, s).unwrap();
-    assert!(psnr(&s.clips, &f.recon) > 20.0);
-    assert!(psnr(&s.clips, &r) > psnr(&s.clips, &f.recon) - 0.1);
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -237,38 +237,36 @@ fn is_candidate(n: &NodeProto, inits: &HashMap<&str, &TensorProto>) -> bool {
             .is_some_and(|t| t.dims.len() == 2 && t.elem_type() == DataType::Float && !t.is_external())
 }
 
-fn kept(policy: &Int8Policy, node: &str, weight: &str) -> Option<usize> {
-    policy
-        .keep_float
-        .iter()
-        .position(|p| glob_match(p, weight) || glob_match(p, node))
+/// Whether a pattern of `patterns` matches a candidate's weight or node name.
+fn any_match(patterns: &[String], node: &str, weight: &str) -> bool {
+    patterns.iter().any(|p| glob_match(p, weight) || glob_match(p, node))
 }
 
-/// Quantizes both graphs with one policy, checks that every keep-float pattern matched a
-/// candidate of one of them, and records `omnitok.precision` and `omnitok.int8_policy`.
-pub fn quantize_pair(encoder: &mut ModelProto, decoder: &mut ModelProto, policy: &Int8Policy) -> Result<Report> {
-    let all: Vec<(String, String)> = candidates(encoder).into_iter().chain(candidates(decoder)).collect();
-    for p in &policy.keep_float {
+/// Every pattern of the option `flag` is non-empty and matches one of the `(node, weight)`
+/// candidates.
+fn check_patterns(flag: &str, patterns: &[String], all: &[(String, String)]) -> Result<()> {
+    for p in patterns {
         if p.is_empty() {
-            bail!("--int8-keep-float: empty pattern");
+            bail!("{flag}: empty pattern");
         }
-        if !all.iter().any(|(n, w)| glob_match(p, w) || glob_match(p, n)) {
+        if !all.iter().any(|(n, w)| any_match(std::slice::from_ref(p), n, w)) {
             bail!(
-                "--int8-keep-float pattern '{p}' matches no weight MatMul (patterns match a weight's \
+                "{flag} pattern '{p}' matches no weight MatMul (patterns match a weight's \
                  state-dict key such as '{}' or a node name such as '{}'; '*' matches any run of characters)",
                 all.first().map(|c| c.1.as_str()).unwrap_or("?"),
                 all.first().map(|c| c.0.as_str()).unwrap_or("?"),
             );
         }
     }
-    for p in &policy.per_row {
-        if p.is_empty() {
-            bail!("--int8-per-row: empty pattern");
-        }
-        if !all.iter().any(|(n, w)| glob_match(p, w) || glob_match(p, n)) {
-            bail!("--int8-per-row pattern '{p}' matches no weight MatMul (patterns match as for --int8-keep-float)");
-        }
-    }
+    Ok(())
+}
+
+/// Quantizes both graphs with one policy, checks that every keep-float and per-row pattern matched a
+/// candidate of one of them, and records `omnitok.precision` and `omnitok.int8_policy`.
+pub fn quantize_pair(encoder: &mut ModelProto, decoder: &mut ModelProto, policy: &Int8Policy) -> Result<Report> {
+    let all: Vec<(String, String)> = candidates(encoder).into_iter().chain(candidates(decoder)).collect();
+    check_patterns("--int8-keep-float", &policy.keep_float, &all)?;
+    check_patterns("--int8-per-row", &policy.per_row, &all)?;
     if !(1..=127).contains(&policy.weight_max) {
         bail!("--int8-weight-max {}: expected 1 to 127", policy.weight_max);
     }
@@ -363,14 +361,12 @@ pub fn quantize_weight(w: &[f32], k: usize, n: usize, granularity: Granularity, 
 }
 
 /// Initializers of the per-row quantization: the last axis, the floor of a row's largest
-/// magnitude, 1/127, `[-1]` (flatten), 0, 128 (float), 1 (the integer product's scale) and
-/// the uint8 zero point 128.
+/// magnitude, 1/127, `[-1]` (flatten), 1 (the integer product's scale) and the uint8 zero
+/// point 128.
 const ROW_LAST_AXIS: &str = "omnitok.int8/last_axis";
 const ROW_FLOOR: &str = "omnitok.int8/row_max_floor";
 const ROW_INV_127: &str = "omnitok.int8/inv_127";
 const ROW_FLAT: &str = "omnitok.int8/flat";
-const ROW_ZERO: &str = "omnitok.int8/zero";
-const ROW_128: &str = "omnitok.int8/128";
 const ROW_ONE: &str = "omnitok.int8/one";
 const ROW_ZP_128: &str = "omnitok.int8/zero_point_128";
 
@@ -387,7 +383,7 @@ fn rewrite(g: &mut GraphProto, policy: &Int8Policy, report: &mut GraphReport) ->
         if !is_candidate(n, &inits) {
             continue;
         }
-        if kept(policy, n.name(), &n.input[1]).is_some() {
+        if any_match(&policy.keep_float, n.name(), &n.input[1]) {
             report.kept_float.push(n.input[1].clone());
         } else {
             chosen.push(i);
@@ -414,12 +410,7 @@ fn rewrite(g: &mut GraphProto, policy: &Int8Policy, report: &mut GraphReport) ->
     let per_row_inputs: HashSet<String> = chosen
         .iter()
         .map(|&i| &g.node[i])
-        .filter(|n| {
-            policy
-                .per_row
-                .iter()
-                .any(|p| glob_match(p, &n.input[1]) || glob_match(p, n.name()))
-        })
+        .filter(|n| any_match(&policy.per_row, n.name(), &n.input[1]))
         .map(|n| n.input[0].clone())
         .collect();
 
@@ -491,8 +482,7 @@ fn rewrite(g: &mut GraphProto, policy: &Int8Policy, report: &mut GraphReport) ->
     // the new node list
     let folded: HashSet<usize> = plans.values().filter_map(|p| p.bias.as_ref().map(|b| b.0)).collect();
     let mut quantized_inputs: HashMap<String, (String, String, String)> = HashMap::new();
-    // per-row inputs: x -> its rows' quantization steps; the K of every per-row MatMul
-    let mut row_steps: HashMap<String, String> = HashMap::new();
+    // the K of every per-row MatMul (each needs its [-1, K] shape)
     let mut k_shapes: std::collections::BTreeSet<usize> = Default::default();
     let mut nodes = Vec::with_capacity(g.node.len() + chosen.len());
     for (i, node) in std::mem::take(&mut g.node).into_iter().enumerate() {
@@ -506,19 +496,17 @@ fn rewrite(g: &mut GraphProto, policy: &Int8Policy, report: &mut GraphReport) ->
         };
         let x = node.input[0].clone();
         let name = node.name().to_string();
-        let (mut bias, mut out) = match &p.bias {
+        let (bias, final_out) = match &p.bias {
             Some((_, b, out)) => (b.clone(), out.clone()),
             None => (String::new(), node.output[0].clone()),
         };
-        let shared_readers = readers[&x];
         // per row: x is quantized with its row's step s = r / 127 around 128 (uint8 1..255,
         // one QuantizeLinear); the integer product (a_scale 1, without bias) times s is the
         // MatMul, and the bias is added after
-        let mut row_rescale: Option<(String, String, String)> = None;
-        if per_row_inputs.contains(&x) {
+        let row_step = if per_row_inputs.contains(&x) {
+            let base = format!("{x}/rowquant");
+            let v = |s: &str| format!("{base}:{s}");
             if !quantized_inputs.contains_key(&x) {
-                let base = format!("{x}/rowquant");
-                let v = |s: &str| format!("{base}:{s}");
                 let node = |op: &str, inputs: &[&str], out: &str| {
                     NodeProto::new(
                         op,
@@ -537,12 +525,13 @@ fn rewrite(g: &mut GraphProto, policy: &Int8Policy, report: &mut GraphReport) ->
                 // QuantizeLinear per axis 0 of x as [rows, K], with a [rows] step and zero point
                 nodes.push(node("Reshape", &[&x, &rows_by(p.k)], &v("x2")));
                 nodes.push(node("Reshape", &[&v("step"), ROW_FLAT], &v("step1")));
-                nodes.push(node("Mul", &[&v("step1"), ROW_ZERO], &v("zeros")));
-                nodes.push(node("Add", &[&v("zeros"), ROW_128], &v("zp_f")));
-                let mut cast = node("Cast", &[&v("zp_f")], &v("zp"));
-                cast.attribute
-                    .push(crate::onnx::AttributeProto::int("to", DataType::Uint8 as i64));
-                nodes.push(cast);
+                nodes.push(node("Shape", &[&v("step1")], &v("rows")));
+                let mut zp = node("ConstantOfShape", &[&v("rows")], &v("zp"));
+                zp.attribute.push(crate::onnx::AttributeProto::tensor(
+                    "value",
+                    TensorProto::from_u8("value", &[1], &[128]),
+                ));
+                nodes.push(zp);
                 let mut q = node("QuantizeLinear", &[&v("x2"), &v("step1"), &v("zp")], &v("q2"));
                 q.attribute.push(crate::onnx::AttributeProto::int("axis", 0));
                 nodes.push(q);
@@ -553,20 +542,20 @@ fn rewrite(g: &mut GraphProto, policy: &Int8Policy, report: &mut GraphReport) ->
                 nodes.push(back);
                 report.shared_quantizations += 1;
                 quantized_inputs.insert(x.clone(), (v("q"), ROW_ONE.to_string(), ROW_ZP_128.to_string()));
-                row_steps.insert(x.clone(), v("step"));
                 k_shapes.insert(p.k);
             }
-            let product = format!("{name}/int8:unscaled");
-            row_rescale = Some((product.clone(), row_steps[&x].clone(), std::mem::take(&mut bias)));
             report.per_row += 1;
-            out = product;
-        }
-        let final_out = match &p.bias {
-            Some((_, _, o)) => o.clone(),
-            None => node.output[0].clone(),
+            Some(v("step"))
+        } else {
+            None
+        };
+        // a per-row MatMul writes the unscaled product and leaves the bias to the rescale
+        let (mm_bias, out) = match row_step {
+            Some(_) => (String::new(), format!("{name}/int8:unscaled")),
+            None => (bias.clone(), final_out.clone()),
         };
         let (wq, ws) = (format!("{}.int8", p.weight), format!("{}.scale", p.weight));
-        let shared = row_rescale.is_some() || (policy.share_activation_quant && shared_readers > 1);
+        let shared = row_step.is_some() || (policy.share_activation_quant && readers[&x] > 1);
         if shared {
             if !quantized_inputs.contains_key(&x) {
                 let base = format!("{x}/quant");
@@ -586,26 +575,26 @@ fn rewrite(g: &mut GraphProto, policy: &Int8Policy, report: &mut GraphReport) ->
             }
             let (xq, xs, xz) = &quantized_inputs[&x];
             let mut inputs = vec![xq.clone(), wq, xs.clone(), ws, xz.clone()];
-            if !bias.is_empty() {
+            if !mm_bias.is_empty() {
                 inputs.push(String::new()); // b_zero_point: symmetric weights
-                inputs.push(bias);
+                inputs.push(mm_bias);
             }
             nodes.push(
-                NodeProto::new("MatMulIntegerToFloat", format!("{name}/int8"), inputs, [out])
+                NodeProto::new("MatMulIntegerToFloat", format!("{name}/int8"), inputs, [out.clone()])
                     .with_domain("com.microsoft"),
             );
         } else {
             let mut inputs = vec![x, wq, ws];
-            if !bias.is_empty() {
+            if !mm_bias.is_empty() {
                 inputs.push(String::new());
-                inputs.push(bias);
+                inputs.push(mm_bias);
             }
             nodes.push(
-                NodeProto::new("DynamicQuantizeMatMul", format!("{name}/int8"), inputs, [out])
+                NodeProto::new("DynamicQuantizeMatMul", format!("{name}/int8"), inputs, [out.clone()])
                     .with_domain("com.microsoft"),
             );
         }
-        if let Some((product, r, bias)) = row_rescale {
+        if let Some(step) = row_step {
             let scaled = if bias.is_empty() {
                 final_out.clone()
             } else {
@@ -614,7 +603,7 @@ fn rewrite(g: &mut GraphProto, policy: &Int8Policy, report: &mut GraphReport) ->
             nodes.push(NodeProto::new(
                 "Mul",
                 format!("{name}/rowscale/Mul"),
-                [product, r],
+                [out, step],
                 [scaled.clone()],
             ));
             if !bias.is_empty() {
@@ -629,13 +618,11 @@ fn rewrite(g: &mut GraphProto, policy: &Int8Policy, report: &mut GraphReport) ->
         report.quantized.push(p.weight.clone());
     }
     g.node = nodes;
-    if !row_steps.is_empty() {
+    if !k_shapes.is_empty() {
         new_inits.push(TensorProto::from_i64(ROW_LAST_AXIS, &[1], &[-1]));
         new_inits.push(TensorProto::from_f32(ROW_FLOOR, &[], &[1e-30]));
         new_inits.push(TensorProto::from_f32(ROW_INV_127, &[], &[1.0 / 127.0]));
         new_inits.push(TensorProto::from_i64(ROW_FLAT, &[1], &[-1]));
-        new_inits.push(TensorProto::from_f32(ROW_ZERO, &[], &[0.0]));
-        new_inits.push(TensorProto::from_f32(ROW_128, &[], &[128.0]));
         new_inits.push(TensorProto::from_f32(ROW_ONE, &[], &[1.0]));
         new_inits.push(TensorProto::from_u8(ROW_ZP_128, &[], &[128]));
         for k in k_shapes {

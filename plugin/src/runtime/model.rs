@@ -630,8 +630,8 @@ pub(crate) mod tests {
         }
     }
 
-    /// The precision of the graph reaches the log line and, for int8 encoders, the stream
-    /// header's informative model name; the identity stays the codebook's.
+    /// Full-range int8 graphs are refused only where the kernels would saturate; an unknown
+    /// `omnitok.int8_cpu` is an error.
     #[test]
     fn full_range_int8_graphs_are_refused_where_the_kernels_saturate() {
         for exact in [false, true] {
@@ -648,6 +648,8 @@ pub(crate) mod tests {
         assert!(e.contains("unknown omnitok.int8_cpu 'riscv'"), "{e}");
     }
 
+    /// The precision of the graph reaches the log line and, for int8 encoders, the stream
+    /// header's informative model name; the identity stays the codebook's.
     #[test]
     fn precision_is_named_in_the_log_and_the_model_name() {
         let mut i = info(Kind::Vq);
