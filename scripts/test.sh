@@ -23,7 +23,11 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo clippy -p omnitok-export --features fuzzing --all-targets --locked -- -D warnings
 echo "== cargo test"
-cargo test --workspace --locked
+cargo test --workspace --locked 2>&1 | tee "$TMPDIR/cargo-test.log"
+# cargo closes on the last doc-test binary's "0 passed": one closing line for the whole run.
+TOTAL="$(awk '/^test result: /{p+=$4; f+=$6; s+=$8} END{printf "tests: %d passed, %d failed, %d skipped", p, f, s}' "$TMPDIR/cargo-test.log")"
+echo "$TOTAL" | tee "$TMPDIR/cargo-test.total"
+case "$TOTAL" in "tests: 0 passed"*) echo "cargo test ran no test" >&2; exit 1 ;; esac
 echo "== gpu_bench on CPU (the GPU benchmark of scripts/gpu-visit.sh, small settings)"
 B="$TMPDIR/gpu-bench-cpu"
 rm -rf "$B"
@@ -37,3 +41,4 @@ if grep -q 'not run' "$B/table.md"; then exit 1; fi
 echo "== meson build + install"
 "$ROOT/scripts/meson-check.sh"
 echo "== all tests passed"
+cat "$TMPDIR/cargo-test.total"
