@@ -115,16 +115,7 @@ fn finish(graph: Graph, name: &str, role: &str, meta: &ModelMeta) -> Result<Mode
         provenance,
         id,
     } = *meta;
-    let mut opsets = vec![("", OPSET)];
-    if graph.uses_ms_domain {
-        opsets.push(("com.microsoft", 1));
-    }
-    let mut gp = onnx::GraphProto::new(name);
-    gp.node = graph.nodes;
-    gp.initializer = graph.initializers;
-    gp.input = graph.inputs;
-    gp.output = graph.outputs;
-    let mut m = ModelProto::new(IR_VERSION, &opsets, gp).with_producer("omnitok-export", env!("CARGO_PKG_VERSION"));
+    let mut m = graph.into_model(name);
     m.set_metadata("omnitok.role", role);
     m.set_metadata("omnitok.kind", if cfg.use_vae { "vae" } else { "vq" });
     m.set_metadata("omnitok.config", config_json);

@@ -21,7 +21,10 @@ use std::rc::Rc;
 
 use anyhow::{Result, bail};
 
-use crate::onnx::{AttributeProto, DataType, Dim as OnnxDim, NodeProto, TensorProto, ValueInfoProto};
+use crate::export::{IR_VERSION, OPSET};
+use crate::onnx::{
+    AttributeProto, DataType, Dim as OnnxDim, GraphProto, ModelProto, NodeProto, TensorProto, ValueInfoProto,
+};
 
 /// One dimension of a graph input: a fixed size, or a name for a size the graph
 /// takes at run time.
@@ -160,6 +163,21 @@ impl Graph {
             dim_cache: HashMap::new(),
             uses_ms_domain: false,
         }
+    }
+
+    /// The traced graph as an ONNX model named `name` (opset [`OPSET`], and
+    /// `com.microsoft` 1 where used), without metadata.
+    pub fn into_model(self, name: &str) -> ModelProto {
+        let mut opsets = vec![("", OPSET)];
+        if self.uses_ms_domain {
+            opsets.push(("com.microsoft", 1));
+        }
+        let mut gp = GraphProto::new(name);
+        gp.node = self.nodes;
+        gp.initializer = self.initializers;
+        gp.input = self.inputs;
+        gp.output = self.outputs;
+        ModelProto::new(IR_VERSION, &opsets, gp).with_producer("omnitok-export", env!("CARGO_PKG_VERSION"))
     }
 
     /// Makes `parts` the node-name scope (the module path: `encoder`,

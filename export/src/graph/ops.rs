@@ -340,27 +340,43 @@ impl Graph {
     }
 
     /// Depthwise 3-D convolution, kernel 3, with explicit pads `[t0, h0, w0, t1, h1, w1]`.
-    pub fn depthwise_conv3d(&mut self, x: &Value, weight: &Value, bias: &Value, pads: [i64; 6]) -> Result<Value> {
-        ensure!(x.rank() == 5, "Conv3d input must be 5-D ({x:?})");
+    /// A depthwise 3x3 convolution (`group` = channels) with zero padding 1 on
+    /// `[n, c, h, w]`; ONNX Runtime's CPU provider runs it on its blocked (NCHWc) kernels,
+    /// which it has for 2-D convolutions only.
+    pub fn depthwise_conv2d(&mut self, x: &Value, weight: &Value, bias: Option<&Value>) -> Result<Value> {
+        ensure!(x.rank() == 4, "depthwise Conv input must be 4-D ({x:?})");
         let c = x.dims[1]
             .fixed()
-            .ok_or_else(|| anyhow::anyhow!("Conv3d channels must be known"))?;
-        let mut dims = x.dims.clone();
-        for i in 0..3 {
-            let grow = pads[i] + pads[i + 3] - 2;
-            dims[2 + i] = self.dim_add(&x.dims[2 + i], &Dim::Fixed(grow))?;
-        }
+            .ok_or_else(|| anyhow::anyhow!("Conv channels must be known"))?;
+        let mut inputs = vec![x, weight];
+        inputs.extend(bias);
         self.node(
             "Conv",
-            &[x, weight, bias],
+            &inputs,
             vec![
                 AttributeProto::int("group", c),
-                AttributeProto::ints("kernel_shape", &[3, 3, 3]),
-                AttributeProto::ints("pads", &pads),
-                AttributeProto::ints("strides", &[1, 1, 1]),
+                AttributeProto::ints("kernel_shape", &[3, 3]),
+                AttributeProto::ints("pads", &[1, 1, 1, 1]),
+                AttributeProto::ints("strides", &[1, 1]),
             ],
             x.dtype,
-            dims,
+            x.dims.clone(),
         )
+    }
+
+    /// `x` shifted by `shift` entries along `axis` at the same length: `shift` zeros in
+    /// front and as many entries cut at the end, or the reverse for a negative shift (one
+    /// constant Pad with a negative side).
+    pub fn shift_axis(&mut self, x: &Value, axis: isize, shift: i64) -> Result<Value> {
+        if shift == 0 {
+            return Ok(x.clone());
+        }
+        let (a, rank) = (norm_axis(axis, x.rank()), x.rank());
+        // all axes, begins then ends; no constant input: zeros of x's own type
+        let mut pads = vec![0; 2 * rank];
+        pads[a] = shift;
+        pads[rank + a] = -shift;
+        let pads = self.const_i64(&[2 * rank as i64], &pads)?;
+        self.node("Pad", &[x, &pads], vec![], x.dtype, x.dims.clone())
     }
 }

@@ -36,21 +36,53 @@ impl Linear {
         } else {
             format!("[{r0}:{r1}]")
         };
+        let rows: Vec<usize> = (r0..r1).collect();
+        let cols: Vec<usize> = (0..d_in).collect();
+        Self::load_mapped(cx, path, (d_in, d_out), &rows, &cols, bias, &suffix)
+    }
+
+    /// The layer with its features in another order: traced input `j` is the official
+    /// input `inputs[j]`, traced output `j` the official output `outputs[j]` (how the patch
+    /// layers take their patches channels-last, `patch_embed::patch_order`). The derived
+    /// initializers are named `<key><suffix>`.
+    pub fn load_reordered(
+        cx: &mut Ctx,
+        path: ModulePath,
+        inputs: &[usize],
+        outputs: &[usize],
+        bias: bool,
+        suffix: &str,
+    ) -> Result<Self> {
+        let shape = (inputs.len(), outputs.len());
+        Self::load_mapped(cx, path, shape, outputs, inputs, bias, suffix)
+    }
+
+    /// Rows `rows` and columns `cols` of the `[d_out, d_in]` weight, stored transposed.
+    fn load_mapped(
+        cx: &mut Ctx,
+        path: ModulePath,
+        (d_in, d_out): (usize, usize),
+        rows: &[usize],
+        cols: &[usize],
+        bias: bool,
+        suffix: &str,
+    ) -> Result<Self> {
         let wkey = path.key("weight");
         let w = cx.w.get(&wkey, &[d_out, d_in])?;
-        let n = r1 - r0;
-        let mut t = vec![0f32; d_in * n];
-        for r in 0..n {
-            for c in 0..d_in {
-                t[c * n + r] = w[(r0 + r) * d_in + c];
+        let n = rows.len();
+        let mut t = vec![0f32; cols.len() * n];
+        for (r, &row) in rows.iter().enumerate() {
+            for (c, &col) in cols.iter().enumerate() {
+                t[c * n + r] = w[row * d_in + col];
             }
         }
         let weight =
-            cx.g.initializer_f32(&format!("{wkey}{suffix}"), &[d_in as i64, n as i64], &t)?;
+            cx.g.initializer_f32(&format!("{wkey}{suffix}"), &[cols.len() as i64, n as i64], &t)?;
         let bias = if bias {
             let bkey = path.key("bias");
             let b = cx.w.get(&bkey, &[d_out])?;
-            Some(cx.g.initializer_f32(&format!("{bkey}{suffix}"), &[n as i64], &b[r0..r1])?)
+            let b: Vec<f32> = rows.iter().map(|&r| b[r]).collect();
+            Some(cx.g.initializer_f32(&format!("{bkey}{suffix}"), &[n as i64], &b)?)
         } else {
             None
         };
@@ -90,6 +122,19 @@ impl LayerNorm {
         };
         let gamma = cx.param(&path, g, &[dim])?;
         let beta = cx.param(&path, b, &[dim])?;
+        Ok(LayerNorm { path, gamma, beta })
+    }
+
+    /// A `torch.nn.LayerNorm` over features in another order: traced feature `j` is the
+    /// official feature `order[j]` (see [`Linear::load_reordered`]).
+    pub fn load_reordered(cx: &mut Ctx, path: ModulePath, order: &[usize], suffix: &str) -> Result<Self> {
+        let mut param = |name: &str| {
+            let key = path.key(name);
+            let v = cx.w.get(&key, &[order.len()])?;
+            let v: Vec<f32> = order.iter().map(|&i| v[i]).collect();
+            cx.g.initializer_f32(&format!("{key}{suffix}"), &[order.len() as i64], &v)
+        };
+        let (gamma, beta) = (param("weight")?, param("bias")?);
         Ok(LayerNorm { path, gamma, beta })
     }
 

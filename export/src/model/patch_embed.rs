@@ -1,6 +1,12 @@
 //! Patch embedding (`to_patch_emb_first_frame`, `to_patch_emb`: LayerNorm, Linear,
 //! LayerNorm over `(c, pt, p1, p2)`-flattened patches) and its inverse (`to_pixels_first_frame`,
 //! `to_pixels`: Linear, then the same flattening undone).
+//!
+//! The graphs flatten each patch channels-last, `(pt, p1, p2, c)`, with the first
+//! LayerNorm's and the Linear's weights reordered to match: the same sums (the LayerNorm
+//! and the product do not depend on the order of the features), but the rearrangement then
+//! moves runs of `p2 * c` contiguous values instead of single ones (ONNX Runtime's
+//! Transpose: about 3 ms instead of 14 to 20 ms for a 17x256x256 clip).
 
 use anyhow::Result;
 
@@ -15,11 +21,25 @@ const PATCH_NORM_OUT: usize = 3;
 /// The slot of `to_pixels*`: `nn.Sequential(Linear, Rearrange)`.
 const PIXELS_PROJ: usize = 0;
 
-/// Values in a patch of `pt` frames: `c * pt * p * p`.
-fn patch_len(cx: &Ctx, pt: i64) -> usize {
-    let p = cx.cfg.patch_size;
-    (cx.cfg.image_channels * pt * p * p) as usize
+/// The traced order of a patch's values: entry `j` of the channels-last `(pt, p1, p2, c)`
+/// flattening is entry `order[j]` of the official `(c, pt, p1, p2)` one.
+fn patch_order(cx: &Ctx, pt: i64) -> Vec<usize> {
+    let (c, pt, p) = (cx.cfg.image_channels as usize, pt as usize, cx.cfg.patch_size as usize);
+    let mut order = Vec::with_capacity(c * pt * p * p);
+    for t in 0..pt {
+        for i in 0..p {
+            for j in 0..p {
+                for ch in 0..c {
+                    order.push(((ch * pt + t) * p + i) * p + j);
+                }
+            }
+        }
+    }
+    order
 }
+
+/// The name suffix of the reordered patch weights.
+const PATCH_ORDER: &str = "[(pt p1 p2 c)]";
 
 pub struct PatchEmbed {
     path: ModulePath,
@@ -33,10 +53,11 @@ pub struct PatchEmbed {
 impl PatchEmbed {
     /// `pt` is 1 for the first frame, `temporal_patch_size` for the rest.
     pub fn load(cx: &mut Ctx, path: ModulePath, pt: i64) -> Result<Self> {
-        let (patch, dim) = (patch_len(cx, pt), cx.cfg.embedding_dim as usize);
+        let (order, dim) = (patch_order(cx, pt), cx.cfg.embedding_dim as usize);
+        let outputs: Vec<usize> = (0..dim).collect();
         Ok(PatchEmbed {
-            norm_in: LayerNorm::load(cx, path.child(PATCH_NORM_IN), patch, NormKeys::WeightBias)?,
-            proj: Linear::load(cx, path.child(PATCH_PROJ), patch, dim, true)?,
+            norm_in: LayerNorm::load_reordered(cx, path.child(PATCH_NORM_IN), &order, PATCH_ORDER)?,
+            proj: Linear::load_reordered(cx, path.child(PATCH_PROJ), &order, &outputs, true, PATCH_ORDER)?,
             norm_out: LayerNorm::load(cx, path.child(PATCH_NORM_OUT), dim, NormKeys::WeightBias)?,
             path,
             pt,
@@ -53,21 +74,11 @@ impl PatchEmbed {
         let (b, f) = (frames.dim(0), frames.dim(1));
         let (p, pt) = (Dim::Fixed(self.p), Dim::Fixed(self.pt));
         let t = cx.g.dim_div(&f, &pt)?;
-        // b (t pt) (h p1) (w p2) c -> b t h w (c pt p1 p2)
-        let v = cx.g.reshape(
-            frames,
-            &[
-                b.clone(),
-                t.clone(),
-                pt,
-                h.clone(),
-                p.clone(),
-                w.clone(),
-                p,
-                Dim::Fixed(3),
-            ],
-        )?;
-        let v = cx.g.transpose(&v, &[0, 1, 3, 5, 7, 2, 4, 6])?;
+        // b (t pt) (h p1) (w p2) c -> b t h w (pt p1 p2 c)
+        let run = Dim::Fixed(3 * self.p);
+        let v =
+            cx.g.reshape(frames, &[b.clone(), t.clone(), pt, h.clone(), p, w.clone(), run])?;
+        let v = cx.g.transpose(&v, &[0, 1, 3, 5, 2, 4, 6])?;
         let v = cx.g.reshape(
             &v,
             &[b, t, h.clone(), w.clone(), Dim::Fixed(3 * self.pt * self.p * self.p)],
@@ -87,9 +98,10 @@ pub struct ToPixels {
 
 impl ToPixels {
     pub fn load(cx: &mut Ctx, path: ModulePath, pt: i64) -> Result<Self> {
-        let (patch, dim) = (patch_len(cx, pt), cx.cfg.embedding_dim as usize);
+        let (order, dim) = (patch_order(cx, pt), cx.cfg.embedding_dim as usize);
+        let inputs: Vec<usize> = (0..dim).collect();
         Ok(ToPixels {
-            proj: Linear::load(cx, path.child(PIXELS_PROJ), dim, patch, true)?,
+            proj: Linear::load_reordered(cx, path.child(PIXELS_PROJ), &inputs, &order, true, PATCH_ORDER)?,
             path,
             pt,
             p: cx.cfg.patch_size,
@@ -105,7 +117,7 @@ impl ToPixels {
         let (b, t, h, w) = (tokens.dim(0), tokens.dim(1), tokens.dim(2), tokens.dim(3));
         let (p, pt) = (Dim::Fixed(self.p), Dim::Fixed(self.pt));
         let v = self.proj.forward(cx, tokens)?;
-        // b t h w (c pt p1 p2) -> b (t pt) (h p1) (w p2) c
+        // b t h w (pt p1 p2 c) -> b (t pt) (h p1) (w p2) c
         let v = cx.g.reshape(
             &v,
             &[
@@ -113,13 +125,12 @@ impl ToPixels {
                 t.clone(),
                 h.clone(),
                 w.clone(),
-                Dim::Fixed(3),
                 pt.clone(),
                 p.clone(),
-                p.clone(),
+                Dim::Fixed(3 * self.p),
             ],
         )?;
-        let v = cx.g.transpose(&v, &[0, 1, 5, 2, 6, 3, 7, 4])?;
+        let v = cx.g.transpose(&v, &[0, 1, 4, 2, 5, 3, 6])?;
         let f = cx.g.dim_mul(&t, &pt)?;
         let hh = cx.g.dim_mul(&h, &p)?;
         let ww = cx.g.dim_mul(&w, &p)?;
