@@ -281,7 +281,7 @@ fn run(args: Args) -> Result<()> {
                 r.encoder.kept_float.len() + r.decoder.kept_float.len(),
             );
             println!(
-                "  precision int8: {q} weight MatMuls int8 ({}, |q| <= {}, exact on {} CPUs, {} shared activation quantizations, {} per row), {k} kept float{}",
+                "  precision int8: {q} weight MatMuls int8 ({}, |q| <= {}, exact on {} CPUs, {} shared activation quantizations, {} per row, {} rescales carried), {k} kept float{}",
                 policy.granularity.as_str(),
                 policy.weight_max,
                 if policy.cpu() == "any" {
@@ -291,6 +291,7 @@ fn run(args: Args) -> Result<()> {
                 },
                 r.encoder.shared_quantizations + r.decoder.shared_quantizations,
                 r.encoder.per_row + r.decoder.per_row,
+                r.encoder.carried_row_scales + r.decoder.carried_row_scales,
                 if policy.keep_float.is_empty() {
                     String::new()
                 } else {

@@ -167,7 +167,7 @@ impl Int8Policy {
                 "uint8 dynamic per tensor, inside each DynamicQuantizeMatMul"
             },
             "per_row": self.per_row,
-            "per_row_activations": "uint8 per row: step max|row| / 127, zero point 128 (QuantizeLinear per axis)",
+            "per_row_activations": "uint8 per row: step max|row| / 127, zero point 128 (QuantizeLinear per axis); a product whose only use is a Mul feeding another per-row quantization keeps its row step for that quantization's rescale",
             "per_row_matmuls": per_row,
             "cpu": self.cpu(),
             "keep_float": self.keep_float,
@@ -203,6 +203,8 @@ pub struct GraphReport {
     pub folded_biases: usize,
     /// Quantized MatMuls whose activation is scaled per row.
     pub per_row: usize,
+    /// Per-row MatMuls whose rescale is carried into the next per-row quantization instead.
+    pub carried_row_scales: usize,
 }
 
 /// What [`quantize_pair`] did.
@@ -458,6 +460,43 @@ fn rewrite(g: &mut GraphProto, policy: &Int8Policy, report: &mut GraphReport) ->
         );
     }
 
+    // Per-row rescales carried forward. Quantizing a row per row does not depend on the
+    // row's scale: when a per-row MatMul's product (no bias) is read only by a Mul whose
+    // result is in turn read only by per-row MatMuls (the GEGLU value half times the GELU of
+    // the gate, then the feed-forward output), the product stays unscaled and its row step
+    // multiplies the later MatMuls' rescale instead: one full-size Mul less.
+    // carried: the Mul's output -> the row step it carries; carrying: the MatMuls skipped
+    let chosen_set: HashSet<usize> = chosen.iter().copied().collect();
+    let mut carried: HashMap<String, String> = HashMap::new();
+    let mut carrying: HashSet<usize> = HashSet::new();
+    for &i in &chosen {
+        let n = &g.node[i];
+        let out = n.output[0].as_str();
+        if plans[&i].bias.is_some() || !per_row_inputs.contains(&n.input[0]) || graph_outputs.contains(out) {
+            continue;
+        }
+        let Some(&[m]) = consumers.get(out).map(Vec::as_slice) else {
+            continue;
+        };
+        let mul = &g.node[m];
+        let y = mul.output[0].as_str();
+        let only_per_row_matmuls = consumers
+            .get(y)
+            .is_some_and(|cs| cs.iter().all(|c| chosen_set.contains(c)));
+        if mul.op_type() == "Mul"
+            && mul.domain().is_empty()
+            && mul.input.len() == 2
+            && mul.input[0] != mul.input[1]
+            && per_row_inputs.contains(y)
+            && only_per_row_matmuls
+            && !graph_outputs.contains(y)
+            && !carried.contains_key(y)
+        {
+            carried.insert(y.to_string(), format!("{}/rowquant:step", n.input[0]));
+            carrying.insert(i);
+        }
+    }
+
     // quantized weights
     let mut new_inits: Vec<TensorProto> = Vec::new();
     let mut dead: HashSet<String> = HashSet::new();
@@ -482,6 +521,8 @@ fn rewrite(g: &mut GraphProto, policy: &Int8Policy, report: &mut GraphReport) ->
     // the new node list
     let folded: HashSet<usize> = plans.values().filter_map(|p| p.bias.as_ref().map(|b| b.0)).collect();
     let mut quantized_inputs: HashMap<String, (String, String, String)> = HashMap::new();
+    // inputs whose carried rescale step is written
+    let mut rescaled: HashSet<String> = HashSet::new();
     // the K of every per-row MatMul (each needs its [-1, K] shape)
     let mut k_shapes: std::collections::BTreeSet<usize> = Default::default();
     let mut nodes = Vec::with_capacity(g.node.len() + chosen.len());
@@ -545,12 +586,28 @@ fn rewrite(g: &mut GraphProto, policy: &Int8Policy, report: &mut GraphReport) ->
                 k_shapes.insert(p.k);
             }
             report.per_row += 1;
-            Some(v("step"))
+            // the step that rescales the product: the row's own, times a carried one
+            match carried.get(&x) {
+                Some(carried_step) => {
+                    if rescaled.insert(x.clone()) {
+                        nodes.push(NodeProto::new(
+                            "Mul",
+                            format!("{}/Mul", v("rescale")),
+                            [v("step"), carried_step.clone()],
+                            [v("rescale")],
+                        ));
+                    }
+                    Some(v("rescale"))
+                }
+                None => Some(v("step")),
+            }
         } else {
             None
         };
         // a per-row MatMul writes the unscaled product and leaves the bias to the rescale
-        let (mm_bias, out) = match row_step {
+        // (none where a later quantization carries its step)
+        let rescale = row_step.as_ref().filter(|_| !carrying.contains(&i));
+        let (mm_bias, out) = match rescale {
             Some(_) => (String::new(), format!("{name}/int8:unscaled")),
             None => (bias.clone(), final_out.clone()),
         };
@@ -594,7 +651,7 @@ fn rewrite(g: &mut GraphProto, policy: &Int8Policy, report: &mut GraphReport) ->
                     .with_domain("com.microsoft"),
             );
         }
-        if let Some(step) = row_step {
+        if let Some(step) = rescale {
             let scaled = if bias.is_empty() {
                 final_out.clone()
             } else {
@@ -603,7 +660,7 @@ fn rewrite(g: &mut GraphProto, policy: &Int8Policy, report: &mut GraphReport) ->
             nodes.push(NodeProto::new(
                 "Mul",
                 format!("{name}/rowscale/Mul"),
-                [out, step],
+                [out, step.clone()],
                 [scaled.clone()],
             ));
             if !bias.is_empty() {
@@ -617,6 +674,7 @@ fn rewrite(g: &mut GraphProto, policy: &Int8Policy, report: &mut GraphReport) ->
         }
         report.quantized.push(p.weight.clone());
     }
+    report.carried_row_scales += carrying.len();
     g.node = nodes;
     if !k_shapes.is_empty() {
         new_inits.push(TensorProto::from_i64(ROW_LAST_AXIS, &[1], &[-1]));
