@@ -47,9 +47,9 @@ fn export(name: &str) -> anyhow::Result<PathBuf> {
     let policy = match name {
         "int8" => Int8Policy::default(),
         "int8-all" => Int8Policy::with_keep_float(&["none".to_string()]),
-        // full-range weights (VNNI CPUs only; see Int8Policy::weight_max)
+        // weight pairs unbounded (VNNI CPUs only; see Int8Policy::pair_max)
         "int8-vnni" => Int8Policy {
-            weight_max: 127,
+            pair_max: None,
             ..Int8Policy::default()
         },
         // activations quantized per tensor only: no per-row scaling

@@ -5,7 +5,7 @@
 //! default keep-float policy was chosen.
 //!
 //! cargo run --release --example int8_quality -- [--small] [--sensitivity] [--released]
-//!     [--keep-float P,Q|none] [--per-row P,Q|none] [--weight-max N] [--per-tensor] [--no-share]
+//!     [--keep-float P,Q|none] [--per-row P,Q|none] [--weight-max N] [--pair-max N|none] [--per-tensor] [--no-share]
 
 use anyhow::Result;
 use omnitok_export::quantize::{self, Granularity, Int8Policy};
@@ -29,9 +29,10 @@ fn table(e: &Exported, policy: &Int8Policy, sets: &[Set], dir: &std::path::Path)
     let int8 = int8_models(e, policy)?;
     let mut p = Pair::new(e, &int8, dir)?;
     println!(
-        "policy: weights int8 {} |q| <= {}, activations uint8 per tensor{}, per row: [{}], keep float: [{}]",
+        "policy: weights int8 {} |q| <= {}, pairs along K <= {}, activations uint8 per tensor{}, per row: [{}], keep float: [{}]",
         policy.granularity.as_str(),
         policy.weight_max,
+        policy.pair_max.map_or("any".to_string(), |p| p.to_string()),
         if policy.share_activation_quant { " (shared)" } else { "" },
         policy.per_row.join(", "),
         policy.keep_float.join(", ")
@@ -55,6 +56,9 @@ fn main() -> Result<()> {
     }
     if let Some(m) = value("--weight-max") {
         policy.weight_max = m.parse()?;
+    }
+    if let Some(p) = value("--pair-max") {
+        policy.pair_max = if p == "none" { None } else { Some(p.parse()?) };
     }
     if let Some(v) = value("--per-row") {
         policy = policy.with_per_row(&v.split(',').map(String::from).collect::<Vec<_>>());

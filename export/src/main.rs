@@ -61,12 +61,17 @@ struct Args {
     /// per tensor). Replaces the default, 'encoder.*'.
     #[arg(long, value_name = "PATTERN", value_delimiter = ',')]
     int8_per_row: Vec<String>,
-    /// With --precision int8: the largest weight magnitude in int8 steps. 64 (the default) is
-    /// exact on every CPU; up to 127 uses the full int8 range, which is exact only on x86 CPUs
-    /// with AVX-512 VNNI or AVX-VNNI (and non-x86 CPUs): the graph records it and the elements
-    /// refuse it on other x86 CPUs.
+    /// With --precision int8: the largest weight magnitude in int8 steps (default 127, the
+    /// full range).
     #[arg(long, value_name = "1-127", value_parser = clap::value_parser!(u8).range(1..=127))]
     int8_weight_max: Option<u8>,
+    /// With --precision int8: the largest |q| + |q'| of two weights adjacent along K, the
+    /// pairs whose products AVX2 and AVX-512BW kernels add in int16. 128 (the default) keeps
+    /// the graph exact on every CPU; more, or 'none' (no bound), is exact only on x86 CPUs with
+    /// AVX-512 VNNI or AVX-VNNI (and non-x86 CPUs): the graph records it and the elements
+    /// refuse it on other x86 CPUs.
+    #[arg(long, value_name = "2-254|none", value_parser = parse_pair_max)]
+    int8_pair_max: Option<PairMax>,
     /// Also write a Triton Inference Server model repository there: NAME_encoder and
     /// NAME_decoder, each with config.pbtxt (platform onnxruntime_onnx) and 1/model.onnx.
     #[arg(long, value_name = "DIR")]
@@ -112,6 +117,20 @@ struct Args {
     quiet: bool,
 }
 
+/// `--int8-pair-max`: a bound, or `none`.
+#[derive(Debug, Clone, Copy)]
+struct PairMax(Option<u16>);
+
+fn parse_pair_max(s: &str) -> Result<PairMax, String> {
+    if s == "none" {
+        return Ok(PairMax(None));
+    }
+    match s.parse::<u16>() {
+        Ok(p) if (2..=254).contains(&p) => Ok(PairMax(Some(p))),
+        _ => Err(format!("'{s}': expected 2 to 254, or none")),
+    }
+}
+
 fn progress_bar(quiet: bool, what: &str) -> ProgressBar {
     if quiet {
         return ProgressBar::hidden();
@@ -138,6 +157,7 @@ fn run(args: Args) -> Result<()> {
             (!args.int8_keep_float.is_empty(), "--int8-keep-float"),
             (!args.int8_per_row.is_empty(), "--int8-per-row"),
             (args.int8_weight_max.is_some(), "--int8-weight-max"),
+            (args.int8_pair_max.is_some(), "--int8-pair-max"),
         ] {
             if given {
                 bail!("{flag} needs --precision int8");
@@ -228,6 +248,9 @@ fn run(args: Args) -> Result<()> {
             if let Some(m) = args.int8_weight_max {
                 policy.weight_max = m;
             }
+            if let Some(PairMax(p)) = args.int8_pair_max {
+                policy.pair_max = p;
+            }
             let r = quantize::quantize_pair(&mut exported.encoder, &mut exported.decoder, &policy)?;
             Some((policy, r))
         }
@@ -281,9 +304,13 @@ fn run(args: Args) -> Result<()> {
                 r.encoder.kept_float.len() + r.decoder.kept_float.len(),
             );
             println!(
-                "  precision int8: {q} weight MatMuls int8 ({}, |q| <= {}, exact on {} CPUs, {} shared activation quantizations, {} per row, {} rescales carried), {k} kept float{}",
+                "  precision int8: {q} weight MatMuls int8 ({}, |q| <= {}{}, exact on {} CPUs, {} shared activation quantizations, {} per row, {} rescales carried), {k} kept float{}",
                 policy.granularity.as_str(),
                 policy.weight_max,
+                match policy.pair_max {
+                    Some(p) => format!(", pairs along K <= {p}"),
+                    None => String::new(),
+                },
                 if policy.cpu() == "any" {
                     "all"
                 } else {

@@ -49,7 +49,10 @@ fn export_tiny(name: &str, extra: &[&str]) -> (PathBuf, String) {
 #[test]
 fn int8_export_records_precision_and_policy() {
     let (d, out) = export_tiny("int8", &["--precision", "int8"]);
-    assert!(out.contains("precision int8:"), "{out}");
+    assert!(
+        out.contains("precision int8:") && out.contains("|q| <= 127, pairs along K <= 128, exact on all CPUs"),
+        "{out}"
+    );
     for g in ["encoder.onnx", "decoder.onnx"] {
         let m = onnx::load(&d.join(g)).unwrap();
         assert_eq!(m.metadata("omnitok.precision"), Some("int8"));
@@ -58,14 +61,14 @@ fn int8_export_records_precision_and_policy() {
         assert!(m.opset("com.microsoft").is_some());
         assert_eq!(m.metadata("omnitok.int8_cpu"), Some("any"));
     }
-    // full-range weights and per-tensor activations, as asked, recorded
+    // unbounded weight pairs and per-tensor activations, as asked, recorded
     let (d, out) = export_tiny(
         "int8-full",
         &[
             "--precision",
             "int8",
-            "--int8-weight-max",
-            "127",
+            "--int8-pair-max",
+            "none",
             "--int8-per-row",
             "none",
         ],
@@ -126,5 +129,14 @@ fn bad_precision_arguments_are_clear_errors() {
     }
     let e = with(&["--int8-weight-max", "127"]);
     assert!(e.contains("--int8-weight-max needs --precision int8"), "{e}");
+    for bad in ["0", "1", "255", "x"] {
+        let e = with(&["--precision", "int8", "--int8-pair-max", bad]);
+        assert!(
+            e.contains("--int8-pair-max") && e.contains("expected 2 to 254, or none"),
+            "{e}"
+        );
+    }
+    let e = with(&["--int8-pair-max", "none"]);
+    assert!(e.contains("--int8-pair-max needs --precision int8"), "{e}");
     assert!(!d.join("encoder.onnx").exists(), "nothing written on bad input");
 }

@@ -925,7 +925,7 @@ fn upstream_keeps_pushing_while_a_batch_runs() {
     assert_eq!(overlapped, encode(0), "the same bytes either way");
 }
 
-/// An int8 encoder with full-range weights (`--int8-weight-max 127`): where ONNX Runtime's
+/// An int8 encoder with unbounded weight pairs (`--int8-pair-max none`): where ONNX Runtime's
 /// kernels compute it exactly (VNNI) it encodes and the stream header names the precision;
 /// on any other x86 CPU the element refuses it with an error saying why and what to do.
 #[test]
@@ -933,7 +933,7 @@ fn full_range_int8_graph_runs_only_where_it_is_exact() {
     init();
     let dir = support::scratch("models/tiny-3-int8-full");
     let policy = omnitok_export::quantize::Int8Policy {
-        weight_max: 127,
+        pair_max: None,
         ..Default::default()
     };
     omnitok_export::quantize::write_random_preset_int8("tiny", 3, false, &policy, &dir).unwrap();
@@ -953,6 +953,6 @@ fn full_range_int8_graph_runs_only_where_it_is_exact() {
             errors[0].contains("full-range weights") && errors[0].contains("VNNI"),
             "{errors:?}"
         );
-        assert!(errors[0].contains("without --int8-weight-max"), "{errors:?}");
+        assert!(errors[0].contains("without --int8-pair-max"), "{errors:?}");
     }
 }

@@ -93,6 +93,9 @@ impl Granularity {
 /// (0.7 to 1.05% each), cost a sixth of the encoder's MatMul work each, so they stay int8.
 pub const DEFAULT_KEEP_FLOAT: &[&str] = &["decoder.to_pixels*", "encoder.to_patch_emb_first_frame*"];
 
+/// The pair bound that keeps every CPU's uint8 x int8 products exact ([`Int8Policy::pair_max`]).
+pub const PAIR_MAX_EXACT: u16 = 128;
+
 /// The default per-row patterns: every encoder MatMul. Per-row activations take the trained
 /// checkpoint's token agreement from 93-95% to about 97% (docs/GRAPHS.md); the decoder, 50 dB
 /// from float32 without them, keeps the cheaper per-tensor quantization.
@@ -110,12 +113,16 @@ pub struct Int8Policy {
     /// One `DynamicQuantizeLinear` per activation that several MatMuls read (Q/K/V, the two
     /// FFN input MatMuls) instead of one quantization inside each `DynamicQuantizeMatMul`.
     pub share_activation_quant: bool,
-    /// Largest weight magnitude in int8 steps: 64 by default, so that every pair of uint8 x
-    /// int8 products fits in int16 (255 x 128 = 32640): ONNX Runtime's AVX2 kernels
-    /// (`vpmaddubsw`) saturate there, its VNNI kernels do not, and with 64 both compute
-    /// exactly the same integers. Above 64 (127: the full range) the graph is exact only on
-    /// VNNI CPUs and says so ([`META_CPU`]).
+    /// Largest weight magnitude in int8 steps (127: the full range).
     pub weight_max: u8,
+    /// Largest `|q[2j]| + |q[2j+1]|` of two weights adjacent along K in one column (the
+    /// scale is widened until every pair fits). ONNX Runtime's AVX2 and AVX-512BW uint8 x int8
+    /// kernels (`vpmaddubsw`) add the products of exactly such pairs in int16 and saturate
+    /// past 32767; 128 keeps every pair within 255 x 128 = 32640, so the graph computes the
+    /// same integers on every CPU (its VNNI kernels sum in 32 bits). `None`, or a bound past
+    /// 128 with weights past 64, leaves graphs exact only on VNNI CPUs, and they say so
+    /// ([`META_CPU`]). A weight max of 64 needs no bound (two of them make 128).
+    pub pair_max: Option<u16>,
     /// Glob patterns (as for `keep_float`) of MatMuls whose activation is quantized per row
     /// (per token) instead of per tensor: each row with the step `r / 127`, `r` its largest
     /// magnitude, around zero point 128; the integer product is multiplied by the row's step
@@ -131,7 +138,8 @@ impl Default for Int8Policy {
             keep_float: DEFAULT_KEEP_FLOAT.iter().map(|s| s.to_string()).collect(),
             granularity: Granularity::PerChannel,
             share_activation_quant: true,
-            weight_max: 64,
+            weight_max: 127,
+            pair_max: Some(PAIR_MAX_EXACT),
             per_row: DEFAULT_PER_ROW.iter().map(|s| s.to_string()).collect(),
         }
     }
@@ -154,13 +162,22 @@ impl Int8Policy {
 
     /// `omnitok.int8_cpu`: `any` or `x86-vnni` (see [`META_CPU`]).
     pub fn cpu(&self) -> &'static str {
-        if self.weight_max > 64 { "x86-vnni" } else { "any" }
+        let pairs_fit =
+            self.weight_max as u16 * 2 <= PAIR_MAX_EXACT || self.pair_max.is_some_and(|p| p <= PAIR_MAX_EXACT);
+        if pairs_fit { "any" } else { "x86-vnni" }
     }
 
     /// `omnitok.int8_policy`: what was quantized and how, as JSON.
     pub fn to_json(&self, quantized: usize, kept: usize, per_row: usize) -> String {
         serde_json::json!({
-            "weights": format!("int8 symmetric {}, |q| <= {}", self.granularity.as_str(), self.weight_max),
+            "weights": match self.pair_max {
+                Some(p) => format!(
+                    "int8 symmetric {}, |q| <= {}, |q[2j]| + |q[2j+1]| <= {p} along K",
+                    self.granularity.as_str(),
+                    self.weight_max
+                ),
+                None => format!("int8 symmetric {}, |q| <= {}", self.granularity.as_str(), self.weight_max),
+            },
             "activations": if self.share_activation_quant {
                 "uint8 dynamic per tensor, one DynamicQuantizeLinear per shared input"
             } else {
@@ -272,6 +289,11 @@ pub fn quantize_pair(encoder: &mut ModelProto, decoder: &mut ModelProto, policy:
     if !(1..=127).contains(&policy.weight_max) {
         bail!("--int8-weight-max {}: expected 1 to 127", policy.weight_max);
     }
+    if let Some(p) = policy.pair_max
+        && !(2..=254).contains(&p)
+    {
+        bail!("--int8-pair-max {p}: expected 2 to 254, or none");
+    }
     let encoder_report = quantize(encoder, policy).context("quantizing the encoder")?;
     let decoder_report = quantize(decoder, policy).context("quantizing the decoder")?;
     Ok(Report {
@@ -341,24 +363,61 @@ fn f32_values(t: &TensorProto) -> Result<Vec<f32>> {
 
 /// Symmetric int8 quantization of a `[k, n]` row-major weight: values in [-qmax, qmax], one
 /// scale per column (per channel) or one for all; a zero scale (all-zero weight) becomes 1.
-pub fn quantize_weight(w: &[f32], k: usize, n: usize, granularity: Granularity, qmax: u8) -> (Vec<i8>, Vec<f32>) {
+/// With `pair_max`, the scale is also wide enough that every two weights adjacent along K
+/// (rows 2j and 2j + 1 of a column) stay within `pair_max` steps together:
+/// `|q[2j]| + |q[2j+1]| <= pair_max` ([`Int8Policy::pair_max`]).
+pub fn quantize_weight(
+    w: &[f32],
+    k: usize,
+    n: usize,
+    granularity: Granularity,
+    qmax: u8,
+    pair_max: Option<u16>,
+) -> (Vec<i8>, Vec<f32>) {
     let qmax = qmax.clamp(1, 127) as f32;
     assert_eq!(w.len(), k * n);
     let per_channel = granularity == Granularity::PerChannel;
-    let mut max = vec![0f32; if per_channel { n } else { 1 }];
+    let group = |c: usize| if per_channel { c } else { 0 };
+    let groups = if per_channel { n } else { 1 };
+    // per group: the largest magnitude, and the largest sum of a pair's magnitudes
+    let (mut max, mut pair) = (vec![0f32; groups], vec![0f32; groups]);
     for r in 0..k {
         for c in 0..n {
-            let m = &mut max[if per_channel { c } else { 0 }];
-            *m = m.max(w[r * n + c].abs());
+            let (g, a) = (group(c), w[r * n + c].abs());
+            max[g] = max[g].max(a);
+            let partner = if r % 2 == 1 { w[(r - 1) * n + c].abs() } else { 0.0 };
+            pair[g] = pair[g].max(a + partner);
         }
     }
-    let scales: Vec<f32> = max.iter().map(|&m| if m > 0.0 { m / qmax } else { 1.0 }).collect();
-    let q = (0..k * n)
-        .map(|i| {
-            let s = scales[if scales.len() == 1 { 0 } else { i % n }];
-            (w[i] / s).round_ties_even().clamp(-qmax, qmax) as i8
+    let scales: Vec<f32> = (0..groups)
+        .map(|g| {
+            let need = match pair_max {
+                Some(p) => (max[g] / qmax).max(pair[g] / p as f32),
+                None => max[g] / qmax,
+            };
+            if need > 0.0 { need } else { 1.0 }
         })
         .collect();
+    let mut q: Vec<i8> = (0..k * n)
+        .map(|i| (w[i] / scales[group(i % n)]).round_ties_even().clamp(-qmax, qmax) as i8)
+        .collect();
+    // rounding (and float error in w / s) can leave a pair one step over: the step comes off
+    // the larger of the two
+    if let Some(p) = pair_max {
+        for r in (1..k).step_by(2) {
+            for c in 0..n {
+                let (i, j) = ((r - 1) * n + c, r * n + c);
+                while (q[i] as i32).abs() + (q[j] as i32).abs() > p as i32 {
+                    let big = if q[i].unsigned_abs() >= q[j].unsigned_abs() {
+                        i
+                    } else {
+                        j
+                    };
+                    q[big] -= q[big].signum();
+                }
+            }
+        }
+    }
     (q, scales)
 }
 
@@ -503,7 +562,14 @@ fn rewrite(g: &mut GraphProto, policy: &Int8Policy, report: &mut GraphReport) ->
     for &i in &chosen {
         let p = &plans[&i];
         let t = inits[p.weight.as_str()];
-        let (q, scales) = quantize_weight(&f32_values(t)?, p.k, p.n, policy.granularity, policy.weight_max);
+        let (q, scales) = quantize_weight(
+            &f32_values(t)?,
+            p.k,
+            p.n,
+            policy.granularity,
+            policy.weight_max,
+            policy.pair_max,
+        );
         let raw: Vec<u8> = q.iter().map(|&v| v as u8).collect();
         new_inits.push(TensorProto::from_raw(
             format!("{}.int8", p.weight),
@@ -708,18 +774,63 @@ mod tests {
     fn weights_quantize_symmetrically_per_channel_and_per_tensor() {
         // [2, 3]: columns with max 2, 0.5, 0
         let w = [2.0, -0.5, 0.0, -1.0, 0.25, 0.0];
-        let (q, s) = quantize_weight(&w, 2, 3, Granularity::PerChannel, 127);
+        let (q, s) = quantize_weight(&w, 2, 3, Granularity::PerChannel, 127, None);
         assert_eq!(s, vec![2.0 / 127.0, 0.5 / 127.0, 1.0]);
         assert_eq!(q, vec![127, -127, 0, -64, 64, 0]);
-        let (q, s) = quantize_weight(&w, 2, 3, Granularity::PerTensor, 127);
+        let (q, s) = quantize_weight(&w, 2, 3, Granularity::PerTensor, 127, None);
         assert_eq!(s, vec![2.0 / 127.0]);
         assert_eq!(q, vec![127, -32, 0, -64, 16, 0]);
         // dequantized error at most half a step
         for (i, &v) in w.iter().enumerate() {
             assert!((q[i] as f32 * s[0] - v).abs() <= s[0] / 2.0 + 1e-7);
         }
-        let (q, s) = quantize_weight(&w, 2, 3, Granularity::PerChannel, 64);
+        let (q, s) = quantize_weight(&w, 2, 3, Granularity::PerChannel, 64, None);
         assert_eq!(s, vec![2.0 / 64.0, 0.5 / 64.0, 1.0]);
         assert_eq!(q, vec![64, -64, 0, -32, 32, 0]);
+    }
+
+    #[test]
+    fn pairs_along_k_stay_within_the_bound_that_keeps_int16_sums_exact() {
+        // column 0: a pair 2 + 1.9 sets the scale (3.9 / 128), not the largest weight;
+        // column 1: one large weight beside small ones keeps the full range (2 / 127)
+        // [3, 3]: rows 0 and 1 pair up, row 2 has no partner
+        let w = [2.0, 2.0, 0.3, 1.9, 0.0, -0.2, 0.5, -0.1, 0.1];
+        let (q, s) = quantize_weight(&w, 3, 3, Granularity::PerChannel, 127, Some(128));
+        assert_eq!(s[0], 3.9 / 128.0);
+        assert_eq!(s[1], 2.0 / 127.0);
+        assert_eq!(q[0] as i32 + q[3] as i32, 128);
+        assert_eq!(q[1], 127);
+        // a lone last row (odd K) has no partner
+        assert_eq!(q[6], (0.5f32 / s[0]).round() as i8);
+        // every pair of every column within 128, on random weights and on the worst case
+        // (all weights equal: the bound is then the same as |q| <= 64)
+        let mut state = 12345u64;
+        let mut rnd = || {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((state >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
+        };
+        let (k, n) = (257, 64);
+        let random: Vec<f32> = (0..k * n).map(|_| rnd() * 0.04).collect();
+        for (w, granularity) in [
+            (random.clone(), Granularity::PerChannel),
+            (random, Granularity::PerTensor),
+            (vec![0.03; k * n], Granularity::PerChannel),
+        ] {
+            let (q, s) = quantize_weight(&w, k, n, granularity, 127, Some(128));
+            for r in (1..k).step_by(2) {
+                for c in 0..n {
+                    let (a, b) = (q[(r - 1) * n + c] as i32, q[r * n + c] as i32);
+                    assert!(a.abs() + b.abs() <= 128, "rows {}/{r}, column {c}: {a} + {b}", r - 1);
+                    // 255 x (a + b) products: the int16 sum a pair becomes on AVX2
+                    assert!((255 * a + 255 * b).abs() <= i16::MAX as i32);
+                }
+            }
+            for (i, &v) in w.iter().enumerate() {
+                let step = s[if s.len() == 1 { 0 } else { i % n }];
+                assert!((q[i] as f32 * step - v).abs() <= step * 1.5 + 1e-7);
+            }
+        }
     }
 }

@@ -519,7 +519,7 @@ pub enum ModelError {
     )]
     WrongRole { want: Role, got: Role },
     #[error(
-        "it is an int8 graph with full-range weights (omnitok.int8_cpu '{0}'), which ONNX Runtime computes exactly only on x86 CPUs with AVX-512 VNNI or AVX-VNNI, and this CPU has neither (its integer kernels would saturate): export it again without --int8-weight-max (|q| <= 64 is exact on every CPU)"
+        "it is an int8 graph with full-range weights (omnitok.int8_cpu '{0}'), which ONNX Runtime computes exactly only on x86 CPUs with AVX-512 VNNI or AVX-VNNI, and this CPU has neither (its integer kernels would saturate): export it again without --int8-pair-max (the default bound, 128, is exact on every CPU)"
     )]
     Int8Cpu(String),
 }
@@ -641,7 +641,7 @@ pub(crate) mod tests {
         assert!(check_int8_cpu(Some("x86-vnni"), true).is_ok());
         let e = check_int8_cpu(Some("x86-vnni"), false).unwrap_err().to_string();
         assert!(
-            e.contains("AVX-512 VNNI") && e.contains("without --int8-weight-max"),
+            e.contains("AVX-512 VNNI") && e.contains("without --int8-pair-max"),
             "{e}"
         );
         let e = check_int8_cpu(Some("riscv"), true).unwrap_err().to_string();
