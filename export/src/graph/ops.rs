@@ -339,7 +339,6 @@ impl Graph {
         self.node("Range", &[&zero, &limit, &one], vec![], DType::I64, vec![n.clone()])
     }
 
-    /// Depthwise 3-D convolution, kernel 3, with explicit pads `[t0, h0, w0, t1, h1, w1]`.
     /// A depthwise 3x3 convolution (`group` = channels) with zero padding 1 on
     /// `[n, c, h, w]`; ONNX Runtime's CPU provider runs it on its blocked (NCHWc) kernels,
     /// which it has for 2-D convolutions only.
