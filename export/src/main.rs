@@ -126,7 +126,7 @@ fn parse_pair_max(s: &str) -> Result<PairMax, String> {
         return Ok(PairMax(None));
     }
     match s.parse::<u16>() {
-        Ok(p) if (2..=254).contains(&p) => Ok(PairMax(Some(p))),
+        Ok(p) if quantize::PAIR_MAX_RANGE.contains(&p) => Ok(PairMax(Some(p))),
         _ => Err(format!("'{s}': expected 2 to 254, or none")),
     }
 }

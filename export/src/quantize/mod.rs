@@ -96,6 +96,9 @@ pub const DEFAULT_KEEP_FLOAT: &[&str] = &["decoder.to_pixels*", "encoder.to_patc
 /// The pair bound that keeps every CPU's uint8 x int8 products exact ([`Int8Policy::pair_max`]).
 pub const PAIR_MAX_EXACT: u16 = 128;
 
+/// The pair bounds `--int8-pair-max` takes.
+pub const PAIR_MAX_RANGE: std::ops::RangeInclusive<u16> = 2..=254;
+
 /// The default per-row patterns: every encoder MatMul. Per-row activations take the trained
 /// checkpoint's token agreement from 93-95% to about 97% (docs/GRAPHS.md); the decoder, 50 dB
 /// from float32 without them, keeps the cheaper per-tensor quantization.
@@ -290,7 +293,7 @@ pub fn quantize_pair(encoder: &mut ModelProto, decoder: &mut ModelProto, policy:
         bail!("--int8-weight-max {}: expected 1 to 127", policy.weight_max);
     }
     if let Some(p) = policy.pair_max
-        && !(2..=254).contains(&p)
+        && !PAIR_MAX_RANGE.contains(&p)
     {
         bail!("--int8-pair-max {p}: expected 2 to 254, or none");
     }
@@ -432,6 +435,11 @@ const ROW_ONE: &str = "omnitok.int8/one";
 const ROW_ZP_128: &str = "omnitok.int8/zero_point_128";
 
 /// The shape `[-1, k]`: an activation as rows of `k`.
+/// The value `what` (`step`, `q`, ...) of the per-row quantization of activation `x`.
+fn row_quant_value(x: &str, what: &str) -> String {
+    format!("{x}/rowquant:{what}")
+}
+
 fn rows_by(k: usize) -> String {
     format!("omnitok.int8/rows_by_{k}")
 }
@@ -551,7 +559,7 @@ fn rewrite(g: &mut GraphProto, policy: &Int8Policy, report: &mut GraphReport) ->
             && !graph_outputs.contains(y)
             && !carried.contains_key(y)
         {
-            carried.insert(y.to_string(), format!("{}/rowquant:step", n.input[0]));
+            carried.insert(y.to_string(), row_quant_value(&n.input[0], "step"));
             carrying.insert(i);
         }
     }
@@ -611,8 +619,7 @@ fn rewrite(g: &mut GraphProto, policy: &Int8Policy, report: &mut GraphReport) ->
         // one QuantizeLinear); the integer product (a_scale 1, without bias) times s is the
         // MatMul, and the bias is added after
         let row_step = if per_row_inputs.contains(&x) {
-            let base = format!("{x}/rowquant");
-            let v = |s: &str| format!("{base}:{s}");
+            let v = |s: &str| row_quant_value(&x, s);
             if !quantized_inputs.contains_key(&x) {
                 let node = |op: &str, inputs: &[&str], out: &str| {
                     NodeProto::new(
