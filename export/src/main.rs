@@ -304,7 +304,7 @@ fn run(args: Args) -> Result<()> {
                 r.encoder.kept_float.len() + r.decoder.kept_float.len(),
             );
             println!(
-                "  precision int8: {q} weight MatMuls int8 ({}, |q| <= {}{}, exact on {} CPUs, {} shared activation quantizations, {} per row, {} rescales carried), {k} kept float{}",
+                "  precision int8: {q} weight MatMuls int8 ({}, |q| <= {}{}, exact on {} CPUs, {} shared activation quantizations, {} per row, {} rescales carried, {} cancelled by a normalisation), {k} kept float{}",
                 policy.granularity.as_str(),
                 policy.weight_max,
                 match policy.pair_max {
@@ -319,6 +319,7 @@ fn run(args: Args) -> Result<()> {
                 r.encoder.shared_quantizations + r.decoder.shared_quantizations,
                 r.encoder.per_row + r.decoder.per_row,
                 r.encoder.carried_row_scales + r.decoder.carried_row_scales,
+                r.encoder.cancelled_row_scales + r.decoder.cancelled_row_scales,
                 if policy.keep_float.is_empty() {
                     String::new()
                 } else {

@@ -129,6 +129,10 @@ impl fmt::Debug for Value {
     }
 }
 
+/// Node metadata key (value `1`): each row of the node's output is normalised downstream
+/// (the L2 normalisation of Q and K per head, after RoPE), so the row's scale does not matter.
+pub const ROW_SCALE_CANCELS: &str = "omnitok.row_scale_cancels";
+
 /// Builds one ONNX graph.
 pub struct Graph {
     pub(crate) nodes: Vec<NodeProto>,
@@ -294,6 +298,21 @@ impl Graph {
             })
             .collect();
         self.outputs.push(ValueInfoProto::tensor(name, v.dtype.onnx(), &dims));
+        Ok(())
+    }
+
+    /// Records on the node that computes `v` that every row of `v` (all but its last axis
+    /// fixed) is normalised later, so a positive factor per row cancels
+    /// ([`ROW_SCALE_CANCELS`]); the int8 pass then leaves out a per-row rescale there.
+    pub fn mark_row_scale_cancels(&mut self, v: &Value) -> Result<()> {
+        let node = self
+            .nodes
+            .iter_mut()
+            .rev()
+            .find(|n| n.output.contains(&v.name))
+            .ok_or_else(|| anyhow::anyhow!("no node computes {}", v.name))?;
+        node.metadata_props
+            .push(crate::onnx::StringStringEntryProto::new(ROW_SCALE_CANCELS, "1"));
         Ok(())
     }
 

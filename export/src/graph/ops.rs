@@ -95,6 +95,13 @@ impl Graph {
         )
     }
 
+    /// `max(x, lo)` as a `Clip` without upper bound: ONNX Runtime's `Max` against a
+    /// broadcast scalar takes its generic variadic path, about 15 times slower.
+    pub fn clip_min(&mut self, x: &Value, lo: f32) -> Result<Value> {
+        let l = self.scalar_f32(lo)?;
+        self.node("Clip", &[x, &l], vec![], x.dtype, x.dims.clone())
+    }
+
     pub fn clip(&mut self, x: &Value, lo: f32, hi: f32) -> Result<Value> {
         let (l, h) = (self.scalar_f32(lo)?, self.scalar_f32(hi)?);
         self.node("Clip", &[x, &l, &h], vec![], x.dtype, x.dims.clone())
@@ -303,6 +310,42 @@ impl Graph {
             ],
             DType::F32,
             q.dims.clone(),
+        )
+    }
+
+    /// `x` broadcast to `dims` (`Expand`).
+    pub fn expand(&mut self, x: &Value, dims: &[Dim]) -> Result<Value> {
+        let out = self.broadcast(&x.dims, dims)?;
+        let shape = self.shape_tensor(dims)?;
+        self.node("Expand", &[x, &shape], vec![], x.dtype, out)
+    }
+
+    /// Rotary position embedding (ONNX `RotaryEmbedding`, opset 23) of 3-D
+    /// `[batch, seq, heads * head_dim]` `x`: channel pairs `(2j, 2j + 1)` of every head are
+    /// rotated by the angle whose `cos` and `sin` are row `position_ids[b, s]`, column `j` of
+    /// the `[positions, head_dim / 2]` tables (`interleaved`), in one pass.
+    pub fn rotary_embedding(
+        &mut self,
+        x: &Value,
+        cos: &Value,
+        sin: &Value,
+        position_ids: &Value,
+        heads: usize,
+    ) -> Result<Value> {
+        ensure!(x.rank() == 3, "RotaryEmbedding takes a 3-D input here ({x:?})");
+        ensure!(
+            cos.rank() == 2 && sin.rank() == 2 && position_ids.rank() == 2,
+            "RotaryEmbedding tables are [positions, head_dim / 2], position ids [batch, seq] ({cos:?}, {position_ids:?})"
+        );
+        self.node(
+            "RotaryEmbedding",
+            &[x, cos, sin, position_ids],
+            vec![
+                AttributeProto::int("interleaved", 1),
+                AttributeProto::int("num_heads", heads as i64),
+            ],
+            x.dtype,
+            x.dims.clone(),
         )
     }
 

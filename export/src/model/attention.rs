@@ -1,6 +1,6 @@
 //! `Attention` (the `t` blocks): LayerNorm, Q from `to_q`, K and V from the two halves of
 //! `to_kv`, heads as the outer factor of the channels, optional 2-D RoPE, per-head L2
-//! normalisation times learned `q_scale`/`k_scale`, logit scale 8, `to_out`.
+//! normalisation times learned `q_scale`/`k_scale` (their product on Q), logit scale 8, `to_out`.
 
 use anyhow::Result;
 
@@ -23,8 +23,9 @@ pub struct Attention {
     rope: bool,
     /// A spatial transformer's block (tokens of one frame) or a temporal one.
     is_spatial: bool,
-    q_scale: Value,
-    k_scale: Value,
+    /// `q_scale * k_scale`: the logits `sum_d q_d q_scale_d k_d k_scale_d` of the normalised
+    /// Q and K need the product on one side only (one full-size pass fewer than scaling both).
+    qk_scale: Value,
     to_out: Linear,
     /// Only applied by the math semantics, on spatial blocks.
     spatial_rel_pos_bias: Option<ContinuousPositionBias>,
@@ -75,8 +76,14 @@ impl Attention {
             to_q: Linear::load(cx, path.child("to_q"), dim, inner, false)?,
             to_k: Linear::load_rows(cx, to_kv.clone(), dim, 2 * inner, 0, inner, false)?,
             to_v: Linear::load_rows(cx, to_kv, dim, 2 * inner, inner, 2 * inner, false)?,
-            q_scale: cx.param(&path, "q_scale", &[dim_head])?,
-            k_scale: cx.param(&path, "k_scale", &[dim_head])?,
+            qk_scale: {
+                let (q, k) = (path.key("q_scale"), path.key("k_scale"));
+                let qk: Vec<f32> = {
+                    let (qs, ks) = (cx.w.get(&q, &[dim_head])?, cx.w.get(&k, &[dim_head])?);
+                    qs.iter().zip(ks.iter()).map(|(a, b)| a * b).collect()
+                };
+                cx.g.initializer_f32(&format!("{q}[*k_scale]"), &[dim_head as i64], &qk)?
+            },
             to_out: Linear::load(cx, path.child("to_out"), inner, dim, false)?,
             spatial_rel_pos_bias,
             rel_pos_bias: (math && causal).then(|| AlibiPositionalBias::new(path.child("rel_pos_bias"), heads)),
@@ -99,6 +106,10 @@ impl Attention {
         let normed = self.norm.forward(cx, x)?;
         let q = self.to_q.forward(cx, &normed)?;
         let k = self.to_k.forward(cx, x)?;
+        // RoPE is linear per token and the L2 normalisation per head divides out any positive
+        // factor of a token's row (no bias in to_q / to_kv)
+        cx.g.mark_row_scale_cancels(&q)?;
+        cx.g.mark_row_scale_cancels(&k)?;
         let v = self.to_v.forward(cx, x)?;
         let (b, n) = (x.dim(0), x.dim(1));
         let per_head = [
@@ -107,15 +118,20 @@ impl Attention {
             Dim::Fixed(self.heads as i64),
             Dim::Fixed(self.dim_head as i64),
         ];
-        let mut q = cx.g.reshape(&q, &per_head)?;
-        let mut k = cx.g.reshape(&k, &per_head)?;
-        if is_spatial && self.rope {
+        let (q, k) = if is_spatial && self.rope {
             let (cos, sin) = rope_tables(cx, &shape.h, &shape.w, self.dim_head)?;
-            q = apply_rope(cx, &q, &cos, &sin)?;
-            k = apply_rope(cx, &k, &cos, &sin)?;
-        }
-        let q = l2norm_scaled(cx, &q, &self.q_scale)?;
-        let k = l2norm_scaled(cx, &k, &self.k_scale)?;
+            (
+                apply_rope(cx, &q, &cos, &sin, self.heads)?,
+                apply_rope(cx, &k, &cos, &sin, self.heads)?,
+            )
+        } else {
+            (q, k)
+        };
+        let q = cx.g.reshape(&q, &per_head)?;
+        let k = cx.g.reshape(&k, &per_head)?;
+        let q = l2_normalize(cx, &q)?;
+        let q = cx.g.mul(&q, &self.qk_scale)?;
+        let k = l2_normalize(cx, &k)?;
         let flat = [b, n, Dim::Fixed((self.heads * self.dim_head) as i64)];
         let q = cx.g.reshape(&q, &flat)?;
         let k = cx.g.reshape(&k, &flat)?;
@@ -138,10 +154,4 @@ impl Attention {
         };
         self.to_out.forward(cx, &out)
     }
-}
-
-/// `l2norm(t) * scale` over the head channels.
-fn l2norm_scaled(cx: &mut Ctx, x: &Value, scale: &Value) -> Result<Value> {
-    let x = l2_normalize(cx, x)?;
-    cx.g.mul(&x, scale)
 }

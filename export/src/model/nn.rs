@@ -146,7 +146,6 @@ impl LayerNorm {
 /// `F.normalize(x, dim=-1)`: `x / max(||x||, 1e-12)`.
 pub fn l2_normalize(cx: &mut Ctx, x: &Value) -> Result<Value> {
     let norm = cx.g.reduce_l2_last(x)?;
-    let eps = cx.g.scalar_f32(1e-12)?;
-    let norm = cx.g.max(&norm, &eps)?;
+    let norm = cx.g.clip_min(&norm, 1e-12)?;
     cx.g.div(x, &norm)
 }

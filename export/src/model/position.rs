@@ -16,55 +16,46 @@ pub fn rope_frequencies(dim_head: usize) -> Vec<f32> {
         .collect()
 }
 
-/// `cos` and `sin` of the rotation angle of every channel, shaped `[h*w, 1, d]` to
-/// broadcast against `[b, n, heads, d]`. Channel pair `(2j, 2j+1)` rotates by `col * f[j/2]`
-/// when j is even and by `row * f[j/2]` when j is odd; token n of the frame has
-/// `col = n % w`, `row = n / w` (both channels of a pair share the angle).
+/// `cos` and `sin` of the rotation angle of every channel pair, shaped `[h*w, d/2]`: pair
+/// `j` (channels `2j`, `2j+1`) rotates by `col * f[j/2]` when j is even and by
+/// `row * f[j/2]` when j is odd; token n of the frame has `col = n % w`, `row = n / w`.
 pub fn rope_tables(cx: &mut Ctx, h: &Dim, w: &Dim, dim_head: usize) -> Result<(Value, Value)> {
     let g = &mut *cx.g;
     let f = rope_frequencies(dim_head);
-    let per_channel = |col: bool| -> Vec<f32> {
-        (0..dim_head)
-            .map(|c| {
-                let j = c / 2;
-                if (j % 2 == 0) == col { f[j / 2] } else { 0.0 }
-            })
+    let pairs = dim_head / 2;
+    let per_pair = |col: bool| -> Vec<f32> {
+        (0..pairs)
+            .map(|j| if (j % 2 == 0) == col { f[j / 2] } else { 0.0 })
             .collect()
     };
-    let fx = g.const_f32(&[dim_head as i64], &per_channel(true))?;
-    let fy = g.const_f32(&[dim_head as i64], &per_channel(false))?;
+    let fx = g.const_f32(&[pairs as i64], &per_pair(true))?;
+    let fy = g.const_f32(&[pairs as i64], &per_pair(false))?;
     let cols = g.range(w)?;
     let cols = g.cast(&cols, DType::F32)?;
     let cols = g.reshape(&cols, &[Dim::Fixed(1), w.clone(), Dim::Fixed(1)])?;
     let rows = g.range(h)?;
     let rows = g.cast(&rows, DType::F32)?;
     let rows = g.reshape(&rows, &[h.clone(), Dim::Fixed(1), Dim::Fixed(1)])?;
-    let a = g.mul(&cols, &fx)?; // [1, w, d]
-    let b = g.mul(&rows, &fy)?; // [h, 1, d]
-    let angle = g.add(&a, &b)?; // [h, w, d]: adding exact zeros keeps each angle exact
+    let a = g.mul(&cols, &fx)?; // [1, w, d/2]
+    let b = g.mul(&rows, &fy)?; // [h, 1, d/2]
+    let angle = g.add(&a, &b)?; // [h, w, d/2]: adding exact zeros keeps each angle exact
     let n = g.dim_mul(h, w)?;
-    let angle = g.reshape(&angle, &[n, Dim::Fixed(1), Dim::Fixed(dim_head as i64)])?;
+    let angle = g.reshape(&angle, &[n, Dim::Fixed(pairs as i64)])?;
     Ok((g.cos(&angle)?, g.sin(&angle)?))
 }
 
-/// Rotates `x` (`[b, n, heads, d]`) by the tables: channel pairs `(2j, 2j+1)` are the
-/// complex numbers `a + ib` of the official `apply_rotary_emb`, and
-/// `(a + ib)(cos + i sin) = (a, b) * cos + (-b, a) * sin`, where `(-b, a)` comes from one
-/// small MatMul of the pairs with `[[0, 1], [-1, 0]]` (no strided slicing).
-pub fn apply_rope(cx: &mut Ctx, x: &Value, cos: &Value, sin: &Value) -> Result<Value> {
+/// Rotates `x` (`[b, n, heads * d]`, the tokens of one frame) by the tables: channel pairs
+/// `(2j, 2j+1)` of each head are the complex numbers `a + ib` of the official
+/// `apply_rotary_emb`, multiplied by `cos + i sin` of token n's angle, i.e.
+/// `(a cos - b sin, b cos + a sin)` (one `RotaryEmbedding` node, positions `0..n` for every
+/// row of the batch).
+pub fn apply_rope(cx: &mut Ctx, x: &Value, cos: &Value, sin: &Value, heads: usize) -> Result<Value> {
     let g = &mut *cx.g;
-    let d = x.dim(-1).fixed().expect("head dim is known");
-    let mut pairs = x.dims.clone();
-    pairs.pop();
-    pairs.push(Dim::Fixed(d / 2));
-    pairs.push(Dim::Fixed(2));
-    let xp = g.reshape(x, &pairs)?;
-    let times_i = g.const_f32(&[2, 2], &[0.0, 1.0, -1.0, 0.0])?;
-    let swapped = g.matmul(&xp, &times_i)?;
-    let swapped = g.reshape(&swapped, &x.dims)?;
-    let a = g.mul(x, cos)?;
-    let b = g.mul(&swapped, sin)?;
-    g.add(&a, &b)
+    let (b, n) = (x.dim(0), x.dim(1));
+    let positions = g.range(&n)?;
+    let positions = g.unsqueeze(&positions, &[0])?;
+    let positions = g.expand(&positions, &[b, n])?;
+    g.rotary_embedding(x, cos, sin, &positions, heads)
 }
 
 /// `ContinuousPositionBias`: an MLP over log-scaled 2-D offsets, one logit bias per head.

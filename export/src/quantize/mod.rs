@@ -225,6 +225,9 @@ pub struct GraphReport {
     pub per_row: usize,
     /// Per-row MatMuls whose rescale is carried into the next per-row quantization instead.
     pub carried_row_scales: usize,
+    /// Per-row MatMuls left unscaled because a normalisation of each row follows
+    /// ([`crate::graph::ROW_SCALE_CANCELS`]: Q and K before their L2 normalisation).
+    pub cancelled_row_scales: usize,
 }
 
 /// What [`quantize_pair`] did.
@@ -564,6 +567,22 @@ fn rewrite(g: &mut GraphProto, policy: &Int8Policy, report: &mut GraphReport) ->
         }
     }
 
+    // Per-row rescales that cancel: the tracer marks the MatMuls (Q, K) whose every output
+    // row is normalised later, so the unscaled product serves as well as the product.
+    let cancels: HashSet<usize> = chosen
+        .iter()
+        .copied()
+        .filter(|i| {
+            let n = &g.node[*i];
+            plans[i].bias.is_none()
+                && per_row_inputs.contains(&n.input[0])
+                && !graph_outputs.contains(n.output[0].as_str())
+                && n.metadata_props
+                    .iter()
+                    .any(|p| p.key() == crate::graph::ROW_SCALE_CANCELS && p.value() == "1")
+        })
+        .collect();
+
     // quantized weights
     let mut new_inits: Vec<TensorProto> = Vec::new();
     let mut dead: HashSet<String> = HashSet::new();
@@ -634,7 +653,10 @@ fn rewrite(g: &mut GraphProto, policy: &Int8Policy, report: &mut GraphReport) ->
                 nodes.push(node("ReduceMax", &[&x, ROW_LAST_AXIS], &v("max")));
                 nodes.push(node("ReduceMin", &[&x, ROW_LAST_AXIS], &v("min")));
                 nodes.push(node("Neg", &[&v("min")], &v("neg_min")));
-                nodes.push(node("Max", &[&v("max"), &v("neg_min"), ROW_FLOOR], &v("r")));
+                // (Max of two same-shaped tensors, then Clip: ONNX Runtime's Max with a
+                // broadcast scalar is its slow variadic path)
+                nodes.push(node("Max", &[&v("max"), &v("neg_min")], &v("abs_max")));
+                nodes.push(node("Clip", &[&v("abs_max"), ROW_FLOOR], &v("r")));
                 nodes.push(node("Mul", &[&v("r"), ROW_INV_127], &v("step")));
                 // QuantizeLinear per axis 0 of x as [rows, K], with a [rows] step and zero point
                 nodes.push(node("Reshape", &[&x, &rows_by(p.k)], &v("x2")));
@@ -679,7 +701,9 @@ fn rewrite(g: &mut GraphProto, policy: &Int8Policy, report: &mut GraphReport) ->
         };
         // a per-row MatMul writes the unscaled product and leaves the bias to the rescale
         // (none where a later quantization carries its step)
-        let rescale = row_step.as_ref().filter(|_| !carrying.contains(&i));
+        let rescale = row_step
+            .as_ref()
+            .filter(|_| !carrying.contains(&i) && !cancels.contains(&i));
         let (mm_bias, out) = match rescale {
             Some(_) => (String::new(), format!("{name}/int8:unscaled")),
             None => (bias.clone(), final_out.clone()),
@@ -748,6 +772,7 @@ fn rewrite(g: &mut GraphProto, policy: &Int8Policy, report: &mut GraphReport) ->
         report.quantized.push(p.weight.clone());
     }
     report.carried_row_scales += carrying.len();
+    report.cancelled_row_scales += cancels.len();
     g.node = nodes;
     if !k_shapes.is_empty() {
         new_inits.push(TensorProto::from_i64(ROW_LAST_AXIS, &[1], &[-1]));
