@@ -75,7 +75,7 @@ fn int8_export_records_precision_and_policy() {
     );
     assert!(
         out.contains("|q| <= 127, exact on x86 VNNI or non-x86 CPUs")
-            && out.contains(", 0 per row, 0 rescales carried)"),
+            && out.contains(", 0 per row, 0 rescales carried, 0 cancelled by a normalisation)"),
         "{out}"
     );
     let m = onnx::load(&d.join("encoder.onnx")).unwrap();
