@@ -4,8 +4,12 @@
 //! stills, and the per-layer sensitivity table (only that weight MatMul in int8) from which the
 //! default keep-float policy was chosen.
 //!
+//! `--weights-only` measures the float32 graphs with only their weights rounded as the policy
+//! would (the weight error alone, every activation float).
+//!
 //! cargo run --release --example int8_quality -- [--small] [--sensitivity] [--released]
 //!     [--keep-float P,Q|none] [--per-row P,Q|none] [--weight-max N] [--pair-max N|none] [--per-tensor] [--no-share]
+//!     [--weights-only]
 
 use anyhow::Result;
 use omnitok_export::quantize::{self, Granularity, Int8Policy};
@@ -25,8 +29,16 @@ fn row(name: &str, q: &Quality) {
     );
 }
 
-fn table(e: &Exported, policy: &Int8Policy, sets: &[Set], dir: &std::path::Path) -> Result<()> {
-    let int8 = int8_models(e, policy)?;
+fn table(e: &Exported, policy: &Int8Policy, weights_only: bool, sets: &[Set], dir: &std::path::Path) -> Result<()> {
+    let int8 = if weights_only {
+        let (mut enc, mut dec) = (e.encoder.clone(), e.decoder.clone());
+        quantize::round_weights_only(&mut enc, policy)?;
+        quantize::round_weights_only(&mut dec, policy)?;
+        println!("weights only: float32 graphs with the weights rounded, activations float");
+        (enc, dec)
+    } else {
+        int8_models(e, policy)?
+    };
     let mut p = Pair::new(e, &int8, dir)?;
     println!(
         "policy: weights int8 {} |q| <= {}, pairs along K <= {}, activations uint8 per tensor{}, per row: [{}], keep float: [{}]",
@@ -77,7 +89,7 @@ fn main() -> Result<()> {
             trained.display(),
             e.clip_frames
         );
-        table(&e, &policy, &sets, &dir)?;
+        table(&e, &policy, has("--weights-only"), &sets, &dir)?;
 
         if has("--sensitivity") {
             println!(
@@ -144,7 +156,7 @@ fn main() -> Result<()> {
         let set = video_set("bigbuckbunny", &v, 455, 256, &[0, 199], e.clip_frames, 2)?;
         let stills = still_set("stills", &[(&v, 455)], 256, &[0, 199], 20, 4)?;
         println!("\nreleased config (imagenet_k600, random weights seed 7), 256x256:");
-        table(&e, &policy, &[set, stills], &dir)?;
+        table(&e, &policy, has("--weights-only"), &[set, stills], &dir)?;
     }
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())

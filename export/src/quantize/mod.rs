@@ -354,6 +354,38 @@ pub fn write_random_preset_int8(
     crate::write(e, dir)
 }
 
+/// For measurements: leaves the float32 graph as it is except that every weight the policy
+/// would quantize is replaced by its int8 rounding (`q * scale`), so running it shows what
+/// the weight rounding alone changes. Returns how many weights were rounded.
+pub fn round_weights_only(model: &mut ModelProto, policy: &Int8Policy) -> Result<usize> {
+    let g = model.graph.as_mut().context("model without a graph")?;
+    let inits: HashMap<&str, &TensorProto> = g.initializer.iter().map(|t| (t.name(), t)).collect();
+    let chosen: HashSet<String> = g
+        .node
+        .iter()
+        .filter(|n| is_candidate(n, &inits) && !any_match(&policy.keep_float, n.name(), &n.input[1]))
+        .map(|n| n.input[1].clone())
+        .collect();
+    for t in g.initializer.iter_mut().filter(|t| chosen.contains(t.name())) {
+        let (k, n) = (t.dims[0] as usize, t.dims[1] as usize);
+        let (q, scales) = quantize_weight(
+            &f32_values(t)?,
+            k,
+            n,
+            policy.granularity,
+            policy.weight_max,
+            policy.pair_max,
+        );
+        let rounded: Vec<f32> = q
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| v as f32 * scales[if scales.len() == 1 { 0 } else { i % n }])
+            .collect();
+        *t = TensorProto::from_f32(t.name().to_string(), &[k as i64, n as i64], &rounded);
+    }
+    Ok(chosen.len())
+}
+
 fn f32_values(t: &TensorProto) -> Result<Vec<f32>> {
     if let Some(raw) = &t.raw_data {
         Ok(raw
