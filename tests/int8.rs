@@ -214,6 +214,22 @@ fn int8_on_the_trained_checkpoint_agrees_with_float32() {
             let f = reference(&mut p.f32_enc, &mut p.f32_dec, e, s).unwrap();
             assert!(psnr(&s.clips, &f.recon) > 20.0);
             assert!(psnr(&s.clips, &r) > psnr(&s.clips, &f.recon) - 0.1);
+            // the weight rounding alone (`int8_quality --weights-only`) touches exactly the
+            // weights the pass quantizes and flips some tokens, fewer than the int8 graph
+            let mut rounded = e.encoder.clone();
+            let n = quantize::round_weights_only(&mut rounded, &Int8Policy::default()).unwrap();
+            let kept = ["encoder.to_patch_emb_first_frame"];
+            let expected = quantize::candidates(&e.encoder)
+                .iter()
+                .filter(|c| !kept.iter().any(|k| c.1.starts_with(k)))
+                .count();
+            assert_eq!(n, expected);
+            let dir = omnitok::scratch_dir(&format!("int8-weights-only-{}", std::process::id()));
+            let mut w = session_of(&rounded, &dir, "encoder.onnx").unwrap();
+            let tw = encode(&mut w, s).unwrap();
+            let (weights_only, all) = (agreement(&f.tokens, &tw), agreement(&f.tokens, &t8));
+            assert!(weights_only < 1.0 && weights_only > all, "{weights_only} vs {all}");
+            let _ = std::fs::remove_dir_all(&dir);
         },
     );
 }
