@@ -1,13 +1,13 @@
 //! ONNX Runtime CPU time to encode and decode one 17x256x256 clip with the full released
 //! config (imagenet_k600 architecture, seeded random weights), float32 against int8
-//! (`omnitok-export --precision int8`: the default policy, full-range weights, activations per
-//! tensor only, or every weight MatMul in int8): median, min and max over the timed rounds; the variants and encode/decode are
+//! (`omnitok-export --precision int8`: the default policy, full-range weights, `--int8-accurate`,
+//! activations per tensor only, or every weight MatMul in int8): median, min and max over the timed rounds; the variants and encode/decode are
 //! interleaved within each round, so load on a shared machine hits them alike. It prints only
 //! what it measures; comparisons with the official PyTorch code are made side by side
 //! elsewhere (../shared/NOTES.md).
 //!
 //! `cargo bench --bench ort_cpu` (ROUNDS=n to change the number of timed runs,
-//! VARIANTS=f32,int8,int8-vnni,int8-tensor,int8-all to choose the variants, default
+//! VARIANTS=f32,int8,int8-vnni,int8-accurate,int8-tensor,int8-all to choose the variants, default
 //! f32,int8,int8-tensor; the first is the reference of the token counts).
 
 use std::path::PathBuf;
@@ -48,6 +48,7 @@ fn export(name: &str) -> anyhow::Result<PathBuf> {
         "int8" => Int8Policy::default(),
         "int8-all" => Int8Policy::with_keep_float(&["none".to_string()]),
         // weight pairs unbounded (VNNI CPUs only; see Int8Policy::pair_max)
+        "int8-accurate" => Int8Policy::accurate(),
         "int8-vnni" => Int8Policy {
             pair_max: None,
             ..Int8Policy::default()
@@ -57,7 +58,9 @@ fn export(name: &str) -> anyhow::Result<PathBuf> {
             per_row: Vec::new(),
             ..Int8Policy::default()
         },
-        other => anyhow::bail!("unknown variant '{other}': expected f32, int8, int8-vnni, int8-tensor or int8-all"),
+        other => anyhow::bail!(
+            "unknown variant '{other}': expected f32, int8, int8-vnni, int8-accurate, int8-tensor or int8-all"
+        ),
     };
     let dir = omnitok::scratch_dir(&format!("models/imagenet_k600-7-{name}-{}", std::process::id()));
     omnitok_export::quantize::write_random_preset_int8("imagenet_k600", 7, false, &policy, &dir)?;

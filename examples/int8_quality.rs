@@ -4,12 +4,13 @@
 //! stills, and the per-layer sensitivity table (only that weight MatMul in int8) from which the
 //! default keep-float policy was chosen.
 //!
+//! `--accurate` starts from `omnitok-export --int8-accurate`'s policy instead of the default.
 //! `--weights-only` measures the float32 graphs with only their weights rounded as the policy
 //! would (the weight error alone, every activation float).
 //!
 //! cargo run --release --example int8_quality -- [--small] [--sensitivity] [--released]
 //!     [--keep-float P,Q|none] [--per-row P,Q|none] [--weight-max N] [--pair-max N|none] [--per-tensor] [--no-share]
-//!     [--weights-only]
+//!     [--accurate] [--weights-only]
 
 use anyhow::Result;
 use omnitok_export::quantize::{self, Granularity, Int8Policy};
@@ -59,9 +60,14 @@ fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let has = |f: &str| args.iter().any(|a| a == f);
     let value = |f: &str| args.iter().position(|a| a == f).and_then(|i| args.get(i + 1)).cloned();
+    let base = if has("--accurate") {
+        Int8Policy::accurate()
+    } else {
+        Int8Policy::default()
+    };
     let mut policy = match value("--keep-float") {
-        Some(v) => Int8Policy::with_keep_float(&v.split(',').map(String::from).collect::<Vec<_>>()),
-        None => Int8Policy::default(),
+        Some(v) => base.replacing_keep_float(&v.split(',').map(String::from).collect::<Vec<_>>()),
+        None => base,
     };
     if has("--per-tensor") {
         policy.granularity = Granularity::PerTensor;

@@ -149,6 +149,7 @@ fn int8_pass_rewrites_weight_matmuls_and_keeps_the_rest_float() {
 /// (set, minimum token agreement, least PSNR change against the input, decoder-only PSNR);
 /// then `more` on the same graphs and sets.
 fn check_trained(
+    label: &str,
     policy: &Int8Policy,
     limits: [(&str, f64, f64, f64); 3],
     more: impl FnOnce(&Exported, &mut Pair, &[Set]),
@@ -158,13 +159,14 @@ fn check_trained(
     let e = export_checkpoint(&trained.join("trained_vq.ckpt")).unwrap();
     let int8 = int8_models(&e, policy).unwrap();
     let pairs = policy.pair_max.map_or("any".to_string(), |p| p.to_string());
-    let dir = omnitok::scratch_dir(&format!("int8-{pairs}-{}", std::process::id()));
+    // one folder per test: they run in parallel
+    let dir = omnitok::scratch_dir(&format!("int8-{label}-{}", std::process::id()));
     let mut p = Pair::new(&e, &int8, &dir).unwrap();
     let sets = trained_sets(e.clip_frames, true).unwrap();
     for (s, (name, agree, dpsnr, dec)) in sets.iter().zip(limits) {
         assert_eq!(s.name, name);
         let q = measure(&mut p, &e, s).unwrap();
-        eprintln!("pairs <= {pairs}, {name}: {q:?}");
+        eprintln!("{label} (pairs <= {pairs}), {name}: {q:?}");
         assert!(q.agreement >= agree, "{name}: {:.2}% tokens equal", 100.0 * q.agreement);
         assert!(q.psnr_int8 - q.psnr_f32 >= dpsnr, "{name}: {q:?}");
         assert!(q.psnr_decoder >= dec, "{name}: {q:?}");
@@ -186,6 +188,7 @@ fn full_range_int8_weights_agree_more_on_vnni_cpus() {
         ..Int8Policy::default()
     };
     check_trained(
+        "full-range",
         &policy,
         [
             ("bigbuckbunny", 0.972, -0.05, 49.0),
@@ -196,9 +199,31 @@ fn full_range_int8_weights_agree_more_on_vnni_cpus() {
     );
 }
 
+/// Quality first (`--int8-accurate`: unbounded pairs, the feed-forward output projections
+/// float): the goal of 98% of tokens equal to float32's on every set (measured on
+/// these small sets 98.44 / 98.26 / 98.05%).
+#[test]
+fn accurate_int8_keeps_98_percent_of_tokens_on_vnni_cpus() {
+    if !gstomnitok::runtime::full_range_int8_is_exact() {
+        eprintln!("skipped: this CPU has no VNNI, full-range int8 weights would saturate here");
+        return;
+    }
+    check_trained(
+        "accurate",
+        &Int8Policy::accurate(),
+        [
+            ("bigbuckbunny", 0.980, -0.05, 49.0),
+            ("bikes", 0.980, -0.05, 49.0),
+            ("stills", 0.978, -0.05, 49.0),
+        ],
+        |_, _, _| {},
+    );
+}
+
 #[test]
 fn int8_on_the_trained_checkpoint_agrees_with_float32() {
     check_trained(
+        "default",
         &Int8Policy::default(),
         [
             ("bigbuckbunny", 0.968, -0.05, 49.5),

@@ -83,6 +83,33 @@ fn int8_export_records_precision_and_policy() {
     let p: serde_json::Value = serde_json::from_str(m.metadata("omnitok.int8_policy").unwrap()).unwrap();
     assert_eq!(p["per_row_matmuls"], 0, "{p}");
     assert!(p["weights"].as_str().unwrap().ends_with("|q| <= 127"), "{p}");
+    // quality first: unbounded pairs and the feed-forward output projections float too; an
+    // explicit --int8-pair-max replaces that part
+    let (d, out) = export_tiny("int8-accurate", &["--precision", "int8", "--int8-accurate"]);
+    assert!(
+        out.contains("exact on x86 VNNI or non-x86 CPUs")
+            && out.contains("kept float (decoder.to_pixels*, encoder.to_patch_emb_first_frame*, encoder.*.3.4.weight)"),
+        "{out}"
+    );
+    let m = onnx::load(&d.join("encoder.onnx")).unwrap();
+    assert_eq!(m.metadata("omnitok.int8_cpu"), Some("x86-vnni"));
+    let p: serde_json::Value = serde_json::from_str(m.metadata("omnitok.int8_policy").unwrap()).unwrap();
+    assert!(
+        p["keep_float"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k == "encoder.*.3.4.weight"),
+        "{p}"
+    );
+    let (_, out) = export_tiny(
+        "int8-accurate-bounded",
+        &["--precision", "int8", "--int8-accurate", "--int8-pair-max", "128"],
+    );
+    assert!(
+        out.contains("pairs along K <= 128, exact on all CPUs") && out.contains("encoder.*.3.4.weight)"),
+        "{out}"
+    );
     // f32 (the default) is the graph as traced: no precision key, no integer node
     let (d, out) = export_tiny("f32", &[]);
     assert!(out.contains("precision f32"), "{out}");
@@ -138,5 +165,7 @@ fn bad_precision_arguments_are_clear_errors() {
     }
     let e = with(&["--int8-pair-max", "none"]);
     assert!(e.contains("--int8-pair-max needs --precision int8"), "{e}");
+    let e = with(&["--int8-accurate"]);
+    assert!(e.contains("--int8-accurate needs --precision int8"), "{e}");
     assert!(!d.join("encoder.onnx").exists(), "nothing written on bad input");
 }

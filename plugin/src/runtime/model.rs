@@ -519,7 +519,7 @@ pub enum ModelError {
     )]
     WrongRole { want: Role, got: Role },
     #[error(
-        "it is an int8 graph with full-range weights (omnitok.int8_cpu '{0}'), which ONNX Runtime computes exactly only on x86 CPUs with AVX-512 VNNI or AVX-VNNI, and this CPU has neither (its integer kernels would saturate): export it again without --int8-pair-max (the default bound, 128, is exact on every CPU)"
+        "it is an int8 graph with full-range weights (omnitok.int8_cpu '{0}'), which ONNX Runtime computes exactly only on x86 CPUs with AVX-512 VNNI or AVX-VNNI, and this CPU has neither (its integer kernels would saturate): export it again without --int8-pair-max or --int8-accurate (the default bound, 128, is exact on every CPU)"
     )]
     Int8Cpu(String),
 }
