@@ -75,7 +75,7 @@ struct Args {
     /// With --precision int8: quality first. Full-range weights (--int8-pair-max none: exact
     /// only on x86 CPUs with AVX-512 VNNI or AVX-VNNI, and non-x86 CPUs) and the feed-forward
     /// output projections (encoder.*.3.4.weight) float besides the default list: at least 98% of
-    /// tokens equal to float32's on the trained test checkpoint, at about 1.6x float32's speed
+    /// tokens equal to float32's on the trained test checkpoint, at 1.5 to 1.6x float32's speed
     /// instead of 2x. --int8-keep-float and --int8-pair-max given too replace its parts.
     #[arg(long)]
     int8_accurate: bool,

@@ -157,7 +157,7 @@ impl Int8Policy {
     /// Quality first (`--int8-accurate`): full-range weights without the pair bound (exact on
     /// VNNI CPUs only, [`Int8Policy::cpu`]) and the feed-forward output projections float too:
     /// at least 98% of the trained checkpoint's tokens equal to float32's on every set
-    /// measured, at about 1.6x float32's speed instead of 2x (docs/GRAPHS.md).
+    /// measured, at 1.5 to 1.6x float32's speed instead of 2x (docs/GRAPHS.md).
     pub fn accurate() -> Self {
         let mut p = Int8Policy {
             pair_max: None,
