@@ -1,8 +1,8 @@
 //! ONNX Runtime CPU time to encode and decode one 17x256x256 clip with the full released
 //! config (imagenet_k600 architecture, seeded random weights), float32 against int8
 //! (`omnitok-export --precision int8`: the default policy, full-range weights, `--int8-accurate`,
-//! activations per tensor only, or every weight MatMul in int8): median, min and max over the timed rounds; the variants and encode/decode are
-//! interleaved within each round, so load on a shared machine hits them alike. It prints only
+//! activations per tensor only, or every weight MatMul in int8): median, min and max over the
+//! timed rounds; the variants and encode/decode are interleaved within each round, so load on a shared machine hits them alike. It prints only
 //! what it measures; comparisons with the official PyTorch code are made side by side
 //! elsewhere (../shared/NOTES.md).
 //!
@@ -48,11 +48,12 @@ fn export(name: &str) -> anyhow::Result<PathBuf> {
         "int8" => Int8Policy::default(),
         "int8-all" => Int8Policy::with_keep_float(&["none".to_string()]),
         // weight pairs unbounded (VNNI CPUs only; see Int8Policy::pair_max)
-        "int8-accurate" => Int8Policy::accurate(),
         "int8-vnni" => Int8Policy {
             pair_max: None,
             ..Int8Policy::default()
         },
+        // that and the feed-forward output projections float (`--int8-accurate`)
+        "int8-accurate" => Int8Policy::accurate(),
         // activations quantized per tensor only: no per-row scaling
         "int8-tensor" => Int8Policy {
             per_row: Vec::new(),
