@@ -2,9 +2,9 @@
 //! config (imagenet_k600 architecture, seeded random weights), float32 against int8
 //! (`omnitok-export --precision int8`: the default policy, full-range weights, `--int8-accurate`,
 //! activations per tensor only, or every weight MatMul in int8): median, min and max over the
-//! timed rounds; the variants and encode/decode are interleaved within each round, so load on a shared machine hits them alike. It prints only
-//! what it measures; comparisons with the official PyTorch code are made side by side
-//! elsewhere (../shared/NOTES.md).
+//! timed rounds; the variants and encode/decode are interleaved within each round, so load on
+//! a shared machine hits them alike. It prints only what it measures; comparisons with the
+//! official PyTorch code are made side by side elsewhere (../shared/NOTES.md).
 //!
 //! `cargo bench --bench ort_cpu` (ROUNDS=n to change the number of timed runs,
 //! VARIANTS=f32,int8,int8-vnni,int8-accurate,int8-tensor,int8-all to choose the variants, default
