@@ -50,6 +50,9 @@ fn table(e: &Exported, policy: &Int8Policy, weights_only: bool, sets: &[Set], di
         policy.per_row.join(", "),
         policy.keep_float.join(", ")
     );
+    if !policy.two_step.is_empty() {
+        println!("  activations in two steps: [{}]", policy.two_step.join(", "));
+    }
     for s in sets {
         row(&format!("{} ({})", s.name, s.clips.len()), &measure(&mut p, e, s)?);
     }

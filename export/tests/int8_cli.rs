@@ -75,7 +75,7 @@ fn int8_export_records_precision_and_policy() {
     );
     assert!(
         out.contains("|q| <= 127, exact on x86 VNNI or non-x86 CPUs")
-            && out.contains(", 0 per row, 0 rescales carried, 0 cancelled by a normalisation)"),
+            && out.contains(", 0 per row, 0 rescales carried, 0 cancelled by a normalisation, 0 in two steps)"),
         "{out}"
     );
     let m = onnx::load(&d.join("encoder.onnx")).unwrap();
@@ -83,31 +83,23 @@ fn int8_export_records_precision_and_policy() {
     let p: serde_json::Value = serde_json::from_str(m.metadata("omnitok.int8_policy").unwrap()).unwrap();
     assert_eq!(p["per_row_matmuls"], 0, "{p}");
     assert!(p["weights"].as_str().unwrap().ends_with("|q| <= 127"), "{p}");
-    // quality first: unbounded pairs and the feed-forward output projections float too; an
-    // explicit --int8-pair-max replaces that part
+    // quality first: unbounded pairs and the feed-forward outputs' activations in two steps
+    // (the tiny encoder has four); an explicit --int8-pair-max replaces that part
     let (d, out) = export_tiny("int8-accurate", &["--precision", "int8", "--int8-accurate"]);
     assert!(
-        out.contains("exact on x86 VNNI or non-x86 CPUs")
-            && out.contains("kept float (decoder.to_pixels*, encoder.to_patch_emb_first_frame*, encoder.*.3.4.weight)"),
+        out.contains("exact on x86 VNNI or non-x86 CPUs") && out.contains(", 4 in two steps)"),
         "{out}"
     );
     let m = onnx::load(&d.join("encoder.onnx")).unwrap();
     assert_eq!(m.metadata("omnitok.int8_cpu"), Some("x86-vnni"));
     let p: serde_json::Value = serde_json::from_str(m.metadata("omnitok.int8_policy").unwrap()).unwrap();
-    assert!(
-        p["keep_float"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|k| k == "encoder.*.3.4.weight"),
-        "{p}"
-    );
+    assert_eq!(p["two_step"], serde_json::json!(["encoder.*.3.4.weight"]), "{p}");
     let (_, out) = export_tiny(
         "int8-accurate-bounded",
         &["--precision", "int8", "--int8-accurate", "--int8-pair-max", "128"],
     );
     assert!(
-        out.contains("pairs along K <= 128, exact on all CPUs") && out.contains("encoder.*.3.4.weight)"),
+        out.contains("pairs along K <= 128, exact on all CPUs") && out.contains(", 4 in two steps)"),
         "{out}"
     );
     // f32 (the default) is the graph as traced: no precision key, no integer node

@@ -104,10 +104,10 @@ pub const PAIR_MAX_RANGE: std::ops::RangeInclusive<u16> = 2..=254;
 /// from float32 without them, keeps the cheaper per-tensor quantization.
 pub const DEFAULT_PER_ROW: &[&str] = &["encoder.*"];
 
-/// What `--int8-accurate` keeps float besides [`DEFAULT_KEEP_FLOAT`]: the feed-forward output
-/// projections, whose heavy-tailed GEGLU activations lose the most to 8-bit rows (each alone
-/// flips 0.7 to 1.1% of the trained checkpoint's tokens, docs/GRAPHS.md).
-pub const ACCURATE_KEEP_FLOAT: &[&str] = &["encoder.*.3.4.weight"];
+/// What `--int8-accurate` quantizes in two steps ([`Int8Policy::two_step`]): the feed-forward
+/// output projections, whose heavy-tailed GEGLU activations lose the most to 8-bit rows (each
+/// alone flips 0.7 to 1.1% of the trained checkpoint's tokens, docs/GRAPHS.md).
+pub const ACCURATE_TWO_STEP: &[&str] = &["encoder.*.3.4.weight"];
 
 /// What the int8 pass quantizes.
 #[derive(Debug, Clone, PartialEq)]
@@ -138,6 +138,12 @@ pub struct Int8Policy {
     /// share of the range of the whole tensor, which the tokens with the largest activations
     /// set. Each pattern must match a candidate (one kept float has no quantization).
     pub per_row: Vec<String>,
+    /// Glob patterns (as for `keep_float`) of per-row MatMuls whose activation is quantized in
+    /// two steps: the row's byte `q` as usual, then the rounding residual `x - s (q - 128)`
+    /// (within half a step) with the step `s / 254` as a second byte; two integer products,
+    /// the second scaled by 1/254, make a product of about 16-bit activations with the same
+    /// int8 weights. Each pattern must match a candidate.
+    pub two_step: Vec<String>,
 }
 
 impl Default for Int8Policy {
@@ -149,22 +155,22 @@ impl Default for Int8Policy {
             weight_max: 127,
             pair_max: Some(PAIR_MAX_EXACT),
             per_row: DEFAULT_PER_ROW.iter().map(|s| s.to_string()).collect(),
+            two_step: Vec::new(),
         }
     }
 }
 
 impl Int8Policy {
     /// Quality first (`--int8-accurate`): full-range weights without the pair bound (exact on
-    /// VNNI CPUs only, [`Int8Policy::cpu`]) and the feed-forward output projections float too:
-    /// at least 98% of the trained checkpoint's tokens equal to float32's on every set
-    /// measured, at 1.5 to 1.6x float32's speed instead of 2x (docs/GRAPHS.md).
+    /// VNNI CPUs only, [`Int8Policy::cpu`]) and the feed-forward outputs' activations in two
+    /// steps: at least 98% of the trained checkpoint's tokens equal to float32's on every set
+    /// measured (docs/GRAPHS.md).
     pub fn accurate() -> Self {
-        let mut p = Int8Policy {
+        Int8Policy {
             pair_max: None,
+            two_step: ACCURATE_TWO_STEP.iter().map(|s| s.to_string()).collect(),
             ..Int8Policy::default()
-        };
-        p.keep_float.extend(ACCURATE_KEEP_FLOAT.iter().map(|s| s.to_string()));
-        p
+        }
     }
 
     /// The default policy with `keep_float` replaced by `patterns` (the CLI's
@@ -212,6 +218,8 @@ impl Int8Policy {
             "per_row": self.per_row,
             "per_row_activations": "uint8 per row: step max|row| / 127, zero point 128 (QuantizeLinear per axis); a product whose only use is a Mul feeding another per-row quantization keeps its row step for that quantization's rescale",
             "per_row_matmuls": per_row,
+            "two_step": self.two_step,
+            "two_step_activations": "the row's byte, then the rounding residual with step / 254 as a second byte; two integer products, the second times 1/254",
             "cpu": self.cpu(),
             "keep_float": self.keep_float,
             "always_float": "codebook distances and argmin, pre_vq_conv, post_vq_conv, RoPE, attention, normalisation, PEG convolutions",
@@ -251,6 +259,8 @@ pub struct GraphReport {
     /// Per-row MatMuls left unscaled because a normalisation of each row follows
     /// ([`crate::graph::ROW_SCALE_CANCELS`]: Q and K before their L2 normalisation).
     pub cancelled_row_scales: usize,
+    /// Per-row MatMuls whose activation is quantized in two steps ([`Int8Policy::two_step`]).
+    pub two_step: usize,
 }
 
 /// What [`quantize_pair`] did.
@@ -315,6 +325,7 @@ pub fn quantize_pair(encoder: &mut ModelProto, decoder: &mut ModelProto, policy:
     let all: Vec<(String, String)> = candidates(encoder).into_iter().chain(candidates(decoder)).collect();
     check_patterns("--int8-keep-float", &policy.keep_float, &all)?;
     check_patterns("--int8-per-row", &policy.per_row, &all)?;
+    check_patterns("two-step", &policy.two_step, &all)?;
     if !(1..=127).contains(&policy.weight_max) {
         bail!("--int8-weight-max {}: expected 1 to 127", policy.weight_max);
     }
@@ -490,6 +501,7 @@ const ROW_FLOOR: &str = "omnitok.int8/row_max_floor";
 const ROW_INV_127: &str = "omnitok.int8/inv_127";
 const ROW_FLAT: &str = "omnitok.int8/flat";
 const ROW_ONE: &str = "omnitok.int8/one";
+const ROW_INV_254: &str = "omnitok.int8/inv_254";
 const ROW_ZP_128: &str = "omnitok.int8/zero_point_128";
 
 /// The shape `[-1, k]`: an activation as rows of `k`.
@@ -538,6 +550,13 @@ fn rewrite(g: &mut GraphProto, policy: &Int8Policy, report: &mut GraphReport) ->
         .iter()
         .map(|&i| &g.node[i])
         .filter(|n| any_match(&policy.per_row, n.name(), &n.input[1]))
+        .map(|n| n.input[0].clone())
+        .collect();
+    // per-row activations quantized in two steps (a byte and its rounding residual's byte)
+    let two_step_inputs: HashSet<String> = chosen
+        .iter()
+        .map(|&i| &g.node[i])
+        .filter(|n| per_row_inputs.contains(&n.input[0]) && any_match(&policy.two_step, n.name(), &n.input[1]))
         .map(|n| n.input[0].clone())
         .collect();
 
@@ -731,6 +750,24 @@ fn rewrite(g: &mut GraphProto, policy: &Int8Policy, report: &mut GraphReport) ->
                 let mut back = node("Reshape", &[&v("q2"), &v("shape")], &v("q"));
                 back.attribute.push(crate::onnx::AttributeProto::int("allowzero", 1));
                 nodes.push(back);
+                if two_step_inputs.contains(&x) {
+                    // the residual x - s (q - 128), within half a step, with the step s / 254
+                    let mut deq = node("DequantizeLinear", &[&v("q2"), &v("step1"), &v("zp")], &v("x2_hi"));
+                    deq.attribute.push(crate::onnx::AttributeProto::int("axis", 0));
+                    nodes.push(deq);
+                    nodes.push(node("Sub", &[&v("x2"), &v("x2_hi")], &v("x2_residual")));
+                    nodes.push(node("Mul", &[&v("step1"), ROW_INV_254], &v("step1_lo")));
+                    let mut q = node(
+                        "QuantizeLinear",
+                        &[&v("x2_residual"), &v("step1_lo"), &v("zp")],
+                        &v("q2_lo"),
+                    );
+                    q.attribute.push(crate::onnx::AttributeProto::int("axis", 0));
+                    nodes.push(q);
+                    let mut back = node("Reshape", &[&v("q2_lo"), &v("shape")], &v("q_lo"));
+                    back.attribute.push(crate::onnx::AttributeProto::int("allowzero", 1));
+                    nodes.push(back);
+                }
                 report.shared_quantizations += 1;
                 quantized_inputs.insert(x.clone(), (v("q"), ROW_ONE.to_string(), ROW_ZP_128.to_string()));
                 k_shapes.insert(p.k);
@@ -783,15 +820,37 @@ fn rewrite(g: &mut GraphProto, policy: &Int8Policy, report: &mut GraphReport) ->
                 quantized_inputs.insert(x.clone(), outs);
             }
             let (xq, xs, xz) = &quantized_inputs[&x];
-            let mut inputs = vec![xq.clone(), wq, xs.clone(), ws, xz.clone()];
+            let two_step = two_step_inputs.contains(&x);
+            // two steps: the first byte's product and the residual byte's (times 1/254), added
+            let hi = if two_step {
+                format!("{name}/int8:hi")
+            } else {
+                out.clone()
+            };
+            let mut inputs = vec![xq.clone(), wq.clone(), xs.clone(), ws.clone(), xz.clone()];
             if !mm_bias.is_empty() {
                 inputs.push(String::new()); // b_zero_point: symmetric weights
                 inputs.push(mm_bias);
             }
             nodes.push(
-                NodeProto::new("MatMulIntegerToFloat", format!("{name}/int8"), inputs, [out.clone()])
+                NodeProto::new("MatMulIntegerToFloat", format!("{name}/int8"), inputs, [hi.clone()])
                     .with_domain("com.microsoft"),
             );
+            if two_step {
+                let lo = format!("{name}/int8:lo");
+                let inputs = [row_quant_value(&x, "q_lo"), wq, ROW_INV_254.to_string(), ws, xz.clone()];
+                nodes.push(
+                    NodeProto::new("MatMulIntegerToFloat", format!("{name}/int8_lo"), inputs, [lo.clone()])
+                        .with_domain("com.microsoft"),
+                );
+                nodes.push(NodeProto::new(
+                    "Add",
+                    format!("{name}/int8/Add"),
+                    [hi, lo],
+                    [out.clone()],
+                ));
+                report.two_step += 1;
+            }
         } else {
             let mut inputs = vec![x, wq, ws];
             if !mm_bias.is_empty() {
@@ -835,6 +894,9 @@ fn rewrite(g: &mut GraphProto, policy: &Int8Policy, report: &mut GraphReport) ->
         new_inits.push(TensorProto::from_f32(ROW_INV_127, &[], &[1.0 / 127.0]));
         new_inits.push(TensorProto::from_i64(ROW_FLAT, &[1], &[-1]));
         new_inits.push(TensorProto::from_f32(ROW_ONE, &[], &[1.0]));
+        if !two_step_inputs.is_empty() {
+            new_inits.push(TensorProto::from_f32(ROW_INV_254, &[], &[1.0 / 254.0]));
+        }
         new_inits.push(TensorProto::from_u8(ROW_ZP_128, &[], &[128]));
         for k in k_shapes {
             new_inits.push(TensorProto::from_i64(rows_by(k), &[2], &[-1, k as i64]));
