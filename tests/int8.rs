@@ -222,15 +222,13 @@ fn accurate_int8_keeps_98_percent_of_tokens_on_vnni_cpus() {
             let ffn_out = |w: &String| w.starts_with("encoder.") && w.ends_with(".3.4.weight");
             assert!(!float_matmul_weights(&enc).iter().any(ffn_out));
             let o = ops(&enc);
-            let outs = quantize::candidates(&e.encoder)
-                .iter()
-                .filter(|c| ffn_out(&c.1))
-                .count();
+            let candidates = quantize::candidates(&e.encoder);
+            let outs = candidates.iter().filter(|c| ffn_out(&c.1)).count();
             assert!(outs > 0);
             assert_eq!(o["DequantizeLinear"], outs, "{o:?}");
             assert_eq!(
                 o["MatMulIntegerToFloat"],
-                quantize::candidates(&e.encoder).len() - 1 + outs,
+                candidates.len() - 1 + outs,
                 "one float (the first frame's patch embedding), two products per feed-forward output: {o:?}"
             );
         },

@@ -5,7 +5,7 @@
 use anyhow::Result;
 
 use super::nn::{LayerNorm, Linear, NormKeys, l2_normalize};
-use super::position::{AlibiPositionalBias, ContinuousPositionBias, apply_rope, rope_tables};
+use super::position::{AlibiPositionalBias, ContinuousPositionBias, apply_rope, rope_positions, rope_tables};
 use super::{Ctx, ModulePath, VideoShape};
 use crate::config::{AttentionSemantics, SpatialPos};
 use crate::graph::{Dim, Heads, Value};
@@ -120,9 +120,10 @@ impl Attention {
         ];
         let (q, k) = if is_spatial && self.rope {
             let (cos, sin) = rope_tables(cx, &shape.h, &shape.w, self.dim_head)?;
+            let positions = rope_positions(cx, &b, &n)?;
             (
-                apply_rope(cx, &q, &cos, &sin, self.heads)?,
-                apply_rope(cx, &k, &cos, &sin, self.heads)?,
+                apply_rope(cx, &q, &cos, &sin, &positions, self.heads)?,
+                apply_rope(cx, &k, &cos, &sin, &positions, self.heads)?,
             )
         } else {
             (q, k)

@@ -44,18 +44,22 @@ pub fn rope_tables(cx: &mut Ctx, h: &Dim, w: &Dim, dim_head: usize) -> Result<(V
     Ok((g.cos(&angle)?, g.sin(&angle)?))
 }
 
+/// The positions `0..n` of one frame's tokens for every row of a batch of `b`: `[b, n]` int64,
+/// as `RotaryEmbedding` takes them (its tables are indexed by position).
+pub fn rope_positions(cx: &mut Ctx, b: &Dim, n: &Dim) -> Result<Value> {
+    let g = &mut *cx.g;
+    let positions = g.range(n)?;
+    let positions = g.unsqueeze(&positions, &[0])?;
+    g.expand(&positions, &[b.clone(), n.clone()])
+}
+
 /// Rotates `x` (`[b, n, heads * d]`, the tokens of one frame) by the tables: channel pairs
 /// `(2j, 2j+1)` of each head are the complex numbers `a + ib` of the official
 /// `apply_rotary_emb`, multiplied by `cos + i sin` of token n's angle, i.e.
-/// `(a cos - b sin, b cos + a sin)` (one `RotaryEmbedding` node, positions `0..n` for every
-/// row of the batch).
-pub fn apply_rope(cx: &mut Ctx, x: &Value, cos: &Value, sin: &Value, heads: usize) -> Result<Value> {
-    let g = &mut *cx.g;
-    let (b, n) = (x.dim(0), x.dim(1));
-    let positions = g.range(&n)?;
-    let positions = g.unsqueeze(&positions, &[0])?;
-    let positions = g.expand(&positions, &[b, n])?;
-    g.rotary_embedding(x, cos, sin, &positions, heads)
+/// `(a cos - b sin, b cos + a sin)` (one `RotaryEmbedding` node; `positions` from
+/// [`rope_positions`]).
+pub fn apply_rope(cx: &mut Ctx, x: &Value, cos: &Value, sin: &Value, positions: &Value, heads: usize) -> Result<Value> {
+    cx.g.rotary_embedding(x, cos, sin, positions, heads)
 }
 
 /// `ContinuousPositionBias`: an MLP over log-scaled 2-D offsets, one logit bias per head.

@@ -295,6 +295,27 @@ fn is_candidate(n: &NodeProto, inits: &HashMap<&str, &TensorProto>) -> bool {
             .is_some_and(|t| t.dims.len() == 2 && t.elem_type() == DataType::Float && !t.is_external())
 }
 
+/// The candidate MatMuls the policy quantizes (node indices, in node order) and the weights
+/// of those its keep-float patterns leave float.
+fn chosen_matmuls(
+    g: &GraphProto,
+    inits: &HashMap<&str, &TensorProto>,
+    policy: &Int8Policy,
+) -> (Vec<usize>, Vec<String>) {
+    let (mut chosen, mut kept) = (Vec::new(), Vec::new());
+    for (i, n) in g.node.iter().enumerate() {
+        if !is_candidate(n, inits) {
+            continue;
+        }
+        if any_match(&policy.keep_float, n.name(), &n.input[1]) {
+            kept.push(n.input[1].clone());
+        } else {
+            chosen.push(i);
+        }
+    }
+    (chosen, kept)
+}
+
 /// Whether a pattern of `patterns` matches a candidate's weight or node name.
 fn any_match(patterns: &[String], node: &str, weight: &str) -> bool {
     patterns.iter().any(|p| glob_match(p, weight) || glob_match(p, node))
@@ -394,11 +415,10 @@ pub fn write_random_preset_int8(
 pub fn round_weights_only(model: &mut ModelProto, policy: &Int8Policy) -> Result<usize> {
     let g = model.graph.as_mut().context("model without a graph")?;
     let inits: HashMap<&str, &TensorProto> = g.initializer.iter().map(|t| (t.name(), t)).collect();
-    let chosen: HashSet<String> = g
-        .node
-        .iter()
-        .filter(|n| is_candidate(n, &inits) && !any_match(&policy.keep_float, n.name(), &n.input[1]))
-        .map(|n| n.input[1].clone())
+    let chosen: HashSet<String> = chosen_matmuls(g, &inits, policy)
+        .0
+        .into_iter()
+        .map(|i| g.node[i].input[1].clone())
         .collect();
     for t in g.initializer.iter_mut().filter(|t| chosen.contains(t.name())) {
         let (k, n) = (t.dims[0] as usize, t.dims[1] as usize);
@@ -517,17 +537,8 @@ fn rows_by(k: usize) -> String {
 fn rewrite(g: &mut GraphProto, policy: &Int8Policy, report: &mut GraphReport) -> Result<()> {
     let inits: HashMap<&str, &TensorProto> = g.initializer.iter().map(|t| (t.name(), t)).collect();
     // which MatMuls to quantize, in node order
-    let mut chosen: Vec<usize> = Vec::new();
-    for (i, n) in g.node.iter().enumerate() {
-        if !is_candidate(n, &inits) {
-            continue;
-        }
-        if any_match(&policy.keep_float, n.name(), &n.input[1]) {
-            report.kept_float.push(n.input[1].clone());
-        } else {
-            chosen.push(i);
-        }
-    }
+    let (chosen, kept) = chosen_matmuls(g, &inits, policy);
+    report.kept_float.extend(kept);
     if chosen.is_empty() {
         return Ok(());
     }
