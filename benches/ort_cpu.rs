@@ -1,18 +1,22 @@
 //! ONNX Runtime CPU time to encode and decode one 17x256x256 clip with the full released
 //! config (imagenet_k600 architecture, seeded random weights), float32 against int8
-//! (`omnitok-export --precision int8`: the default policy, full-range weights, `--int8-accurate`,
-//! activations per tensor only, or every weight MatMul in int8): median, min and max over the
+//! (`omnitok-export --precision int8`: the default policy, one byte per activation
+//! (`--int8-two-step none`), weight pairs within 128 (`--int8-pair-max 128`), activations per
+//! tensor only, or every weight MatMul in int8): median, min and max over the
 //! timed rounds; the variants and encode/decode are interleaved within each round, so load on
 //! a shared machine hits them alike. It prints only what it measures; comparisons with the
 //! official PyTorch code are made side by side elsewhere (../shared/NOTES.md).
 //!
 //! `cargo bench --bench ort_cpu` (ROUNDS=n to change the number of timed runs,
-//! VARIANTS=f32,int8,int8-vnni,int8-accurate,int8-tensor,int8-all to choose the variants, default
-//! f32,int8,int8-tensor; the first is the reference of the token counts).
+//! VARIANTS=f32,int8,int8-as-uint8,int8-one-step,int8-pairs,int8-tensor,int8-all to choose the
+//! variants, default f32,int8,int8-one-step; the first is the reference of the token counts).
+//! Full-range weights are stored as uint8 at load on x86 CPUs without VNNI, as the elements do;
+//! `int8-as-uint8` does so on any CPU (the default graphs on the uint8 x uint8 kernels).
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use gstomnitok::runtime::Int8Kernels;
 use ndarray::{Array, ArrayD, IxDyn};
 use omnitok_export::quantize::Int8Policy;
 use ort::session::Session;
@@ -45,22 +49,23 @@ fn export(name: &str) -> anyhow::Result<PathBuf> {
         return omnitok::export_preset("imagenet_k600", 7, false);
     }
     let policy = match name {
-        "int8" => Int8Policy::default(),
+        "int8" | "int8-as-uint8" => Int8Policy::default(),
         "int8-all" => Int8Policy::with_keep_float(&["none".to_string()]),
-        // weight pairs unbounded (VNNI CPUs only; see Int8Policy::pair_max)
-        "int8-vnni" => Int8Policy {
-            pair_max: None,
+        // one byte per activation (`--int8-two-step none`)
+        "int8-one-step" => Int8Policy::default().with_two_step(&["none".to_string()]),
+        // weight pairs within 128: exact as stored on every CPU (`--int8-pair-max 128`)
+        "int8-pairs" => Int8Policy {
+            pair_max: Some(omnitok_export::quantize::PAIR_MAX_EXACT),
             ..Int8Policy::default()
         },
-        // that and the feed-forward output projections float (`--int8-accurate`)
-        "int8-accurate" => Int8Policy::accurate(),
         // activations quantized per tensor only: no per-row scaling
         "int8-tensor" => Int8Policy {
             per_row: Vec::new(),
+            two_step: Vec::new(),
             ..Int8Policy::default()
         },
         other => anyhow::bail!(
-            "unknown variant '{other}': expected f32, int8, int8-vnni, int8-accurate, int8-tensor or int8-all"
+            "unknown variant '{other}': expected f32, int8, int8-as-uint8, int8-one-step, int8-pairs, int8-tensor or int8-all"
         ),
     };
     let dir = omnitok::scratch_dir(&format!("models/imagenet_k600-7-{name}-{}", std::process::id()));
@@ -75,7 +80,7 @@ fn main() -> anyhow::Result<()> {
         .unwrap_or(5)
         .max(1);
     let names: Vec<String> = std::env::var("VARIANTS")
-        .unwrap_or_else(|_| "f32,int8,int8-tensor".into())
+        .unwrap_or_else(|_| "f32,int8,int8-one-step".into())
         .split(',')
         .map(String::from)
         .collect();
@@ -88,10 +93,16 @@ fn main() -> anyhow::Result<()> {
             "exported imagenet_k600 (random weights) as {name} in {:.1} s",
             t0.elapsed().as_secs_f64()
         );
+        // the weights as uint8, as on a CPU without VNNI, on this CPU's uint8 x uint8 kernels
+        let kernels = match name.as_str() {
+            "int8-as-uint8" => Int8Kernels::Saturating,
+            _ => Int8Kernels::here(),
+        };
+        let session = |graph: &str| gstomnitok::runtime::cpu_session_for(&dir.join(graph), threads, kernels);
         variants.push(Variant {
             name: Box::leak(name.clone().into_boxed_str()),
-            enc: gstomnitok::runtime::cpu_session(&dir.join("encoder.onnx"), threads)?,
-            dec: gstomnitok::runtime::cpu_session(&dir.join("decoder.onnx"), threads)?,
+            enc: session("encoder.onnx")?,
+            dec: session("decoder.onnx")?,
             te: Vec::new(),
             td: Vec::new(),
             tokens: None,

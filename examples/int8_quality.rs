@@ -4,13 +4,12 @@
 //! stills, and the per-layer sensitivity table (only that weight MatMul in int8) from which the
 //! default keep-float policy was chosen.
 //!
-//! `--accurate` starts from `omnitok-export --int8-accurate`'s policy instead of the default.
 //! `--weights-only` measures the float32 graphs with only their weights rounded as the policy
 //! would (the weight error alone, every activation float).
 //!
 //! cargo run --release --example int8_quality -- [--small] [--sensitivity] [--released]
 //!     [--keep-float P,Q|none] [--per-row P,Q|none] [--weight-max N] [--pair-max N|none] [--per-tensor] [--no-share]
-//!     [--accurate] [--weights-only]
+//!     [--two-step P,Q|none] [--weights-only]
 
 use anyhow::Result;
 use omnitok_export::quantize::{self, Granularity, Int8Policy};
@@ -63,15 +62,11 @@ fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let has = |f: &str| args.iter().any(|a| a == f);
     let value = |f: &str| args.iter().position(|a| a == f).and_then(|i| args.get(i + 1)).cloned();
-    let base = if has("--accurate") {
-        Int8Policy::accurate()
-    } else {
-        Int8Policy::default()
-    };
-    let mut policy = match value("--keep-float") {
-        Some(v) => base.replacing_keep_float(&v.split(',').map(String::from).collect::<Vec<_>>()),
-        None => base,
-    };
+    let list = |v: String| v.split(',').map(String::from).collect::<Vec<_>>();
+    let mut policy = Int8Policy::default();
+    if let Some(v) = value("--keep-float") {
+        policy = policy.replacing_keep_float(&list(v));
+    }
     if has("--per-tensor") {
         policy.granularity = Granularity::PerTensor;
     }
@@ -82,7 +77,10 @@ fn main() -> Result<()> {
         policy.pair_max = if p == "none" { None } else { Some(p.parse()?) };
     }
     if let Some(v) = value("--per-row") {
-        policy = policy.with_per_row(&v.split(',').map(String::from).collect::<Vec<_>>());
+        policy = policy.with_per_row(&list(v));
+    }
+    if let Some(v) = value("--two-step") {
+        policy = policy.with_two_step(&list(v));
     }
     if has("--no-share") {
         policy.share_activation_quant = false;
@@ -130,6 +128,7 @@ fn main() -> Result<()> {
                 let mut p = policy.clone();
                 p.keep_float = all.iter().filter(|o| *o != w).cloned().collect();
                 p.per_row.retain(|pat| quantize::glob_match(pat, w));
+                p.two_step.retain(|pat| quantize::glob_match(pat, w));
                 let (enc8, dec8) = int8_models(&e, &p)?;
                 let (mut tokens, mut recon) = (Vec::new(), Vec::new());
                 let is_enc = w.starts_with("encoder.");

@@ -50,7 +50,9 @@ fn export_tiny(name: &str, extra: &[&str]) -> (PathBuf, String) {
 fn int8_export_records_precision_and_policy() {
     let (d, out) = export_tiny("int8", &["--precision", "int8"]);
     assert!(
-        out.contains("precision int8:") && out.contains("|q| <= 127, pairs along K <= 128, exact on all CPUs"),
+        out.contains("precision int8:")
+            && out.contains("|q| <= 127, exact as stored on x86 VNNI and non-x86 CPUs, as uint8 weights at load")
+            && out.contains(", 4 in two steps)"),
         "{out}"
     );
     for g in ["encoder.onnx", "decoder.onnx"] {
@@ -59,49 +61,37 @@ fn int8_export_records_precision_and_policy() {
         let p: serde_json::Value = serde_json::from_str(m.metadata("omnitok.int8_policy").unwrap()).unwrap();
         assert!(p["quantized_matmuls"].as_u64().unwrap() > 0, "{p}");
         assert!(m.opset("com.microsoft").is_some());
-        assert_eq!(m.metadata("omnitok.int8_cpu"), Some("any"));
+        assert_eq!(m.metadata("omnitok.int8_cpu"), Some("x86-vnni"));
+        let p: serde_json::Value = serde_json::from_str(m.metadata("omnitok.int8_policy").unwrap()).unwrap();
+        assert!(p["weights"].as_str().unwrap().ends_with("|q| <= 127"), "{p}");
     }
-    // unbounded weight pairs and per-tensor activations, as asked, recorded
+    let m = onnx::load(&d.join("encoder.onnx")).unwrap();
+    let p: serde_json::Value = serde_json::from_str(m.metadata("omnitok.int8_policy").unwrap()).unwrap();
+    assert_eq!(p["two_step"], serde_json::json!(["encoder.*.3.4.weight"]), "{p}");
+    // bounded weight pairs, per-tensor activations and one byte each, as asked, recorded
     let (d, out) = export_tiny(
-        "int8-full",
+        "int8-bounded",
         &[
             "--precision",
             "int8",
             "--int8-pair-max",
-            "none",
+            "128",
             "--int8-per-row",
+            "none",
+            "--int8-two-step",
             "none",
         ],
     );
     assert!(
-        out.contains("|q| <= 127, exact on x86 VNNI or non-x86 CPUs")
+        out.contains("|q| <= 127, pairs along K <= 128, exact as stored on every CPU")
             && out.contains(", 0 per row, 0 rescales carried, 0 cancelled by a normalisation, 0 in two steps)"),
         "{out}"
     );
     let m = onnx::load(&d.join("encoder.onnx")).unwrap();
-    assert_eq!(m.metadata("omnitok.int8_cpu"), Some("x86-vnni"));
+    assert_eq!(m.metadata("omnitok.int8_cpu"), Some("any"));
     let p: serde_json::Value = serde_json::from_str(m.metadata("omnitok.int8_policy").unwrap()).unwrap();
     assert_eq!(p["per_row_matmuls"], 0, "{p}");
-    assert!(p["weights"].as_str().unwrap().ends_with("|q| <= 127"), "{p}");
-    // quality first: unbounded pairs and the feed-forward outputs' activations in two steps
-    // (the tiny encoder has four); an explicit --int8-pair-max replaces that part
-    let (d, out) = export_tiny("int8-accurate", &["--precision", "int8", "--int8-accurate"]);
-    assert!(
-        out.contains("exact on x86 VNNI or non-x86 CPUs") && out.contains(", 4 in two steps)"),
-        "{out}"
-    );
-    let m = onnx::load(&d.join("encoder.onnx")).unwrap();
-    assert_eq!(m.metadata("omnitok.int8_cpu"), Some("x86-vnni"));
-    let p: serde_json::Value = serde_json::from_str(m.metadata("omnitok.int8_policy").unwrap()).unwrap();
-    assert_eq!(p["two_step"], serde_json::json!(["encoder.*.3.4.weight"]), "{p}");
-    let (_, out) = export_tiny(
-        "int8-accurate-bounded",
-        &["--precision", "int8", "--int8-accurate", "--int8-pair-max", "128"],
-    );
-    assert!(
-        out.contains("pairs along K <= 128, exact on all CPUs") && out.contains(", 4 in two steps)"),
-        "{out}"
-    );
+    assert_eq!(p["two_step"], serde_json::json!([]), "{p}");
     // f32 (the default) is the graph as traced: no precision key, no integer node
     let (d, out) = export_tiny("f32", &[]);
     assert!(out.contains("precision f32"), "{out}");
@@ -157,7 +147,12 @@ fn bad_precision_arguments_are_clear_errors() {
     }
     let e = with(&["--int8-pair-max", "none"]);
     assert!(e.contains("--int8-pair-max needs --precision int8"), "{e}");
-    let e = with(&["--int8-accurate"]);
-    assert!(e.contains("--int8-accurate needs --precision int8"), "{e}");
+    let e = with(&["--int8-two-step", "none"]);
+    assert!(e.contains("--int8-two-step needs --precision int8"), "{e}");
+    let e = with(&["--precision", "int8", "--int8-two-step", "*no_such_layer*"]);
+    assert!(
+        e.contains("--int8-two-step pattern '*no_such_layer*' matches no weight MatMul"),
+        "{e}"
+    );
     assert!(!d.join("encoder.onnx").exists(), "nothing written on bad input");
 }

@@ -925,34 +925,22 @@ fn upstream_keeps_pushing_while_a_batch_runs() {
     assert_eq!(overlapped, encode(0), "the same bytes either way");
 }
 
-/// An int8 encoder with unbounded weight pairs (`--int8-pair-max none`): where ONNX Runtime's
-/// kernels compute it exactly (VNNI) it encodes and the stream header names the precision;
-/// on any other x86 CPU the element refuses it with an error saying why and what to do.
+/// An int8 encoder with full-range weights (the default, `omnitok.int8_cpu` `x86-vnni`) runs
+/// on every CPU: as stored where ONNX Runtime's kernels compute it exactly (VNNI), with its
+/// weights stored as uint8 at load elsewhere; the stream header names the precision.
 #[test]
-fn full_range_int8_graph_runs_only_where_it_is_exact() {
+fn full_range_int8_graph_runs_on_every_cpu() {
     init();
     let dir = support::scratch("models/tiny-3-int8-full");
-    let policy = omnitok_export::quantize::Int8Policy {
-        pair_max: None,
-        ..Default::default()
-    };
+    let policy = omnitok_export::quantize::Int8Policy::default();
+    assert_eq!(policy.cpu(), "x86-vnni");
     omnitok_export::quantize::write_random_preset_int8("tiny", 3, false, &policy, &dir).unwrap();
     let model = dir.join("encoder.onnx");
     let (errors, eos) = run_with_model(&model, |_| {});
-    if gstomnitok::runtime::full_range_int8_is_exact() {
-        assert!(errors.is_empty() && eos, "{errors:?}");
-        let mut h = harness(make_enc(&model, &[]));
-        let buffers = encode_frames(&mut h, 5);
-        let (header, records) = parse(&h, &buffers);
-        assert!(header.model_name.ends_with(" int8"), "{}", header.model_name);
-        assert_eq!(records.len(), 1);
-    } else {
-        assert!(!eos);
-        assert_eq!(errors.len(), 1, "{errors:?}");
-        assert!(
-            errors[0].contains("full-range weights") && errors[0].contains("VNNI"),
-            "{errors:?}"
-        );
-        assert!(errors[0].contains("without --int8-pair-max"), "{errors:?}");
-    }
+    assert!(errors.is_empty() && eos, "{errors:?}");
+    let mut h = harness(make_enc(&model, &[]));
+    let buffers = encode_frames(&mut h, 5);
+    let (header, records) = parse(&h, &buffers);
+    assert!(header.model_name.ends_with(" int8"), "{}", header.model_name);
+    assert_eq!(records.len(), 1);
 }

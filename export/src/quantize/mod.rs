@@ -29,10 +29,11 @@ pub use pattern::glob_match;
 pub const META_PRECISION: &str = "omnitok.precision";
 /// Metadata key: the int8 policy as JSON (int8 graphs only).
 pub const META_POLICY: &str = "omnitok.int8_policy";
-/// Metadata key of int8 graphs: the CPUs whose integer kernels compute them exactly, `any`
-/// (weights within ±64) or `x86-vnni` (full-range weights: on an x86 CPU without AVX-512
-/// VNNI or AVX-VNNI, ONNX Runtime's `vpmaddubsw` kernels would saturate); the elements refuse
-/// an `x86-vnni` graph on such a CPU.
+/// Metadata key of int8 graphs: the CPUs whose integer kernels compute them exactly as
+/// stored, `any` (weight pairs along K within 128) or `x86-vnni` (full-range weights: on an
+/// x86 CPU without AVX-512 VNNI or AVX-VNNI, ONNX Runtime's `vpmaddubsw` kernels would
+/// saturate); on such a CPU the elements store an `x86-vnni` graph's weights as uint8 at load
+/// (zero point 128, [`WEIGHT_ZP`]), for the uint8 x uint8 kernels, which are exact there.
 pub const META_CPU: &str = "omnitok.int8_cpu";
 
 /// The arithmetic of the exported graphs.
@@ -104,10 +105,11 @@ pub const PAIR_MAX_RANGE: std::ops::RangeInclusive<u16> = 2..=254;
 /// from float32 without them, keeps the cheaper per-tensor quantization.
 pub const DEFAULT_PER_ROW: &[&str] = &["encoder.*"];
 
-/// What `--int8-accurate` quantizes in two steps ([`Int8Policy::two_step`]): the feed-forward
-/// output projections, whose heavy-tailed GEGLU activations lose the most to 8-bit rows (each
-/// alone flips 0.7 to 1.1% of the trained checkpoint's tokens, docs/GRAPHS.md).
-pub const ACCURATE_TWO_STEP: &[&str] = &["encoder.*.3.4.weight"];
+/// The default two-step patterns ([`Int8Policy::two_step`]): the encoder's feed-forward output
+/// projections, whose heavy-tailed GEGLU activations lose the most to 8-bit rows (each alone
+/// flips 0.7 to 1.1% of the trained checkpoint's tokens; in two steps each gives back 0.1 to
+/// 0.3 points, and only all of them together reach 98% on every set, docs/GRAPHS.md).
+pub const DEFAULT_TWO_STEP: &[&str] = &["encoder.*.3.4.weight"];
 
 /// What the int8 pass quantizes.
 #[derive(Debug, Clone, PartialEq)]
@@ -126,10 +128,13 @@ pub struct Int8Policy {
     /// Largest `|q[2j]| + |q[2j+1]|` of two weights adjacent along K in one column (the
     /// scale is widened until every pair fits). ONNX Runtime's AVX2 and AVX-512BW uint8 x int8
     /// kernels (`vpmaddubsw`) add the products of exactly such pairs in int16 and saturate
-    /// past 32767; 128 keeps every pair within 255 x 128 = 32640, so the graph computes the
-    /// same integers on every CPU (its VNNI kernels sum in 32 bits). `None`, or a bound past
-    /// 128 with weights past 64, leaves graphs exact only on VNNI CPUs, and they say so
-    /// ([`META_CPU`]). A weight max of 64 needs no bound (two of them make 128).
+    /// past 32767; 128 keeps every pair within 255 x 128 = 32640, so the graph as stored
+    /// computes the same integers on every CPU (its VNNI kernels sum in 32 bits). `None` (the
+    /// default), or a bound past 128 with weights past 64, makes graphs exact as stored only on
+    /// VNNI CPUs, and they say so ([`META_CPU`]): elsewhere the elements run them with uint8
+    /// weights, exact but on slower kernels. The bound widens the weight steps 1.5-1.7x and
+    /// costs the trained checkpoint 0.3-0.6 points of token agreement (docs/GRAPHS.md). A
+    /// weight max of 64 needs no bound (two of them make 128).
     pub pair_max: Option<u16>,
     /// Glob patterns (as for `keep_float`) of MatMuls whose activation is quantized per row
     /// (per token) instead of per tensor: each row with the step `r / 127`, `r` its largest
@@ -142,7 +147,8 @@ pub struct Int8Policy {
     /// two steps: the row's byte `q` as usual, then the rounding residual `x - s (q - 128)`
     /// (within half a step) with the step `s / 254` as a second byte; two integer products,
     /// the second scaled by 1/254, make a product of about 16-bit activations with the same
-    /// int8 weights. Each pattern must match a candidate.
+    /// int8 weights. Each pattern must match a candidate; a match kept float or quantized per
+    /// tensor has one step or none (the report counts the two-step MatMuls).
     pub two_step: Vec<String>,
 }
 
@@ -153,26 +159,14 @@ impl Default for Int8Policy {
             granularity: Granularity::PerChannel,
             share_activation_quant: true,
             weight_max: 127,
-            pair_max: Some(PAIR_MAX_EXACT),
+            pair_max: None,
             per_row: DEFAULT_PER_ROW.iter().map(|s| s.to_string()).collect(),
-            two_step: Vec::new(),
+            two_step: DEFAULT_TWO_STEP.iter().map(|s| s.to_string()).collect(),
         }
     }
 }
 
 impl Int8Policy {
-    /// Quality first (`--int8-accurate`): full-range weights without the pair bound (exact on
-    /// VNNI CPUs only, [`Int8Policy::cpu`]) and the feed-forward outputs' activations in two
-    /// steps: at least 98% of the trained checkpoint's tokens equal to float32's on every set
-    /// measured (docs/GRAPHS.md).
-    pub fn accurate() -> Self {
-        Int8Policy {
-            pair_max: None,
-            two_step: ACCURATE_TWO_STEP.iter().map(|s| s.to_string()).collect(),
-            ..Int8Policy::default()
-        }
-    }
-
     /// The default policy with `keep_float` replaced by `patterns` (the CLI's
     /// `--int8-keep-float`); no patterns keep the default list, `none` keeps nothing float.
     pub fn with_keep_float(patterns: &[String]) -> Self {
@@ -189,6 +183,12 @@ impl Int8Policy {
     /// `per_row` replaced the same way (the CLI's `--int8-per-row`).
     pub fn with_per_row(mut self, patterns: &[String]) -> Self {
         self.per_row = replace_list(&self.per_row, patterns);
+        self
+    }
+
+    /// `two_step` replaced the same way (the CLI's `--int8-two-step`).
+    pub fn with_two_step(mut self, patterns: &[String]) -> Self {
+        self.two_step = replace_list(&self.two_step, patterns);
         self
     }
 
@@ -346,7 +346,7 @@ pub fn quantize_pair(encoder: &mut ModelProto, decoder: &mut ModelProto, policy:
     let all: Vec<(String, String)> = candidates(encoder).into_iter().chain(candidates(decoder)).collect();
     check_patterns("--int8-keep-float", &policy.keep_float, &all)?;
     check_patterns("--int8-per-row", &policy.per_row, &all)?;
-    check_patterns("two-step", &policy.two_step, &all)?;
+    check_patterns("--int8-two-step", &policy.two_step, &all)?;
     if !(1..=127).contains(&policy.weight_max) {
         bail!("--int8-weight-max {}: expected 1 to 127", policy.weight_max);
     }
@@ -523,6 +523,11 @@ const ROW_FLAT: &str = "omnitok.int8/flat";
 const ROW_ONE: &str = "omnitok.int8/one";
 const ROW_INV_254: &str = "omnitok.int8/inv_254";
 const ROW_ZP_128: &str = "omnitok.int8/zero_point_128";
+/// The weights' zero point, 0 (symmetric int8), given explicitly to every integer MatMul: the
+/// elements rewrite full-range weights to uint8 with zero point 128 on CPUs whose uint8 x int8
+/// kernels would saturate (gst-plugin-omnitok `runtime::unsigned_weights`), which needs an
+/// initializer to rewrite.
+pub const WEIGHT_ZP: &str = "omnitok.int8/weight_zero_point";
 
 /// The shape `[-1, k]`: an activation as rows of `k`.
 /// The value `what` (`step`, `q`, ...) of the per-row quantization of activation `x`.
@@ -838,9 +843,15 @@ fn rewrite(g: &mut GraphProto, policy: &Int8Policy, report: &mut GraphReport) ->
             } else {
                 out.clone()
             };
-            let mut inputs = vec![xq.clone(), wq.clone(), xs.clone(), ws.clone(), xz.clone()];
+            let mut inputs = vec![
+                xq.clone(),
+                wq.clone(),
+                xs.clone(),
+                ws.clone(),
+                xz.clone(),
+                WEIGHT_ZP.to_string(),
+            ];
             if !mm_bias.is_empty() {
-                inputs.push(String::new()); // b_zero_point: symmetric weights
                 inputs.push(mm_bias);
             }
             nodes.push(
@@ -849,7 +860,14 @@ fn rewrite(g: &mut GraphProto, policy: &Int8Policy, report: &mut GraphReport) ->
             );
             if two_step {
                 let lo = format!("{name}/int8:lo");
-                let inputs = [row_quant_value(&x, "q_lo"), wq, ROW_INV_254.to_string(), ws, xz.clone()];
+                let inputs = [
+                    row_quant_value(&x, "q_lo"),
+                    wq,
+                    ROW_INV_254.to_string(),
+                    ws,
+                    xz.clone(),
+                    WEIGHT_ZP.to_string(),
+                ];
                 nodes.push(
                     NodeProto::new("MatMulIntegerToFloat", format!("{name}/int8_lo"), inputs, [lo.clone()])
                         .with_domain("com.microsoft"),
@@ -863,9 +881,8 @@ fn rewrite(g: &mut GraphProto, policy: &Int8Policy, report: &mut GraphReport) ->
                 report.two_step += 1;
             }
         } else {
-            let mut inputs = vec![x, wq, ws];
+            let mut inputs = vec![x, wq, ws, WEIGHT_ZP.to_string()];
             if !mm_bias.is_empty() {
-                inputs.push(String::new());
                 inputs.push(mm_bias);
             }
             nodes.push(
@@ -912,6 +929,9 @@ fn rewrite(g: &mut GraphProto, policy: &Int8Policy, report: &mut GraphReport) ->
         for k in k_shapes {
             new_inits.push(TensorProto::from_i64(rows_by(k), &[2], &[-1, k as i64]));
         }
+    }
+    if !report.quantized.is_empty() {
+        new_inits.push(TensorProto::from_raw(WEIGHT_ZP, &[], DataType::Int8, vec![0]));
     }
     g.initializer.retain(|t| !dead.contains(t.name()));
     g.initializer.extend(new_inits);

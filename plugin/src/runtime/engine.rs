@@ -346,10 +346,12 @@ pub enum SessionError {
     Ort(String),
 }
 
-/// An ONNX Runtime session on `path` with the settings' threads, on `provider` (which fails
-/// rather than leaving nodes to the CPU silently).
+/// An ONNX Runtime session on `path` (or on `bytes`, the graph of `path` as rewritten in
+/// memory) with the settings' threads, on `provider` (which fails rather than leaving nodes
+/// to the CPU silently).
 pub(crate) fn build_session(
     path: &Path,
+    bytes: Option<&[u8]>,
     settings: &SessionSettings,
     provider: ExecutionProvider,
 ) -> Result<Session, SessionError> {
@@ -422,7 +424,10 @@ pub(crate) fn build_session(
                 .map_err(err)?;
         }
     }
-    b.commit_from_file(path).map_err(err)
+    match bytes {
+        Some(bytes) => b.commit_from_memory(bytes).map_err(err),
+        None => b.commit_from_file(path).map_err(err),
+    }
 }
 
 #[cfg(test)]

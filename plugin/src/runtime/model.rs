@@ -10,6 +10,7 @@ use ort::session::Session;
 use serde::Deserialize;
 
 use super::engine::{self, Engine, OrtEngine, SessionError};
+use super::unsigned_weights::{self, Rewritten};
 use crate::format::{FormatError, PayloadType, StreamHeader, model_id_to_hex};
 
 /// The `omnitok.contract` this plugin reads (docs/GRAPHS.md).
@@ -518,10 +519,12 @@ pub enum ModelError {
         got.article(), want.article()
     )]
     WrongRole { want: Role, got: Role },
+    #[error("cannot read it: {0}")]
+    Read(String),
     #[error(
-        "it is an int8 graph with full-range weights (omnitok.int8_cpu '{0}'), which ONNX Runtime computes exactly only on x86 CPUs with AVX-512 VNNI or AVX-VNNI, and this CPU has neither (its integer kernels would saturate): export it again without --int8-pair-max or --int8-accurate (the default bound, 128, is exact on every CPU)"
+        "it is an int8 graph with full-range weights (omnitok.int8_cpu 'x86-vnni'), which this CPU (x86 without AVX-512 VNNI or AVX-VNNI, whose uint8 x int8 kernels saturate) computes exactly only with the weights stored as uint8, and they cannot be: {0}"
     )]
-    Int8Cpu(String),
+    Unsigned(#[from] super::unsigned_weights::UnsignedError),
 }
 
 /// Whether ONNX Runtime's integer kernels compute full-range int8 weights exactly here: on
@@ -538,15 +541,50 @@ pub fn full_range_int8_is_exact() -> bool {
     }
 }
 
-/// The CPU check of an int8 graph's `omnitok.int8_cpu` (`exact` = [`full_range_int8_is_exact`]).
-pub fn check_int8_cpu(int8_cpu: Option<&str>, exact: bool) -> Result<(), ModelError> {
+/// How full-range int8 graphs (`omnitok.int8_cpu` `x86-vnni`) are run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Int8Kernels {
+    /// ONNX Runtime's uint8 x int8 kernels accumulate in 32 bits here: the graph as stored.
+    Wide,
+    /// They would saturate (x86 without VNNI): the weights are stored as uint8 with zero point
+    /// 128 in memory before the session is built, for the exact uint8 x uint8 kernels
+    /// ([`super::unsigned_weights`]).
+    Saturating,
+}
+
+impl Int8Kernels {
+    /// This CPU's ([`full_range_int8_is_exact`]).
+    pub fn here() -> Self {
+        if full_range_int8_is_exact() {
+            Int8Kernels::Wide
+        } else {
+            Int8Kernels::Saturating
+        }
+    }
+}
+
+/// The check of an int8 graph's `omnitok.int8_cpu`: `any`, `x86-vnni` or absent.
+pub fn check_int8_cpu(int8_cpu: Option<&str>) -> Result<(), ModelError> {
     match int8_cpu {
-        Some("x86-vnni") if !exact => Err(ModelError::Int8Cpu("x86-vnni".into())),
         Some("any" | "x86-vnni") | None => Ok(()),
         Some(other) => Err(ModelError::UnknownValue {
             key: "omnitok.int8_cpu",
             value: other.into(),
         }),
+    }
+}
+
+/// The bytes of `path` with its int8 weights stored as uint8, when it is a full-range int8
+/// graph; `None` for any other graph (one whose metadata cannot be read is left to ONNX
+/// Runtime to refuse).
+pub(crate) fn unsigned_copy(path: &Path) -> Result<Option<(Vec<u8>, Rewritten)>, ModelError> {
+    let mut bytes = std::fs::read(path).map_err(|e| ModelError::Read(e.to_string()))?;
+    match unsigned_weights::metadata(&bytes, "omnitok.int8_cpu") {
+        Ok(Some(cpu)) if cpu == "x86-vnni" => {
+            let r = unsigned_weights::to_unsigned(&mut bytes)?;
+            Ok(Some((bytes, r)))
+        }
+        _ => Ok(None),
     }
 }
 
@@ -558,33 +596,51 @@ pub struct LoadedModel {
     pub active_provider: ExecutionProvider,
     /// Set when a GPU provider failed and `fallback` let the session run on CPU.
     pub fallback_reason: Option<String>,
+    /// Set when full-range int8 weights were stored as uint8 for this CPU ([`Int8Kernels`]).
+    pub int8_rewrite: Option<Rewritten>,
 }
 
 /// Loads `path` as the graph of `role` on the configured provider (a local ONNX Runtime
 /// session).
 pub fn load(path: &Path, role: Role, settings: &SessionSettings) -> Result<LoadedModel, ModelError> {
+    load_for(path, role, settings, Int8Kernels::here())
+}
+
+/// [`load`] as on a CPU with these integer kernels (tests take the non-VNNI path this way).
+pub fn load_for(
+    path: &Path,
+    role: Role,
+    settings: &SessionSettings,
+    kernels: Int8Kernels,
+) -> Result<LoadedModel, ModelError> {
     if !path.is_file() {
         return Err(ModelError::NotAFile(path.to_path_buf()));
     }
-    let cpu = ExecutionProvider::Cpu;
-    let (session, active_provider, fallback_reason) = match engine::build_session(path, settings, settings.provider) {
-        Ok(s) => (s, settings.provider, None),
-        Err(e) if settings.provider != cpu && settings.fallback => {
-            let why = format!(
-                "execution provider '{}' is not usable ({e}); running on CPU",
-                settings.provider.nick()
-            );
-            let s = engine::build_session(path, settings, cpu).map_err(ModelError::Session)?;
-            (s, cpu, Some(why))
-        }
-        Err(reason) if settings.provider != cpu => {
-            return Err(ModelError::Provider {
-                provider: settings.provider,
-                reason,
-            });
-        }
-        Err(e) => return Err(ModelError::Session(e)),
+    let rewritten = match kernels {
+        Int8Kernels::Wide => None,
+        Int8Kernels::Saturating => unsigned_copy(path)?,
     };
+    let bytes = rewritten.as_ref().map(|(b, _)| b.as_slice());
+    let cpu = ExecutionProvider::Cpu;
+    let (session, active_provider, fallback_reason) =
+        match engine::build_session(path, bytes, settings, settings.provider) {
+            Ok(s) => (s, settings.provider, None),
+            Err(e) if settings.provider != cpu && settings.fallback => {
+                let why = format!(
+                    "execution provider '{}' is not usable ({e}); running on CPU",
+                    settings.provider.nick()
+                );
+                let s = engine::build_session(path, bytes, settings, cpu).map_err(ModelError::Session)?;
+                (s, cpu, Some(why))
+            }
+            Err(reason) if settings.provider != cpu => {
+                return Err(ModelError::Provider {
+                    provider: settings.provider,
+                    reason,
+                });
+            }
+            Err(e) => return Err(ModelError::Session(e)),
+        };
     let mut info = ModelInfo::from_session(&session)?;
     info.path = path.to_path_buf();
     if info.role != role {
@@ -593,12 +649,13 @@ pub fn load(path: &Path, role: Role, settings: &SessionSettings) -> Result<Loade
             got: info.role,
         });
     }
-    check_int8_cpu(info.int8_cpu.as_deref(), full_range_int8_is_exact())?;
+    check_int8_cpu(info.int8_cpu.as_deref())?;
     Ok(LoadedModel {
         engine: Box::new(OrtEngine::new(session, active_provider, settings.device_id).map_err(ModelError::Session)?),
         info,
         active_provider,
         fallback_reason,
+        int8_rewrite: rewritten.map(|(_, r)| r),
     })
 }
 
@@ -630,21 +687,14 @@ pub(crate) mod tests {
         }
     }
 
-    /// Full-range int8 graphs are refused only where the kernels would saturate; an unknown
+    /// Every CPU runs full-range int8 graphs (rewritten where the kernels saturate); an unknown
     /// `omnitok.int8_cpu` is an error.
     #[test]
-    fn full_range_int8_graphs_are_refused_where_the_kernels_saturate() {
-        for exact in [false, true] {
-            assert!(check_int8_cpu(None, exact).is_ok());
-            assert!(check_int8_cpu(Some("any"), exact).is_ok());
+    fn unknown_int8_cpu_values_are_refused() {
+        for v in [None, Some("any"), Some("x86-vnni")] {
+            assert!(check_int8_cpu(v).is_ok());
         }
-        assert!(check_int8_cpu(Some("x86-vnni"), true).is_ok());
-        let e = check_int8_cpu(Some("x86-vnni"), false).unwrap_err().to_string();
-        assert!(
-            e.contains("AVX-512 VNNI") && e.contains("without --int8-pair-max"),
-            "{e}"
-        );
-        let e = check_int8_cpu(Some("riscv"), true).unwrap_err().to_string();
+        let e = check_int8_cpu(Some("riscv")).unwrap_err().to_string();
         assert!(e.contains("unknown omnitok.int8_cpu 'riscv'"), "{e}");
     }
 

@@ -305,6 +305,14 @@ impl ModelSettings {
         if let Some(why) = &model.fallback_reason {
             gst::element_imp_warning!(imp, gst::LibraryError::Settings, ("{}", why));
         }
+        if let Some(r) = &model.int8_rewrite {
+            gst::info!(
+                CAT,
+                imp = imp,
+                "this CPU has no VNNI: the full-range int8 weights of {} integer MatMuls are stored as uint8 (zero point 128) for ONNX Runtime's exact uint8 x uint8 kernels",
+                r.matmuls
+            );
+        }
         gst::info!(CAT, imp = imp, "loaded {}", model.info.describe());
         Ok(model)
     }

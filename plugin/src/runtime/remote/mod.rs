@@ -271,6 +271,7 @@ pub fn load(
         info,
         active_provider: ExecutionProvider::Remote,
         fallback_reason: None,
+        int8_rewrite: None,
     })
 }
 
