@@ -306,10 +306,10 @@ impl ModelSettings {
             gst::element_imp_warning!(imp, gst::LibraryError::Settings, ("{}", why));
         }
         if let Some(r) = &model.int8_rewrite {
-            gst::info!(
+            gst::warning!(
                 CAT,
                 imp = imp,
-                "this CPU has no VNNI: the full-range int8 weights of {} integer MatMuls are stored as uint8 (zero point 128) for ONNX Runtime's exact uint8 x uint8 kernels",
+                "this CPU has no VNNI: the full-range int8 weights of {} integer MatMuls are stored as uint8 (zero point 128) for ONNX Runtime's exact, slower uint8 x uint8 kernels; a graph exported with --int8-pair-max 128 runs on the faster uint8 x int8 kernels here",
                 r.matmuls
             );
         }
