@@ -129,6 +129,36 @@ def safetensors(tensors, metadata=None):
     return struct.pack("<Q", len(h)) + h + data
 
 
+def pb_varint(v):
+    out = b""
+    while v >= 0x80:
+        out += bytes([(v & 0x7F) | 0x80])
+        v >>= 7
+    return out + bytes([v])
+
+
+def pb_len(number, payload):
+    return pb_varint(number << 3 | 2) + pb_varint(len(payload)) + payload
+
+
+def pb_int(number, value):
+    return pb_varint(number << 3) + pb_varint(value)
+
+
+def onnx_model(nodes, inits, cpu=b"x86-vnni"):
+    """A minimal serialized ONNX ModelProto: nodes (name, op, domain, inputs) and
+    initializers (name, data_type, raw bytes), with omnitok.int8_cpu metadata."""
+    graph = b""
+    for name, op, domain, inputs in nodes:
+        n = b"".join(pb_len(1, i.encode()) for i in inputs) + pb_len(2, b"y")
+        graph += pb_len(1, n + pb_len(3, name.encode()) + pb_len(4, op.encode()) + pb_len(7, domain.encode()))
+    for name, data_type, raw in inits:
+        t = pb_int(1, len(raw)) + pb_int(2, data_type) + pb_len(8, name.encode()) + pb_len(9, raw)
+        graph += pb_len(5, t)
+    meta = pb_len(1, b"omnitok.int8_cpu") + pb_len(2, cpu)
+    return pb_int(1, 10) + pb_len(7, graph) + pb_len(14, meta)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--out", default=HERE)
@@ -158,6 +188,25 @@ def main():
                 "u": ("U8", [2], b"\x05\xff"),
                 "k": ("I32", [1], struct.pack("<i", -9)),
             }
+        ),
+        "unsigned_weights/two_matmuls.bin": onnx_model(
+            [
+                ("mm", "MatMulIntegerToFloat", "com.microsoft", ["xq", "w", "xs", "ws", "xz", "wz", "b"]),
+                ("dq", "DynamicQuantizeMatMul", "com.microsoft", ["x", "w2", "ws", "wz"]),
+                ("add", "Add", "", ["y", "other"]),
+            ],
+            [
+                ("w", 3, bytes([0x80, 0xFF, 0x00, 0x01, 0x7F, 0x10])),
+                ("w2", 3, bytes([0x05, 0xFB])),
+                ("wz", 3, b"\x00"),
+                ("other", 3, b"\x09"),
+                ("xz", 2, b"\x80"),
+            ],
+        ),
+        "unsigned_weights/no_zero_point.bin": onnx_model(
+            [("mm", "MatMulInteger", "", ["a", "w"])],
+            [("w", 3, b"\x01\x02")],
+            cpu=b"any",
         ),
     }
     for rel, data in seeds.items():
