@@ -36,10 +36,7 @@ pub fn cpu_session_for(path: &Path, threads: usize, kernels: Int8Kernels) -> Res
         intra_op_threads: threads,
         ..Default::default()
     };
-    let rewritten = match kernels {
-        Int8Kernels::Wide => None,
-        Int8Kernels::Saturating => model::unsigned_copy(path)?,
-    };
+    let rewritten = model::unsigned_copy(path, kernels)?;
     let bytes = rewritten.as_ref().map(|(b, _)| b.as_slice());
     engine::build_session(path, bytes, &settings, ExecutionProvider::Cpu).map_err(ModelError::Session)
 }

@@ -575,9 +575,12 @@ pub fn check_int8_cpu(int8_cpu: Option<&str>) -> Result<(), ModelError> {
 }
 
 /// The bytes of `path` with its int8 weights stored as uint8, when it is a full-range int8
-/// graph; `None` for any other graph (one whose metadata cannot be read is left to ONNX
-/// Runtime to refuse).
-pub(crate) fn unsigned_copy(path: &Path) -> Result<Option<(Vec<u8>, Rewritten)>, ModelError> {
+/// graph and `kernels` would saturate on it; `None` for a graph that runs as stored (one
+/// whose metadata cannot be read is left to ONNX Runtime to refuse).
+pub(crate) fn unsigned_copy(path: &Path, kernels: Int8Kernels) -> Result<Option<(Vec<u8>, Rewritten)>, ModelError> {
+    if kernels == Int8Kernels::Wide {
+        return Ok(None);
+    }
     let mut bytes = std::fs::read(path).map_err(|e| ModelError::Read(e.to_string()))?;
     match unsigned_weights::metadata(&bytes, "omnitok.int8_cpu") {
         Ok(Some(cpu)) if cpu == "x86-vnni" => {
@@ -616,10 +619,7 @@ pub fn load_for(
     if !path.is_file() {
         return Err(ModelError::NotAFile(path.to_path_buf()));
     }
-    let rewritten = match kernels {
-        Int8Kernels::Wide => None,
-        Int8Kernels::Saturating => unsigned_copy(path)?,
-    };
+    let rewritten = unsigned_copy(path, kernels)?;
     let bytes = rewritten.as_ref().map(|(b, _)| b.as_slice());
     let cpu = ExecutionProvider::Cpu;
     let (session, active_provider, fallback_reason) =
