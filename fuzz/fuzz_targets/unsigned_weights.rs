@@ -3,7 +3,8 @@
 //! Runtime sees it) on arbitrary bytes: the metadata lookup and the rewrite must succeed or
 //! fail with an error, never panic, loop or over-allocate; a rewrite never changes the
 //! length, leaves no int8 weight behind (a second pass rewrites nothing) and only flips
-//! bytes (every changed byte is a data type 3 -> 2 or a raw byte xor 0x80).
+//! bytes (every changed byte is a data type 3 -> 2 or a raw byte xor 0x80); an error leaves
+//! the bytes unchanged.
 //!
 //! Seeds (`fuzz/seeds/unsigned_weights/`, from `make_seeds.py`): a model with a
 //! `MatMulIntegerToFloat` and a `DynamicQuantizeMatMul` sharing a weight zero point, and one
@@ -19,7 +20,11 @@ static ALLOC: omnitok_fuzz::Guard = omnitok_fuzz::Guard;
 fuzz_target!(|data: &[u8]| omnitok_fuzz::run(data, |d| {
     let _ = metadata(d, "omnitok.int8_cpu");
     let mut buf = d.to_vec();
-    if let Ok(r) = to_unsigned(&mut buf) {
+    let result = to_unsigned(&mut buf);
+    if result.is_err() {
+        assert_eq!(buf, d, "an error leaves the bytes as they were");
+    }
+    if let Ok(r) = result {
         assert_eq!(buf.len(), d.len());
         assert!(r.initializers >= 1 || r.matmuls == 0);
         for (a, b) in d.iter().zip(&buf) {

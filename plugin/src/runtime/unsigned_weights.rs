@@ -219,6 +219,8 @@ pub fn to_unsigned(buf: &mut [u8]) -> Result<Rewritten, UnsignedError> {
     }
     let mut names: Vec<&String> = weights.iter().collect();
     names.sort();
+    // every weight checked before any byte changes: an error leaves `buf` as it was
+    let mut flips = Vec::with_capacity(names.len());
     for w in &names {
         if other_reads.contains(*w) {
             return Err(UnsignedError::SharedWeight((*w).clone()));
@@ -231,7 +233,10 @@ pub fn to_unsigned(buf: &mut [u8]) -> Result<Rewritten, UnsignedError> {
         if at.len() != 1 {
             return Err(UnsignedError::Malformed("a data_type written in more than one byte"));
         }
-        buf[at.start] = UINT8 as u8;
+        flips.push((at.start, raw));
+    }
+    for (data_type, raw) in flips {
+        buf[data_type] = UINT8 as u8;
         for b in &mut buf[raw] {
             *b ^= 0x80;
         }
@@ -352,8 +357,14 @@ mod tests {
         // a weight another node reads too
         let mm = node("mm", "DynamicQuantizeMatMul", "com.microsoft", &["x", "w", "ws", "wz"]);
         let other = node("cast", "Cast", "", &["w"]);
-        let mut buf = model(&[mm, other], &[w, tensor("wz", INT8, &[0])]);
+        let mut buf = model(&[mm.clone(), other], &[w.clone(), tensor("wz", INT8, &[0])]);
         assert_eq!(to_unsigned(&mut buf), Err(UnsignedError::SharedWeight("w".into())));
+        // ... or its zero point, found after the weight: the weight is left untouched too
+        let other = node("cast", "Cast", "", &["wz"]);
+        let mut buf = model(&[mm, other], &[w, tensor("wz", INT8, &[0])]);
+        let before = buf.clone();
+        assert_eq!(to_unsigned(&mut buf), Err(UnsignedError::SharedWeight("wz".into())));
+        assert_eq!(buf, before, "a refused graph is left as it was");
         // truncated or garbage bytes: an error, never a panic
         let good = model(&[], &[]);
         for cut in 0..good.len() {
